@@ -1,0 +1,77 @@
+"""Operators: whatever types the commands. A Protocol with a small registry.
+
+`--operator` takes `reference`, `script:FILE`, `http:URL`, `hf:PATH[@ADAPTER]`;
+a person at the keyboard is the `human` operator of `sekbench shell`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Protocol
+
+from pipeline.errors import SekbenchError
+from pipeline.render import Transcript
+
+
+class OperatorError(Exception):
+    """The operator could not produce a command (endpoint down, model crashed).
+
+    `void=True` marks an infrastructure failure: the rollout is `void`, never
+    counted against the model."""
+
+    def __init__(self, message: str, *, void: bool = True):
+        super().__init__(message)
+        self.void = void
+
+
+class EndOfInput(Exception):
+    """The operator has nothing more to type (a script ran out, a person pressed Ctrl-D)."""
+
+
+@dataclass
+class SessionContext:
+    scenario: dict | None = None
+    seed: int = 0
+    session_id: str = ""
+    options: dict = field(default_factory=dict)
+
+
+class Operator(Protocol):
+    name: str
+
+    def begin(self, ctx: SessionContext) -> None: ...
+
+    def next_command(self, transcript: Transcript) -> str: ...
+
+    def close(self) -> None: ...
+
+
+_REGISTRY: dict[str, Callable[[str, dict], Operator]] = {}
+
+
+def register(kind: str):
+    """Register a factory `(argument, options) -> Operator` under a kind name."""
+    def deco(factory):
+        _REGISTRY[kind] = factory
+        return factory
+    return deco
+
+
+def make_operator(spec: str, **options) -> Operator:
+    """Build an operator from `kind` or `kind:argument` (e.g. `script:cmds.txt`)."""
+    kind, _, arg = spec.partition(":")
+    _load_builtin()
+    if kind not in _REGISTRY:
+        raise SekbenchError(f"unknown operator {spec!r} (known: {', '.join(sorted(_REGISTRY))})")
+    return _REGISTRY[kind](arg, options)
+
+
+def _load_builtin() -> None:
+    # Imported lazily: the hf operator pulls in torch, which `sekbench run` must not pay for.
+    import importlib
+    for mod in ("script", "reference", "http", "hf"):
+        try:
+            importlib.import_module(f"pipeline.operators.{mod}")
+        except ModuleNotFoundError as e:
+            if e.name != f"pipeline.operators.{mod}":
+                raise

@@ -1,0 +1,455 @@
+"""The workspace store: SQLite through sqlite-utils, in WAL mode.
+
+This module is the only place with SQL. Every process opens its own Store;
+writers wait on a busy timeout (one writer at a time), readers are never
+blocked by WAL. Events are committed one by one as they happen, so another
+process can tail a live session and a killed run keeps what it wrote.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sqlite3
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import sqlite_utils
+
+SCHEMA_VERSION = 1
+LIVE = "running"
+
+
+def now() -> float:
+    return time.time()
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex[:16]
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def _loads(text: str | None, default: Any = None) -> Any:
+    if text in (None, ""):
+        return default
+    try:
+        return json.loads(text)
+    except (TypeError, ValueError):
+        return default
+
+
+def pid_alive(pid: int | None, host: str | None = None) -> bool:
+    """Whether a process of this host is alive; processes of other hosts count as alive."""
+    if not pid:
+        return False
+    if host and host != socket.gethostname():
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie is dead for our purposes
+        with open(f"/proc/{int(pid)}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+class Store:
+    """One connection per Store; use one Store per thread."""
+
+    def __init__(self, path: str | os.PathLike, *, timeout: float = 30.0):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(str(self.path), timeout=timeout, isolation_level=None,
+                               check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        # NORMAL is durable against a killed process (the WAL survives); only a
+        # power cut can lose the last commits.
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
+        self.db = sqlite_utils.Database(conn)
+        self._lock = threading.Lock()
+        self._migrate()
+
+    # ------------------------------------------------------------------ schema
+    def _migrate(self) -> None:
+        with self._lock, self.db.conn:
+            self.db.conn.execute("BEGIN IMMEDIATE")
+            t = self.db.table
+            if not t("sessions").exists():
+                t("sessions").create({
+                    "id": str, "scenario_id": str, "operator": str, "backend": str, "image": str,
+                    "started_at": float, "ended_at": float, "status": str, "end_reason": str,
+                    "terminal": str, "detail": str, "turns": int, "max_turns": int,
+                    "max_seconds": float, "pid": int, "host": str, "sandbox": str, "rollout_id": str,
+                    "batch_id": str, "meta": str,
+                }, pk="id")
+                t("sessions").create_index(["status"])
+                t("sessions").create_index(["started_at"])
+            if not t("events").exists():
+                t("events").create({
+                    "id": int, "session_id": str, "seq": int, "ts": float, "turn": int,
+                    "kind": str, "text": str, "raw": bytes,
+                }, pk="id")
+                t("events").create_index(["session_id", "seq"], unique=True)
+            if not t("turns").exists():
+                t("turns").create({
+                    "session_id": str, "idx": int, "prompt": str, "command": str, "output": str,
+                    "exit_status": int, "seconds": float, "timed_out": int, "truncated": int,
+                    "ts": float,
+                }, pk=("session_id", "idx"))
+            if not t("scenarios").exists():
+                t("scenarios").create({
+                    "id": str, "archetype": str, "split": str, "provider": str,
+                    "announcement": str, "admitted": int, "reasons": str, "source": str,
+                    "file": str, "seed": int, "body": str, "created_at": float, "updated_at": float,
+                }, pk="id")
+                t("scenarios").create_index(["archetype"])
+                t("scenarios").create_index(["split", "admitted"])
+            if not t("admissions").exists():
+                t("admissions").create({
+                    "id": int, "scenario_id": str, "file": str, "source": str, "archetype": str,
+                    "admitted": int, "reasons": str, "messages": str, "ts": float,
+                    "raw": str, "batch_id": str,
+                }, pk="id")
+                t("admissions").create_index(["archetype"])
+            if not t("rollouts").exists():
+                t("rollouts").create({
+                    "id": str, "session_id": str, "scenario_id": str, "archetype": str,
+                    "split": str, "operator": str, "batch_id": str, "end_reason": str,
+                    "terminal": str, "checker_status": int, "checker_output": str,
+                    "verified": int, "verdict": str, "reasons": str, "turns": int,
+                    "seconds": float, "messages": str, "created_at": float, "meta": str,
+                }, pk="id")
+                t("rollouts").create_index(["verdict"])
+                t("rollouts").create_index(["archetype"])
+                t("rollouts").create_index(["created_at"])
+            if not t("decisions").exists():
+                t("decisions").create({
+                    "id": int, "rollout_id": str, "decision": str, "note": str, "ts": float,
+                    "who": str,
+                }, pk="id")
+                t("decisions").create_index(["rollout_id"])
+            if not t("jobs").exists():
+                t("jobs").create({
+                    "id": str, "kind": str, "status": str, "pid": int, "host": str,
+                    "args": str, "created_at": float, "started_at": float, "ended_at": float,
+                    "result": str, "error": str, "log": str, "out": str,
+                }, pk="id")
+            if not t("metrics").exists():
+                t("metrics").create({
+                    "id": int, "job_id": str, "step": int, "ts": float, "values": str,
+                }, pk="id")
+                t("metrics").create_index(["job_id", "step"])
+            if not t("reports").exists():
+                t("reports").create({
+                    "id": str, "job_id": str, "kind": str, "created_at": float,
+                    "body": str, "markdown": str,
+                }, pk="id")
+            if not t("meta").exists():
+                t("meta").create({"key": str, "value": str}, pk="key")
+                t("meta").insert({"key": "schema", "value": str(SCHEMA_VERSION)})
+
+    # --------------------------------------------------------------- helpers
+    def _write(self, fn, *args, **kwargs):
+        with self._lock:
+            return fn(*args, **kwargs)
+
+    def query(self, sql: str, params: Iterable | dict = ()) -> list[dict]:
+        return [dict(r) for r in self.db.query(sql, params)]
+
+    def close(self) -> None:
+        self.db.conn.close()
+
+    # -------------------------------------------------------------- sessions
+    def session_start(self, **fields: Any) -> str:
+        sid = fields.pop("id", None) or new_id()
+        meta = fields.pop("meta", None)
+        row = {"id": sid, "status": LIVE, "started_at": now(), "turns": 0, "pid": os.getpid(),
+               "host": socket.gethostname(), "meta": _dumps(meta or {}), **fields}
+        self._write(self.db["sessions"].insert, row)
+        return sid
+
+    def session_update(self, sid: str, **fields: Any) -> None:
+        if "meta" in fields:
+            fields["meta"] = _dumps(fields["meta"])
+        self._write(self.db["sessions"].update, sid, fields)
+
+    def session_end(self, sid: str, end_reason: str, terminal: str | None = None,
+                    detail: str | None = None, turns: int | None = None) -> None:
+        fields = {"status": "ended", "end_reason": end_reason, "terminal": terminal,
+                  "detail": detail, "ended_at": now()}
+        if turns is not None:
+            fields["turns"] = turns
+        self._write(self.db["sessions"].update, sid, fields)
+
+    def session(self, sid: str) -> dict | None:
+        rows = self.query("select * from sessions where id = ?", [sid])
+        return rows[0] if rows else None
+
+    def sessions(self, *, status: str | None = None, limit: int = 200) -> list[dict]:
+        if status:
+            return self.query("select * from sessions where status = ? order by started_at desc "
+                              "limit ?", [status, limit])
+        return self.query("select * from sessions order by started_at desc limit ?", [limit])
+
+    def mark_interrupted(self) -> int:
+        """Close sessions and jobs whose owning process is gone: `interrupted`, never left running."""
+        changed = 0
+        for row in self.query("select id, pid, host, turns from sessions where status = ?", [LIVE]):
+            if not pid_alive(row["pid"], row["host"]):
+                self.session_end(row["id"], "interrupted", detail="the process running it died")
+                changed += 1
+        for row in self.query("select id, pid, host from jobs where status in ('running', 'queued')"):
+            if row["pid"] and not pid_alive(row["pid"], row["host"]):
+                self.job_update(row["id"], status="failed", ended_at=now(),
+                                error="the job's process died")
+                changed += 1
+        return changed
+
+    # ---------------------------------------------------------------- events
+    def append_event(self, sid: str, seq: int, kind: str, text: str = "", *, turn: int | None = None,
+                     raw: bytes | None = None) -> None:
+        self._write(self.db["events"].insert, {"session_id": sid, "seq": seq, "ts": now(),
+                                                "turn": turn, "kind": kind, "text": text, "raw": raw})
+
+    def events(self, sid: str, after_seq: int = -1, limit: int = 10_000) -> list[dict]:
+        return self.query("select seq, ts, turn, kind, text, raw from events where session_id = ? "
+                          "and seq > ? order by seq limit ?", [sid, after_seq, limit])
+
+    def record_turn(self, sid: str, idx: int, **fields: Any) -> None:
+        row = {"session_id": sid, "idx": idx, "ts": now(), **fields}
+        with self._lock:
+            self.db["turns"].insert(row, replace=True)
+            self.db["sessions"].update(sid, {"turns": idx + 1})
+
+    def turns(self, sid: str) -> list[dict]:
+        return self.query("select * from turns where session_id = ? order by idx", [sid])
+
+    # ------------------------------------------------------------- scenarios
+    def put_scenario(self, scenario: dict, *, admitted: bool, reasons: list[str], source: str,
+                     file: str | None = None, seed: int | None = None) -> None:
+        row = {
+            "id": scenario["id"], "archetype": scenario.get("archetype"),
+            "split": scenario.get("split", "train"),
+            "provider": (scenario.get("provider") or {}).get("name"),
+            "announcement": (scenario.get("announcement") or {}).get("kind"),
+            "admitted": int(bool(admitted)), "reasons": _dumps(reasons), "source": source,
+            "file": file, "seed": seed, "body": _dumps(scenario), "updated_at": now(),
+        }
+        with self._lock:
+            existing = self.db["scenarios"].count_where("id = ?", [row["id"]])
+            row["created_at"] = now() if not existing else None
+            if existing:
+                row.pop("created_at")
+                self.db["scenarios"].update(row["id"], row)
+            else:
+                self.db["scenarios"].insert(row)
+
+    def scenario(self, sid: str) -> dict | None:
+        rows = self.query("select body from scenarios where id = ?", [sid])
+        return _loads(rows[0]["body"]) if rows else None
+
+    def scenarios(self, *, split: str | None = None, admitted: bool | None = True,
+                  archetypes: Iterable[str] | None = None, limit: int | None = None) -> list[dict]:
+        where, params = [], []
+        if split:
+            where.append("split = ?")
+            params.append(split)
+        if admitted is not None:
+            where.append("admitted = ?")
+            params.append(int(admitted))
+        if archetypes:
+            arch = list(archetypes)
+            where.append(f"archetype in ({','.join('?' * len(arch))})")
+            params.extend(arch)
+        sql = "select body from scenarios"
+        if where:
+            sql += " where " + " and ".join(where)
+        sql += " order by id"
+        if limit:
+            sql += f" limit {int(limit)}"
+        return [_loads(r["body"]) for r in self.query(sql, params)]
+
+    def scenario_rows(self, limit: int = 5000) -> list[dict]:
+        rows = self.query("select id, archetype, split, provider, announcement, admitted, reasons, "
+                          "source, file from scenarios order by id limit ?", [limit])
+        for r in rows:
+            r["reasons"] = _loads(r["reasons"], [])
+        return rows
+
+    def record_admission(self, *, scenario_id: str | None, archetype: str | None, admitted: bool,
+                         reasons: list[str], messages: dict | None = None, source: str = "file",
+                         file: str | None = None, raw: str | None = None,
+                         batch_id: str | None = None) -> None:
+        self._write(self.db["admissions"].insert, {
+            "scenario_id": scenario_id, "archetype": archetype, "admitted": int(bool(admitted)),
+            "reasons": _dumps(reasons), "messages": _dumps(messages or {}), "source": source,
+            "file": file, "raw": raw, "ts": now(), "batch_id": batch_id})
+
+    def admission_yield(self) -> dict[str, dict[str, int]]:
+        """Admitted / attempted per archetype, over every recorded attempt."""
+        out: dict[str, dict[str, int]] = {}
+        for r in self.query("select coalesce(archetype, '?') a, sum(admitted) ok, count(*) n "
+                            "from admissions group by a order by a"):
+            out[r["a"]] = {"admitted": r["ok"] or 0, "attempted": r["n"]}
+        return out
+
+    def admissions(self, limit: int = 500) -> list[dict]:
+        rows = self.query("select * from admissions order by id desc limit ?", [limit])
+        for r in rows:
+            r["reasons"] = _loads(r["reasons"], [])
+            r["messages"] = _loads(r["messages"], {})
+        return rows
+
+    # -------------------------------------------------------------- rollouts
+    def put_rollout(self, row: dict) -> str:
+        row = dict(row)
+        row.setdefault("id", new_id())
+        row.setdefault("created_at", now())
+        for key in ("reasons", "messages", "meta"):
+            if key in row and not isinstance(row[key], str):
+                row[key] = _dumps(row[key])
+        self._write(self.db["rollouts"].insert, row, replace=True)
+        return row["id"]
+
+    def rollout(self, rid: str) -> dict | None:
+        rows = self.query("select * from rollouts where id = ?", [rid])
+        return self._rollout_row(rows[0]) if rows else None
+
+    @staticmethod
+    def _rollout_row(r: dict) -> dict:
+        r["reasons"] = _loads(r.get("reasons"), [])
+        r["messages"] = _loads(r.get("messages"), [])
+        r["meta"] = _loads(r.get("meta"), {})
+        return r
+
+    def _rollout_filter(self, verdict, reason, archetype, operator, split, batch_id):
+        where, params = [], []
+        for col, val in (("verdict", verdict), ("archetype", archetype), ("operator", operator),
+                         ("split", split), ("batch_id", batch_id)):
+            if val:
+                where.append(f"{col} = ?")
+                params.append(val)
+        if reason:
+            where.append("reasons like ?")
+            params.append(f'%"{reason}"%')
+        return (" where " + " and ".join(where)) if where else "", params
+
+    def rollouts(self, *, verdict: str | None = None, reason: str | None = None,
+                 archetype: str | None = None, operator: str | None = None,
+                 split: str | None = None, batch_id: str | None = None, offset: int = 0,
+                 limit: int = 100, with_messages: bool = False) -> list[dict]:
+        cols = "*" if with_messages else ("id, session_id, scenario_id, archetype, split, operator, "
+                                           "batch_id, end_reason, terminal, checker_status, "
+                                           "verified, verdict, reasons, turns, seconds, created_at")
+        where, params = self._rollout_filter(verdict, reason, archetype, operator, split, batch_id)
+        rows = self.query(f"select {cols} from rollouts{where} order by created_at, id "
+                          f"limit ? offset ?", [*params, limit, offset])
+        return [self._rollout_row(r) for r in rows]
+
+    def count_rollouts(self, **filters: Any) -> int:
+        where, params = self._rollout_filter(filters.get("verdict"), filters.get("reason"),
+                                             filters.get("archetype"), filters.get("operator"),
+                                             filters.get("split"), filters.get("batch_id"))
+        return self.query(f"select count(*) n from rollouts{where}", params)[0]["n"]
+
+    # ------------------------------------------------------------- decisions
+    def decide(self, rollout_id: str, decision: str, note: str = "", who: str = "") -> int:
+        """Append a curator decision: accept, reject, or undo (which retracts the last one)."""
+        if decision not in ("accept", "reject", "undo"):
+            raise ValueError(f"unknown decision {decision!r}")
+        return self._write(self.db["decisions"].insert, {"rollout_id": rollout_id,
+                                                         "decision": decision, "note": note,
+                                                         "who": who, "ts": now()}).last_pk
+
+    def decisions(self, rollout_id: str) -> list[dict]:
+        return self.query("select * from decisions where rollout_id = ? order by id", [rollout_id])
+
+    def current_decisions(self) -> dict[str, str]:
+        """rollout id -> 'accept' or 'reject', after applying undos in order."""
+        stacks: dict[str, list[str]] = {}
+        for r in self.query("select rollout_id, decision from decisions order by id"):
+            stack = stacks.setdefault(r["rollout_id"], [])
+            if r["decision"] == "undo":
+                if stack:
+                    stack.pop()
+            else:
+                stack.append(r["decision"])
+        return {rid: s[-1] for rid, s in stacks.items() if s}
+
+    # ------------------------------------------------------------------ jobs
+    def job_create(self, kind: str, args: dict, **fields: Any) -> str:
+        jid = fields.pop("id", None) or f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}-{new_id()[:6]}"
+        self._write(self.db["jobs"].insert, {"id": jid, "kind": kind, "status": "queued",
+                                             "args": _dumps(args), "created_at": now(),
+                                             "host": socket.gethostname(), **fields})
+        return jid
+
+    def job_update(self, jid: str, **fields: Any) -> None:
+        if "result" in fields and not isinstance(fields["result"], str):
+            fields["result"] = _dumps(fields["result"])
+        self._write(self.db["jobs"].update, jid, fields)
+
+    def job(self, jid: str) -> dict | None:
+        rows = self.query("select * from jobs where id = ?", [jid])
+        if not rows:
+            return None
+        r = rows[0]
+        r["args"] = _loads(r["args"], {})
+        r["result"] = _loads(r["result"], None)
+        return r
+
+    def jobs(self, kind: str | None = None, limit: int = 100) -> list[dict]:
+        sql = "select * from jobs" + (" where kind = ?" if kind else "") + \
+              " order by created_at desc limit ?"
+        rows = self.query(sql, [kind, limit] if kind else [limit])
+        for r in rows:
+            r["args"] = _loads(r["args"], {})
+            r["result"] = _loads(r["result"], None)
+        return rows
+
+    def add_metrics(self, job_id: str, step: int, values: dict) -> None:
+        self._write(self.db["metrics"].insert, {"job_id": job_id, "step": step, "ts": now(),
+                                                "values": _dumps(values)})
+
+    def metrics(self, job_id: str, after_id: int = 0) -> list[dict]:
+        rows = self.query('select id, step, ts, "values" from metrics where job_id = ? and id > ? '
+                          "order by id", [job_id, after_id])
+        for r in rows:
+            r["values"] = _loads(r["values"], {})
+        return rows
+
+    # --------------------------------------------------------------- reports
+    def put_report(self, kind: str, body: dict, markdown: str = "", job_id: str | None = None) -> str:
+        rid = new_id()
+        self._write(self.db["reports"].insert, {"id": rid, "job_id": job_id, "kind": kind,
+                                                "created_at": now(), "body": _dumps(body),
+                                                "markdown": markdown})
+        return rid
+
+    def reports(self, kind: str | None = None, limit: int = 50) -> list[dict]:
+        sql = "select * from reports" + (" where kind = ?" if kind else "") + \
+              " order by created_at desc limit ?"
+        rows = self.query(sql, [kind, limit] if kind else [limit])
+        for r in rows:
+            r["body"] = _loads(r["body"], {})
+        return rows
+
+
+def iter_jsonl(path: str | os.PathLike) -> Iterator[dict]:
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            line = line.strip()
+            if line:
+                yield json.loads(line)

@@ -1,0 +1,1 @@
+"""sekbench: the workbench app and the command line."""
