@@ -1,0 +1,82 @@
+"""The `sekbench` command line.
+
+Each verb lives in `sekbench/commands/<verb>.py` and defines `NAME`, `HELP`,
+`add_arguments(parser)` and `run(args, ws) -> dict`. With `--json` the verb's
+dict is printed as one JSON document on stdout; logs go to stderr. An expected
+failure is a SekbenchError: one line on stderr and a non-zero exit status.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import pkgutil
+import signal
+import sys
+
+from pipeline.errors import SekbenchError
+from pipeline.workspace import Workspace
+
+
+def _verbs() -> dict:
+    import sekbench.commands as pkg
+    verbs = {}
+    for info in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda m: m.name):
+        mod = importlib.import_module(f"sekbench.commands.{info.name}")
+        if hasattr(mod, "NAME"):
+            verbs[mod.NAME] = mod
+    return verbs
+
+
+def build_parser(verbs: dict) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sekbench", description=__doc__.splitlines()[0])
+    parser.add_argument("--home", help="workspace folder (default: $SEKBENCH_HOME or "
+                                       "~/.local/share/sekbench)")
+    sub = parser.add_subparsers(dest="verb", metavar="VERB")
+    for name, mod in verbs.items():
+        p = sub.add_parser(name, help=mod.HELP, description=mod.HELP)
+        p.add_argument("--json", action="store_true", help="print one JSON document on stdout")
+        mod.add_arguments(p)
+    return parser
+
+
+def emit(result, as_json: bool) -> None:
+    if as_json:
+        json.dump(result, sys.stdout, default=str)
+        sys.stdout.write("\n")
+    elif result is not None:
+        from rich.console import Console
+        from rich.pretty import Pretty
+        Console().print(Pretty(result))
+    sys.stdout.flush()
+
+
+def main(argv: list[str] | None = None) -> int:
+    # SIGTERM ends work the same way Ctrl-C does, so sessions close as `interrupted`.
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    verbs = _verbs()
+    parser = build_parser(verbs)
+    args = parser.parse_args(argv)
+    try:
+        ws = Workspace.from_env(args.home)
+        if not args.verb:
+            from sekbench.app import run_app
+            run_app(ws)
+            return 0
+        result = verbs[args.verb].run(args, ws)
+        emit(result, getattr(args, "json", False))
+        code = result.get("_exit", 0) if isinstance(result, dict) else 0
+        return code
+    except SekbenchError as e:
+        print(f"sekbench: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("sekbench: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 141
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""One module per CLI verb; see sekbench/cli.py for the contract."""
