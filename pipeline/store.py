@@ -453,3 +453,42 @@ def iter_jsonl(path: str | os.PathLike) -> Iterator[dict]:
             line = line.strip()
             if line:
                 yield json.loads(line)
+
+
+
+# ---- workbench queries
+class WorkbenchStore(Store):
+    """The Store plus the read-mostly queries the workbench (sekbench/app.py) needs.
+
+    A subclass, so the methods above stay exactly as they were; the workbench opens
+    this one, everyone else keeps using Store."""
+
+    def rollout_facets(self) -> dict[str, list[str]]:
+        """Distinct archetypes and operators among rollouts, for the Review filters."""
+        arch = [r["a"] for r in self.query("select distinct archetype a from rollouts "
+                                           "where archetype is not null order by a")]
+        ops = [r["o"] for r in self.query("select distinct operator o from rollouts "
+                                          "where operator is not null order by o")]
+        return {"archetypes": arch, "operators": ops}
+
+    def count_rollouts_among(self, ids: Iterable[str], **filters: Any) -> int:
+        """How many of `ids` match the Review filters (queue progress: decided / in queue)."""
+        ids = list(ids)
+        if not ids:
+            return 0
+        where, params = self._rollout_filter(filters.get("verdict"), filters.get("reason"),
+                                             filters.get("archetype"), filters.get("operator"),
+                                             filters.get("split"), filters.get("batch_id"))
+        clause = (where + " and " if where else " where ") + \
+            "id in (select value from json_each(?))"
+        return self.query(f"select count(*) n from rollouts{clause}",
+                          [*params, _dumps(ids)])[0]["n"]
+
+    def data_version(self) -> int:
+        """Changes whenever another connection commits; lets a poller skip unchanged reads."""
+        return self.query("pragma data_version")[0]["data_version"]
+
+    def last_seq(self, sid: str) -> int:
+        """The highest event seq of a session (-1 when none)."""
+        rows = self.query("select max(seq) m from events where session_id = ?", [sid])
+        return rows[0]["m"] if rows and rows[0]["m"] is not None else -1

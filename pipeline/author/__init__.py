@@ -1,0 +1,1 @@
+"""Stage A of the flow: authoring scenarios, procedurally (offline) or with a teacher model."""

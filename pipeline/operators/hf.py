@@ -1,0 +1,455 @@
+"""`hf:PATH[@ADAPTER]`: an in-process transformers model, optionally with a LoRA adapter.
+
+One resident base per (path, device, dtype, 4-bit) lives for the whole process;
+adapters are loaded into the same PeftModel and switched per batch, so a new
+adapter never reloads the base.
+
+Each session keeps the token ids it has fed and their KV cache. A turn renders
+the messages with the chat template, keeps the longest common prefix of the
+cached ids (normally all of them), crops the cache to it and feeds only the
+rest. Sessions run on their own threads; a batcher thread per resident base
+gathers their requests for a short window and generates them together: each
+row's new suffix is prefilled alone against its own cache (no padding, so the
+prefill is exactly what a lone session computes), then the decode steps run as
+one left-padded batch whose rows leave as soon as they stop.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pipeline.errors import SekbenchError
+from pipeline.operators import OperatorError, SessionContext, register
+from pipeline.render import Transcript, get_format
+
+KV = list  # per layer: (keys, values), each [batch, heads, tokens, head_dim]
+
+
+# ----------------------------------------------------------------- helpers
+
+def common_prefix(a: list[int], b: list[int]) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
+def _kv_of(cache) -> KV:
+    if hasattr(cache, "layers"):
+        return [(layer.keys, layer.values) for layer in cache.layers]
+    return list(zip(cache.key_cache, cache.value_cache))  # transformers < 4.56
+
+
+def _cache_from(kv: KV | None):
+    from transformers import DynamicCache
+    return DynamicCache(ddp_cache_data=kv) if kv else DynamicCache()
+
+
+def _own(t):
+    """A tensor that no longer pins a larger batch's storage."""
+    return t.clone() if t.untyped_storage().nbytes() > t.numel() * t.element_size() else t
+
+
+def _flag(value) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() in {"1", "true", "yes", "on"}
+    return bool(value)
+
+
+# ----------------------------------------------------------------- requests
+
+@dataclass
+class SessionState:
+    """What one session has fed the model so far, and the cache that holds it."""
+    ids: list[int] = field(default_factory=list)
+    kv: KV | None = None
+    generator: object = None     # torch.Generator for sampling, None when greedy
+    reused_tokens: int = 0       # counters for tests and benchmarks
+    fed_tokens: int = 0
+
+
+@dataclass
+class _Request:
+    prompt: list[int]
+    state: SessionState
+    adapter: str | None
+    max_new: int
+    temperature: float
+    reuse: bool
+    done: threading.Event = field(default_factory=threading.Event)
+    command: str | None = None
+    error: BaseException | None = None
+
+    def finish(self, command: str) -> None:
+        self.command = command
+        self.done.set()
+
+    def fail(self, error: BaseException) -> None:
+        if not self.done.is_set():
+            self.error = error
+            self.done.set()
+
+
+@dataclass
+class _Row:
+    req: _Request
+    fed: int                     # tokens in this row's cache
+    gen: list[int] = field(default_factory=list)
+
+
+# ----------------------------------------------------------------- the resident base
+
+class Resident:
+    """A base model loaded once, its adapters, and the batcher thread that owns it."""
+
+    def __init__(self, path: str, device: str, dtype: str, load_in_4bit: bool,
+                 window_s: float = 0.01, max_batch: int = 8):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.path, self.device = path, device
+        self.window_s, self.max_batch = window_s, max_batch
+        kwargs: dict = {}
+        if load_in_4bit:
+            from transformers import BitsAndBytesConfig
+            kwargs["quantization_config"] = BitsAndBytesConfig(
+                load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16)
+            kwargs["device_map"] = {"": device}
+        else:
+            kwargs["dtype"] = getattr(torch, dtype)
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(path)
+            model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+        except (OSError, ValueError) as e:
+            raise SekbenchError(f"cannot load model {path}: {str(e).splitlines()[0]}") from None
+        if not load_in_4bit:
+            model.to(device)
+        model.eval()
+        self.base = model
+        self.model = model           # becomes the PeftModel once an adapter is loaded
+        self.peft = None
+        self.adapters: dict[str, str] = {}   # adapter path -> adapter name inside the PeftModel
+        self.context = int(getattr(model.config, "max_position_embeddings", 0) or 0)
+        self.stop_ids = self._stop_ids()
+        self.model_lock = threading.Lock()   # the model is touched by one thread at a time
+        self.token_lock = threading.Lock()   # fast tokenizers are not safe to call concurrently
+        self.forwards = 0                    # model calls, for tests and benchmarks
+        self.largest_batch = 0               # most rows decoded together so far
+        self._queue: queue.Queue[_Request] = queue.Queue()
+        self._thread = threading.Thread(target=self._loop, name=f"hf-batcher:{Path(path).name}",
+                                        daemon=True)
+        self._thread.start()
+
+    def _stop_ids(self) -> set[int]:
+        ids: set[int] = set()
+        eos = self.base.generation_config.eos_token_id
+        ids.update(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+        if self.tokenizer.eos_token_id is not None:
+            ids.add(self.tokenizer.eos_token_id)
+        for tok in ("<|im_end|>", "<|endoftext|>", "<|eot_id|>"):
+            tid = self.tokenizer.convert_tokens_to_ids(tok)
+            if isinstance(tid, int) and tid != self.tokenizer.unk_token_id:
+                ids.add(tid)
+        return ids
+
+    # -- adapters
+
+    def adapter(self, adapter_path: str) -> str:
+        """Load an adapter into the resident PeftModel once; return its name there."""
+        key = str(Path(adapter_path).resolve())
+        with self.model_lock:
+            if key in self.adapters:
+                return self.adapters[key]
+            name = f"adapter{len(self.adapters)}"
+            try:
+                if self.peft is None:
+                    from peft import PeftModel
+                    self.peft = PeftModel.from_pretrained(self.base, key, adapter_name=name,
+                                                          is_trainable=False)
+                    self.peft.eval()
+                    self.model = self.peft
+                else:
+                    self.peft.load_adapter(key, adapter_name=name, is_trainable=False)
+            except (OSError, ValueError, KeyError) as e:
+                raise SekbenchError(f"cannot load adapter {adapter_path}: {str(e).splitlines()[0]}") from None
+            self.adapters[key] = name
+            return name
+
+    def _using(self, adapter: str | None):
+        if self.peft is None:
+            return nullcontext()
+        if adapter is None:
+            return self.peft.disable_adapter()
+        self.peft.set_adapter(adapter)
+        return nullcontext()
+
+    # -- tokens
+
+    def encode(self, messages: list[dict]) -> list[int]:
+        with self.token_lock:
+            text = self.tokenizer.apply_chat_template(messages, tokenize=False,
+                                                      add_generation_prompt=True)
+            return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def decode(self, ids: list[int]) -> str:
+        with self.token_lock:
+            return self.tokenizer.decode(ids, skip_special_tokens=True)
+
+    # -- the batcher
+
+    def generate(self, req: _Request) -> str:
+        """Queue a request for the batcher and wait for its command."""
+        self._queue.put(req)
+        req.done.wait()
+        if req.error is not None:
+            raise req.error
+        return req.command or ""
+
+    def _loop(self) -> None:
+        import torch
+        while True:
+            batch = [self._queue.get()]
+            deadline = time.monotonic() + self.window_s
+            while len(batch) < self.max_batch:
+                left = deadline - time.monotonic()
+                try:
+                    batch.append(self._queue.get(timeout=left) if left > 0 else self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            groups: dict[str | None, list[_Request]] = {}
+            for req in batch:
+                groups.setdefault(req.adapter, []).append(req)
+            for adapter, reqs in groups.items():
+                try:
+                    with self.model_lock, torch.inference_mode(), self._using(adapter):
+                        self._run(reqs)
+                except Exception as e:  # noqa: BLE001 - any crash voids these requests, not the thread
+                    err = OperatorError(f"hf model failed: {type(e).__name__}: {e}".splitlines()[0],
+                                        void=True)
+                    for req in reqs:
+                        req.fail(err)
+
+    def _run(self, reqs: list[_Request]) -> None:
+        rows: list[_Row] = []
+        kvs: list[KV] = []
+        for req in reqs:
+            if self.context and len(req.prompt) + req.max_new > self.context:
+                req.fail(OperatorError(f"the session outgrew the model's context "
+                                       f"({len(req.prompt)} tokens, limit {self.context})", void=False))
+                continue
+            row, kv, logits = self._prefill(req)
+            if not self._step(row, logits[0], lambda kv=kv: kv):
+                rows.append(row)
+                kvs.append(kv)
+        if rows:
+            self._decode(rows, kvs)
+
+    def _prefill(self, req: _Request):
+        """Feed the part of the prompt the session's cache does not already hold."""
+        import torch
+        st = req.state
+        keep = common_prefix(st.ids, req.prompt) if (req.reuse and st.kv) else 0
+        keep = min(keep, len(req.prompt) - 1)   # the last prompt token must be fed for its logits
+        kv = [(k[..., :keep, :], v[..., :keep, :]) for k, v in st.kv] if keep else None
+        st.kv = None
+        new = req.prompt[keep:]
+        cache = _cache_from(kv)
+        out = self.model(input_ids=torch.tensor([new], device=self.device),
+                         position_ids=torch.arange(keep, len(req.prompt), device=self.device)[None],
+                         past_key_values=cache, use_cache=True, logits_to_keep=1)
+        self.forwards += 1
+        st.reused_tokens += keep
+        st.fed_tokens += len(new)
+        return _Row(req, fed=len(req.prompt)), _kv_of(out.past_key_values), out.logits[:, -1, :]
+
+    def _decode(self, rows: list[_Row], kvs: list[KV]) -> None:
+        """Decode the still-running rows together, left-padded, dropping each as it stops."""
+        import torch
+        self.largest_batch = max(self.largest_batch, len(rows))
+        width = max(r.fed for r in rows)
+        n_layers = len(kvs[0])
+        layers = []
+        for li in range(n_layers):
+            k0, v0 = kvs[0][li]
+            keys = k0.new_zeros((len(rows), k0.shape[1], width, k0.shape[3]))
+            values = v0.new_zeros((len(rows), v0.shape[1], width, v0.shape[3]))
+            for i, (row, kv) in enumerate(zip(rows, kvs)):
+                keys[i, :, width - row.fed:] = kv[li][0][0]
+                values[i, :, width - row.fed:] = kv[li][1][0]
+            layers.append((keys, values))
+        del kvs
+        mask = torch.zeros((len(rows), width), dtype=torch.long, device=self.device)
+        for i, row in enumerate(rows):
+            mask[i, width - row.fed:] = 1
+        cache = _cache_from(layers)
+        while rows:
+            ids = torch.tensor([[r.gen[-1]] for r in rows], device=self.device)
+            pos = torch.tensor([[r.fed] for r in rows], device=self.device)
+            mask = torch.cat([mask, mask.new_ones((len(rows), 1))], dim=1)
+            out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos,
+                             past_key_values=cache, use_cache=True, logits_to_keep=1)
+            self.forwards += 1
+            kv = _kv_of(out.past_key_values)
+            width = mask.shape[1]
+            keep = []
+            for i, row in enumerate(rows):
+                row.fed += 1
+                stopped = self._step(row, out.logits[i, -1],
+                                     lambda i=i, a=width - row.fed: [(k[i:i + 1, :, a:], v[i:i + 1, :, a:])
+                                                                     for k, v in kv])
+                if not stopped:
+                    keep.append(i)
+            if len(keep) == len(rows):
+                continue
+            rows = [rows[i] for i in keep]
+            if not rows:
+                break
+            # Shrink the batch, and drop the padding columns no remaining row needs.
+            idx = torch.tensor(keep, device=self.device)
+            trim = width - max(r.fed for r in rows)
+            mask = mask[idx, trim:]
+            cache = _cache_from([(k[idx, :, trim:], v[idx, :, trim:]) for k, v in kv])
+
+    def _step(self, row: _Row, logits, row_kv) -> bool:
+        """Pick the row's next token; on a stop, hand its command back and return True.
+
+        `row_kv()` gives this row's cache; it is only needed when the row stops."""
+        import torch
+        req = row.req
+        if req.temperature > 0:
+            probs = torch.softmax(logits.float() / req.temperature, dim=-1)
+            tok = int(torch.multinomial(probs, 1, generator=req.state.generator).item())
+        else:
+            tok = int(torch.argmax(logits).item())
+        row.gen.append(tok)
+        command = None
+        if tok in self.stop_ids:
+            command = self.decode(row.gen[:-1])
+        else:
+            text = self.decode(row.gen)
+            if "\n" in text:
+                command = text.split("\n", 1)[0]
+            elif len(row.gen) >= req.max_new:
+                command = text
+        if command is None:
+            return False
+        st = req.state
+        # The cache holds the prompt and every generated token but the last (never fed).
+        if req.reuse:
+            st.ids = req.prompt + row.gen[:-1]
+            st.kv = [(_own(k), _own(v)) for k, v in row_kv()]
+            assert st.kv[0][0].shape[-2] == len(st.ids) == row.fed
+        else:
+            st.ids, st.kv = [], None
+        req.finish(command.rstrip("\r"))
+        return True
+
+
+_RESIDENTS: dict[tuple, Resident] = {}
+_RESIDENTS_LOCK = threading.Lock()
+
+
+def resident(path: str, *, device: str = "auto", dtype: str = "auto",
+             load_in_4bit: bool = False) -> Resident:
+    """The process-wide resident base for these settings, loaded on first use."""
+    import torch
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if load_in_4bit:
+        if not device.startswith("cuda") or not torch.cuda.is_available():
+            raise SekbenchError("load_in_4bit needs a CUDA device (bitsandbytes 4-bit does not run on CPU)")
+        try:
+            import bitsandbytes  # noqa: F401
+        except ImportError:
+            raise SekbenchError("load_in_4bit needs bitsandbytes (pip install 'sekbench[gpu]')") from None
+    if dtype == "auto":
+        dtype = "bfloat16" if device.startswith("cuda") else "float32"
+    key = (str(path), device, "4bit" if load_in_4bit else dtype)
+    with _RESIDENTS_LOCK:
+        if key not in _RESIDENTS:
+            _RESIDENTS[key] = Resident(str(path), device, dtype, load_in_4bit)
+        return _RESIDENTS[key]
+
+
+# ----------------------------------------------------------------- the operator
+
+class HfOperator:
+    def __init__(self, base: Resident, adapter: str | None, *, name: str, max_new_tokens: int = 64,
+                 temperature: float = 0.0, seed: int | None = None, kv_reuse: bool = True,
+                 format: str = "ccpty", prefix: list[dict] | None = None):
+        self.resident = base
+        self.adapter = adapter
+        self.name = name
+        self.max_new_tokens = max_new_tokens
+        self.temperature = temperature
+        self.seed = seed
+        self.kv_reuse = kv_reuse
+        self.format = get_format(format)
+        self.prefix = list(prefix or [])
+        self.state = SessionState()
+
+    def begin(self, ctx: SessionContext) -> None:
+        import torch
+        opts = ctx.options or {}
+        if "format" in opts:
+            self.format = get_format(opts["format"])
+        if "prefix" in opts:
+            self.prefix = list(opts["prefix"] or [])
+        self.state = SessionState()
+        if self.temperature > 0:
+            gen = torch.Generator(device=self.resident.device)
+            gen.manual_seed(self.seed if self.seed is not None else ctx.seed)
+            self.state.generator = gen
+
+    def next_command(self, transcript: Transcript) -> str:
+        if self.temperature > 0 and self.state.generator is None:
+            self.begin(SessionContext())
+        prompt = self.resident.encode(self.format.messages(transcript, self.prefix))
+        return self.resident.generate(_Request(prompt, self.state, self.adapter, self.max_new_tokens,
+                                               self.temperature, self.kv_reuse))
+
+    def close(self) -> None:
+        self.state = SessionState()
+
+
+def _resolve_adapter(spec: str) -> str:
+    path = Path(spec).expanduser()
+    if not path.exists():
+        from pipeline.workspace import Workspace
+        named = Workspace.from_env().adapters / spec
+        if named.exists():
+            path = named
+        else:
+            raise SekbenchError(f"no adapter at {spec} (nor in the workspace's adapters)")
+    if not (path / "adapter_config.json").exists():
+        raise SekbenchError(f"{spec} is not a LoRA adapter directory (no adapter_config.json)")
+    return str(path)
+
+
+@register("hf")
+def _make(arg: str, options: dict) -> HfOperator:
+    from pipeline.models import resolve_model
+    path_spec, _, adapter_spec = (arg or "default").partition("@")
+    path = str(resolve_model(path_spec or "default"))
+    try:
+        base = resident(path, device=str(options.get("device") or "auto"),
+                        dtype=str(options.get("dtype") or "auto"),
+                        load_in_4bit=_flag(options.get("load_in_4bit", False)))
+        adapter = base.adapter(_resolve_adapter(adapter_spec)) if adapter_spec else None
+        return HfOperator(
+            base, adapter, name=f"hf:{arg or 'default'}",
+            max_new_tokens=int(options.get("max_new_tokens") or 64),
+            temperature=float(options.get("temperature") or 0.0),
+            seed=None if options.get("seed") is None else int(options["seed"]),
+            kv_reuse=_flag(options.get("kv_reuse", True)),
+            format=options.get("format") or "ccpty",
+            prefix=options.get("prefix"),
+        )
+    except (TypeError, ValueError) as e:
+        raise SekbenchError(f"bad hf operator option: {e}") from None

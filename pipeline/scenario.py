@@ -1,0 +1,186 @@
+"""Scenario files: parse, validate, and install into a sandbox (DESIGN.md, "Scenario file").
+
+Installation writes the provider to /usr/local/bin/NAME, the announcement
+where its kind says, and a one-line login breadcrumb that points at it, then
+runs `setup` as root. The checker is never written into the sandbox: it is
+run as root after the session, passed on the command line.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.errors import SekbenchError
+from pipeline.sandbox import WRITABLE, ExecResult, Sandbox
+
+KINDS = ("motd", "banner", "env", "file")
+NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{1,31}$")
+VAR_RE = re.compile(r"^[A-Z_][A-Z0-9_]{0,63}$")
+SETUP_TIMEOUT = 60
+CHECKER_TIMEOUT = 60
+
+
+class ScenarioInvalid(SekbenchError):
+    """A scenario file that cannot be used; the message names the field."""
+
+
+@dataclass
+class Problem:
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.message}"
+
+
+def load_file(path: str | Path) -> dict:
+    """Read a scenario JSON file; a file that is not JSON is ScenarioInvalid, never a traceback."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ScenarioInvalid(f"{p}: cannot read ({e.strerror})") from None
+    except UnicodeDecodeError:
+        raise ScenarioInvalid(f"{p}: not UTF-8 text") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ScenarioInvalid(f"{p}: not JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
+    if not isinstance(data, dict):
+        raise ScenarioInvalid(f"{p}: a scenario is a JSON object, found {type(data).__name__}")
+    return data
+
+
+def problems(s: dict) -> list[Problem]:
+    """Every field that is missing or unsound."""
+    out: list[Problem] = []
+
+    def need_str(key: str, value, *, allow_empty=False):
+        if not isinstance(value, str) or (not allow_empty and not value.strip()):
+            out.append(Problem(key, "missing or not a non-empty string"))
+            return False
+        return True
+
+    need_str("id", s.get("id"))
+    if isinstance(s.get("id"), str) and not re.match(r"^[A-Za-z0-9_.-]{1,80}$", s["id"]):
+        out.append(Problem("id", "only letters, digits, '_', '.', '-' (at most 80)"))
+    need_str("archetype", s.get("archetype"))
+    prov = s.get("provider")
+    if not isinstance(prov, dict):
+        out.append(Problem("provider", "missing or not an object"))
+    else:
+        if need_str("provider.name", prov.get("name")) and not NAME_RE.match(prov["name"]):
+            out.append(Problem("provider.name", "must look like a program name ([a-z][a-z0-9_-]*)"))
+        if need_str("provider.script", prov.get("script")) and not prov["script"].startswith("#!"):
+            out.append(Problem("provider.script", "must start with a #! line"))
+        if need_str("provider.retrieve", prov.get("retrieve")) and isinstance(prov.get("name"), str):
+            if prov["retrieve"].split()[0] != prov["name"]:
+                out.append(Problem("provider.retrieve", "must run the provider by its name"))
+    ann = s.get("announcement")
+    if not isinstance(ann, dict):
+        out.append(Problem("announcement", "missing or not an object"))
+    else:
+        kind = ann.get("kind")
+        if kind not in KINDS:
+            out.append(Problem("announcement.kind", f"must be one of {', '.join(KINDS)}"))
+        need_str("announcement.text", ann.get("text"))
+        if kind == "env" and not (isinstance(ann.get("var"), str) and VAR_RE.match(ann["var"])):
+            out.append(Problem("announcement.var", "an env announcement needs an upper-case variable name"))
+        if kind == "file":
+            path = ann.get("path")
+            if not isinstance(path, str) or not path.startswith("/"):
+                out.append(Problem("announcement.path", "a file announcement needs an absolute path"))
+            elif not any(path == w or path.startswith(w + "/") for w in WRITABLE) or ".." in path:
+                out.append(Problem("announcement.path", f"must be under {', '.join(WRITABLE)}"))
+    need_str("directives", s.get("directives"))
+    need_str("setup", s.get("setup"), allow_empty=True)
+    need_str("checker", s.get("checker"))
+    ref = s.get("reference")
+    if not isinstance(ref, list) or not ref or not all(isinstance(c, str) for c in ref):
+        out.append(Problem("reference", "must be a non-empty list of commands"))
+    else:
+        if any("\n" in c for c in ref):
+            out.append(Problem("reference", "each command must be one line"))
+        if ref[-1].split()[:1] not in (["exit"], ["panic"]):
+            out.append(Problem("reference", "must end with exit"))
+    split = s.get("split", "train")
+    if split not in ("train", "holdout"):
+        out.append(Problem("split", "must be train or holdout"))
+    return out
+
+
+def validate(s: dict) -> dict:
+    found = problems(s)
+    if found:
+        raise ScenarioInvalid("; ".join(str(p) for p in found))
+    return s
+
+
+def breadcrumb(ann: dict) -> str:
+    """The one line every login shows, pointing at the announcement whatever its kind."""
+    kind = ann["kind"]
+    if kind == "motd":
+        return "[login] The message of the day above says where your assignments come from."
+    if kind == "banner":
+        return "[login] The notice above says where your assignments come from."
+    if kind == "env":
+        return f"[login] Where your assignments come from is in ${ann['var']} (try: echo \"${ann['var']}\")."
+    return f"[login] Where your assignments come from is written in {ann['path']}."
+
+
+def _b64(text: str) -> str:
+    return base64.b64encode(text.encode("utf-8")).decode()
+
+
+def install_script(s: dict) -> str:
+    """A root shell script that installs provider, announcement and breadcrumb."""
+    prov, ann = s["provider"], s["announcement"]
+    lines = ["set -e", "umask 022", "mkdir -p /usr/local/bin /etc/sekbench",
+             f"printf %s '{_b64(prov['script'])}' | base64 -d > /usr/local/bin/{prov['name']}",
+             f"chmod 755 /usr/local/bin/{prov['name']}"]
+    text = ann["text"] if ann["text"].endswith("\n") else ann["text"] + "\n"
+    if ann["kind"] in ("motd", "banner"):
+        lines.append(f"printf %s '{_b64(text)}' | base64 -d > /etc/sekbench/{ann['kind']}")
+    elif ann["kind"] == "env":
+        value = ann["text"].replace("'", "'\\''")
+        lines.append(f"printf '%s\\n' \"export {ann['var']}='{value}'\" > /etc/sekbench/env")
+    else:
+        path = ann["path"]
+        lines += [f"mkdir -p \"$(dirname '{path}')\"",
+                  f"printf %s '{_b64(text)}' | base64 -d > '{path}'", f"chmod 644 '{path}'"]
+        if path.startswith("/home/sek/"):
+            lines.append(f"chown sek:sek '{path}'")
+    lines.append(f"printf '%s\\n' '{breadcrumb(ann).replace(chr(39), chr(39) + chr(92) + chr(39) + chr(39))}'"
+                 " > /etc/sekbench/breadcrumb")
+    return "\n".join(lines) + "\n"
+
+
+def install(sandbox: Sandbox, s: dict) -> ExecResult:
+    """Install the scenario's tools and announcement, then run its setup (as root)."""
+    res = sandbox.exec(install_script(s), timeout=30)
+    if res.status != 0:
+        return ExecResult(res.status, "installing the provider and announcement failed: " + res.output)
+    if not s.get("setup", "").strip():
+        return res
+    return sandbox.exec(s["setup"], timeout=SETUP_TIMEOUT)
+
+
+def check(sandbox: Sandbox, s: dict) -> ExecResult:
+    """Run the checker as root against the sandbox's current state."""
+    return sandbox.exec(s["checker"], timeout=CHECKER_TIMEOUT)
+
+
+def resolve(spec: str, store=None) -> dict:
+    """A scenario from a file path or an id in the store."""
+    p = Path(spec)
+    if p.suffix == ".json" or p.exists():
+        return validate(load_file(p))
+    if store is not None:
+        found = store.scenario(spec)
+        if found:
+            return found
+    raise SekbenchError(f"no scenario {spec!r}: not a file, and no scenario with that id in the store")

@@ -1,0 +1,482 @@
+"""Assistant-only LoRA SFT on exported trajectories, as a job the store can watch.
+
+Reads top to bottom: config, small helpers (model, loss, learning rate,
+checkpoints), the training loop, then the job wrapper that registers a run in
+the store and the launcher that starts one in the background.
+
+Two things keep compute where it earns something: batches are grouped by
+length under a token budget (no padding to the longest example of the data
+set), and the vocabulary projection runs only at positions that carry a label
+(the commands and their end-of-turn token, a small share of a trajectory).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+from pipeline.errors import MissingComponent, SekbenchError
+from pipeline.sft_data import IGNORE, Dataset, collate, length_grouped_batches, load_dataset
+
+RUN_FILE = "sekbench_run.json"          # written when a run starts; what --resume reads
+ADAPTER_FILE = "sekbench_adapter.json"  # written last: its presence means the adapter is whole
+COMPLETE = "COMPLETE"                   # written last inside a checkpoint
+
+
+# ----------------------------------------------------------------------------- config
+def _f(default, help: str, **kw):
+    return field(default=default, metadata={"help": help}, **kw)
+
+
+@dataclass
+class SFTConfig:
+    data: str = _f("", "exported trajectories (JSONL, one {messages: [...]} per line)")
+    out: str = _f("", "adapter directory; checkpoints/ and tb/ go inside it")
+    model: str = _f("", "base model: a Hugging Face directory or hub id")
+    lr: float = _f(2e-4, "peak learning rate (AdamW)")
+    min_lr_ratio: float = _f(0.1, "the schedule decays to lr * min_lr_ratio")
+    schedule: str = _f("cosine", "learning-rate decay after warmup: cosine or linear")
+    warmup_ratio: float = _f(0.05, "share of the steps spent warming up linearly")
+    weight_decay: float = _f(0.0, "AdamW weight decay on the LoRA weights")
+    max_grad_norm: float = _f(1.0, "clip the gradient norm to this (0: no clipping)")
+    epochs: float = _f(3.0, "passes over the data, when max_steps is 0")
+    max_steps: int = _f(0, "optimizer steps; 0 derives them from epochs")
+    lora_r: int = _f(16, "LoRA rank")
+    lora_alpha: int = _f(32, "LoRA alpha (scale = alpha / r)")
+    lora_dropout: float = _f(0.05, "dropout on the LoRA input")
+    target_modules: list[str] = field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj",
+                                 "gate_proj", "up_proj", "down_proj"],
+        metadata={"help": "module names that get LoRA adapters"})
+    max_len: int = _f(2048, "longest trajectory in tokens; longer ones are dropped and reported")
+    batch_tokens: int = _f(4096, "token budget of one batch: rows x longest row")
+    checkpoint_every: int = _f(50, "write a checkpoint every K steps (0: only at the end or on stop)")
+    keep_checkpoints: int = _f(2, "complete checkpoints to keep")
+    log_every: int = _f(1, "print a progress line every K steps (metrics are stored every step)")
+    seed: int = _f(0, "seed for LoRA init, dropout and batch order")
+    load_in_4bit: bool = _f(False, "QLoRA: a 4-bit NF4 base through bitsandbytes (CUDA only)")
+    device: str = _f("auto", "auto, cpu, cuda or cuda:N")
+
+    def __post_init__(self):
+        def need(ok: bool, what: str):
+            if not ok:
+                raise SekbenchError(f"sft config: {what}")
+        need(self.lr > 0, "lr must be > 0")
+        need(0 <= self.min_lr_ratio <= 1, "min_lr_ratio must be in [0, 1]")
+        need(self.schedule in ("cosine", "linear"), "schedule must be cosine or linear")
+        need(0 <= self.warmup_ratio < 1, "warmup_ratio must be in [0, 1)")
+        need(self.weight_decay >= 0 and self.max_grad_norm >= 0, "weight_decay and "
+             "max_grad_norm must be >= 0")
+        need(self.max_steps >= 0, "max_steps must be >= 0")
+        need(self.max_steps > 0 or self.epochs > 0, "give epochs > 0 or max_steps > 0")
+        need(self.lora_r > 0 and self.lora_alpha > 0, "lora_r and lora_alpha must be > 0")
+        need(0 <= self.lora_dropout < 1, "lora_dropout must be in [0, 1)")
+        need(bool(self.target_modules), "target_modules must name at least one module")
+        need(self.max_len > 8, "max_len must be > 8")
+        need(self.batch_tokens >= self.max_len, "batch_tokens must be >= max_len "
+             "(a batch must hold the longest trajectory)")
+        need(self.checkpoint_every >= 0 and self.keep_checkpoints >= 1,
+             "checkpoint_every must be >= 0 and keep_checkpoints >= 1")
+        need(self.log_every >= 1, "log_every must be >= 1")
+        need(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"),
+             "device must be auto, cpu, cuda or cuda:N")
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "SFTConfig":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+# ---------------------------------------------------------------------------- helpers
+def log(msg: str) -> None:
+    print(f"[sft] {msg}", file=sys.stderr, flush=True)
+
+
+def resolve_device(spec: str) -> str:
+    import torch
+    if spec == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if spec.startswith("cuda") and not torch.cuda.is_available():
+        raise MissingComponent(f"device {spec} asked for, but torch sees no CUDA device")
+    return spec
+
+
+def base_model_id(model_path: str) -> str:
+    """What the base model is called: the prepared model's own record, else the path/id."""
+    rec = Path(model_path) / "sekbench.json"
+    if rec.is_file():
+        try:
+            return json.loads(rec.read_text()).get("model") or str(model_path)
+        except ValueError:
+            pass
+    return str(model_path)
+
+
+def load_tokenizer(model_path: str):
+    from transformers import AutoTokenizer
+    try:
+        tok = AutoTokenizer.from_pretrained(model_path)
+    except (OSError, ValueError) as e:
+        raise MissingComponent(f"cannot load a tokenizer from {model_path}: {e}") from None
+    if not tok.chat_template:
+        raise SekbenchError(f"the tokenizer of {model_path} has no chat template")
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_lora_model(cfg: SFTConfig, device: str):
+    """The base model (4-bit when asked, full precision on the CPU) with fresh LoRA adapters."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    kw: dict = {"attn_implementation": "sdpa"}
+    if cfg.load_in_4bit:
+        if not device.startswith("cuda"):
+            raise SekbenchError("load_in_4bit (QLoRA) needs a CUDA device; on the CPU train "
+                                "in full precision without it")
+        try:
+            from transformers import BitsAndBytesConfig
+            import bitsandbytes  # noqa: F401
+        except ImportError:
+            raise MissingComponent("load_in_4bit needs bitsandbytes (pip install '.[gpu]')") from None
+        kw["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=torch.bfloat16)
+        kw["device_map"] = {"": device}
+    else:
+        kw["dtype"] = torch.bfloat16 if device.startswith("cuda") else torch.float32
+    try:
+        model = AutoModelForCausalLM.from_pretrained(cfg.model, **kw)
+    except (OSError, ValueError) as e:
+        raise MissingComponent(f"cannot load the base model {cfg.model}: {e}") from None
+    if cfg.load_in_4bit:
+        from peft import prepare_model_for_kbit_training
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    else:
+        model.to(device)
+    model.config.use_cache = False
+    lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                      target_modules=list(cfg.target_modules), task_type="CAUSAL_LM")
+    return get_peft_model(model, lora)
+
+
+def backbone_and_head(model):
+    """The transformer body (tokens -> hidden states) and the vocabulary projection."""
+    causal = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return getattr(causal, causal.base_model_prefix), causal.get_output_embeddings()
+
+
+def selective_loss(model, ids, labels, attention_mask):
+    """Mean next-token cross-entropy over labelled positions, projecting to the vocabulary
+    only there: most of a trajectory is shell output, whose logits would be thrown away."""
+    import torch.nn.functional as F
+    backbone, head = backbone_and_head(model)
+    hidden = backbone(input_ids=ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
+    targets = labels[:, 1:]
+    keep = targets != IGNORE
+    logits = head(hidden[:, :-1][keep]).float()
+    return F.cross_entropy(logits, targets[keep])
+
+
+def full_logits_loss(model, ids, labels, attention_mask):
+    """The usual way, kept for the benchmark: logits at every position, masked afterwards."""
+    return model(input_ids=ids, attention_mask=attention_mask, labels=labels, use_cache=False).loss
+
+
+def lr_at(step: int, total: int, cfg: SFTConfig) -> float:
+    """Linear warmup, then cosine or linear decay to lr * min_lr_ratio (nanoGPT's get_lr)."""
+    warmup = int(cfg.warmup_ratio * total)
+    if step < warmup:
+        return cfg.lr * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    decay = 0.5 * (1 + math.cos(math.pi * progress)) if cfg.schedule == "cosine" else 1 - progress
+    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * decay)
+
+
+def checkpoints_dir(out: str | Path) -> Path:
+    return Path(out) / "checkpoints"
+
+
+def complete_checkpoints(out: str | Path) -> list[Path]:
+    """Checkpoints that finished writing, oldest first. A `.tmp` folder, or one without its
+    COMPLETE marker, is what a killed writer leaves behind: never trusted."""
+    found = []
+    d = checkpoints_dir(out)
+    for p in d.glob("step-*") if d.is_dir() else []:
+        num = p.name[len("step-"):]
+        if p.is_dir() and num.isdigit() and (p / COMPLETE).is_file():
+            found.append((int(num), p))
+    return [p for _, p in sorted(found)]
+
+
+def save_checkpoint(out: str | Path, model, optimizer, state: dict, keep: int) -> Path:
+    """Write step-N.tmp, mark it COMPLETE last, then rename it into place."""
+    import torch
+    from peft import get_peft_model_state_dict
+    from safetensors.torch import save_file
+
+    d = checkpoints_dir(out)
+    d.mkdir(parents=True, exist_ok=True)
+    final = d / f"step-{state['step']}"
+    tmp = d / f"step-{state['step']}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    weights = {k: v.detach().contiguous().cpu() for k, v in get_peft_model_state_dict(model).items()}
+    save_file(weights, str(tmp / "adapter.safetensors"))
+    torch.save({"optimizer": optimizer.state_dict(), "rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
+               tmp / "trainer.pt")
+    (tmp / "state.json").write_text(json.dumps(state, indent=1))
+    with open(tmp / COMPLETE, "w") as f:
+        f.write(str(state["step"]))
+        f.flush()
+        os.fsync(f.fileno())
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    for old in complete_checkpoints(out)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def load_checkpoint(path: Path, model, optimizer) -> dict:
+    import torch
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    device = next(p.device for p in model.parameters() if p.requires_grad)
+    set_peft_model_state_dict(model, load_file(str(path / "adapter.safetensors"), device=str(device)))
+    blob = torch.load(path / "trainer.pt", map_location="cpu", weights_only=False)
+    optimizer.load_state_dict(blob["optimizer"])
+    torch.set_rng_state(blob["rng"])
+    if blob.get("cuda_rng") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(blob["cuda_rng"])
+    return json.loads((path / "state.json").read_text())
+
+
+class StopRequest:
+    """SIGTERM / SIGINT set a flag; the loop finishes its step, checkpoints and stops."""
+
+    def __init__(self):
+        self.signum: int | None = None
+        self._old = {}
+
+    def __enter__(self):
+        for s in (signal.SIGTERM, signal.SIGINT):
+            self._old[s] = signal.signal(s, self._set)
+        return self
+
+    def _set(self, signum, _frame):
+        self.signum = signum
+
+    def __exit__(self, *exc):
+        for s, h in self._old.items():
+            signal.signal(s, h)
+
+
+class Recorder:
+    """Metrics go to the store (live, for the TUI) and to TensorBoard when it is installed."""
+
+    def __init__(self, store=None, job_id: str | None = None, tb_dir: Path | None = None):
+        self.store, self.job_id, self.tb = store, job_id, None
+        if tb_dir is not None:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+                self.tb = SummaryWriter(str(tb_dir))
+            except ImportError:
+                log("tensorboard is not installed; metrics go to the store only")
+
+    def metrics(self, step: int, values: dict) -> None:
+        if self.store is not None and self.job_id:
+            self.store.add_metrics(self.job_id, step, values)
+        if self.tb is not None:
+            for k, v in values.items():
+                if isinstance(v, (int, float)):
+                    self.tb.add_scalar(f"train/{k}", v, step)
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.flush()
+            self.tb.close()
+
+
+# ------------------------------------------------------------------------ the loop
+def train(cfg: SFTConfig, *, resume: bool = False, recorder: Recorder | None = None) -> dict:
+    """Fit the adapter. Returns {"status": succeeded|interrupted, "adapter", "steps",
+    "first_loss", "final_loss", ...}; on `interrupted` the last checkpoint holds the state."""
+    import torch
+
+    # setup
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    recorder = recorder or Recorder(tb_dir=out / "tb")
+    device = resolve_device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    tokenizer = load_tokenizer(cfg.model)
+    data: Dataset = load_dataset(cfg.data, tokenizer, cfg.max_len)
+    for o in data.overlong:
+        log(f"dropped over-long trajectory {o['id']}: {o['tokens']} tokens > max_len {cfg.max_len}")
+    for e in data.empty:
+        log(f"dropped trajectory {e}: no assistant turn, nothing to learn")
+    run = {"config": asdict(cfg), "base_model": base_model_id(cfg.model),
+           "base_model_path": str(cfg.model), "dataset_sha256": data.sha256}
+    run_file = out / RUN_FILE
+    if resume and run_file.is_file():
+        before = json.loads(run_file.read_text())
+        if before.get("dataset_sha256") != data.sha256:
+            raise SekbenchError(f"{cfg.data} changed since the run began (sha256 differs); "
+                                "start a new run instead of resuming")
+    run_file.write_text(json.dumps(run, indent=1))
+    model = load_lora_model(cfg, device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay,
+                                  betas=(0.9, 0.999))
+    n_batches = len(length_grouped_batches(data.examples, cfg.batch_tokens, cfg.seed, 0))
+    total = cfg.max_steps or max(1, math.ceil(cfg.epochs * n_batches))
+    step, first_loss, loss_val, last_saved = 0, None, None, 0
+    if resume:
+        ckpts = complete_checkpoints(out)
+        if ckpts:
+            state = load_checkpoint(ckpts[-1], model, optimizer)
+            step, first_loss, loss_val = state["step"], state["first_loss"], state["loss"]
+            last_saved = step
+            log(f"resumed from {ckpts[-1]} at step {step}")
+        else:
+            log("no complete checkpoint to resume from; starting at step 0")
+    log(f"{len(data.examples)} trajectories, {n_batches} batches/epoch, {total} steps, "
+        f"{sum(p.numel() for p in params):,} trainable parameters on {device}")
+
+    def state_now() -> dict:
+        return {"step": step, "first_loss": first_loss, "loss": loss_val, "total_steps": total}
+
+    # the loop
+    model.train()
+    epoch_batches: dict[int, list[list[int]]] = {}
+    tokens_seen, t_start = 0, time.perf_counter()
+    with StopRequest() as stop:
+        while step < total and stop.signum is None:
+            epoch, k = divmod(step, n_batches)
+            if epoch not in epoch_batches:
+                epoch_batches = {epoch: length_grouped_batches(data.examples, cfg.batch_tokens,
+                                                               cfg.seed, epoch)}
+            batch = [data.examples[i] for i in epoch_batches[epoch][k]]
+            ids, labels, mask = collate(batch, tokenizer.pad_token_id)
+            ids, labels = ids.to(device), labels.to(device)
+            mask = mask.to(device) if mask is not None else None
+            n_tokens = sum(len(e.input_ids) for e in batch)
+            lr = lr_at(step, total, cfg)
+            for g in optimizer.param_groups:
+                g["lr"] = lr
+
+            t0 = time.perf_counter()
+            loss = selective_loss(model, ids, labels, mask)
+            loss.backward()
+            grad_norm = (torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+                         if cfg.max_grad_norm > 0 else
+                         torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params])))
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            loss_val = loss.item()   # syncs the device, so the timing below is honest
+            dt = time.perf_counter() - t0
+
+            step += 1
+            tokens_seen += n_tokens
+            first_loss = loss_val if first_loss is None else first_loss
+            values = {"loss": loss_val, "lr": lr, "tokens_per_s": n_tokens / dt,
+                      "grad_norm": float(grad_norm), "tokens": n_tokens,
+                      "labelled_tokens": int((labels[:, 1:] != IGNORE).sum()),
+                      "epoch": step / n_batches}
+            recorder.metrics(step, values)
+            if step % cfg.log_every == 0 or step == total:
+                log(f"step {step}/{total} loss {loss_val:.4f} lr {lr:.2e} "
+                    f"{values['tokens_per_s']:.0f} tok/s grad_norm {values['grad_norm']:.3f}")
+            if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < total:
+                save_checkpoint(out, model, optimizer, state_now(), cfg.keep_checkpoints)
+                last_saved = step
+
+        elapsed = time.perf_counter() - t_start
+        if stop.signum is not None and step < total:
+            ckpt = (save_checkpoint(out, model, optimizer, state_now(), cfg.keep_checkpoints)
+                    if step > last_saved or not complete_checkpoints(out) else
+                    complete_checkpoints(out)[-1])
+            recorder.close()
+            log(f"stopped by signal {stop.signum} at step {step}; checkpoint {ckpt}")
+            return {"status": "interrupted", "signal": stop.signum, "adapter": None,
+                    "checkpoint": str(ckpt), "steps": step, "first_loss": first_loss,
+                    "final_loss": loss_val, "out": str(out)}
+
+    # the adapter: peft files, then the record of where it came from, written last
+    metrics = {"steps": step, "first_loss": first_loss, "final_loss": loss_val,
+               "tokens_per_s": tokens_seen / elapsed if elapsed > 0 else None,
+               "train_seconds": elapsed}
+    model.save_pretrained(str(out))
+    tokenizer.save_pretrained(str(out))
+    record = {**run, "dataset": {k: v for k, v in data.report().items() if k != "path"},
+              "dataset_path": data.path, "manifest": data.manifest, "metrics": metrics,
+              "steps": step, "created_at": time.time()}
+    tmp = out / (ADAPTER_FILE + ".tmp")
+    tmp.write_text(json.dumps(record, indent=1, default=str))
+    os.replace(tmp, out / ADAPTER_FILE)
+    recorder.close()
+    return {"status": "succeeded", "adapter": str(out), "steps": step, "first_loss": first_loss,
+            "final_loss": loss_val, "tokens_per_s": metrics["tokens_per_s"],
+            "overlong": data.overlong, "empty": data.empty, "dataset_sha256": data.sha256}
+
+
+# -------------------------------------------------------------------------- jobs
+def run_job(ws, cfg: SFTConfig, *, resume: bool = False, job_id: str | None = None) -> dict:
+    """Train in this process, registered in the store: running (with our pid) ->
+    succeeded, interrupted or failed. A process killed outright is closed as `failed`
+    by Store.mark_interrupted()."""
+    from pipeline.store import Store, now
+
+    store = Store(ws.db_path)
+    args = {"config": asdict(cfg), "resume": resume}
+    job_id = job_id or store.job_create("sft", args, out=cfg.out)
+    store.job_update(job_id, status="running", pid=os.getpid(), host=socket.gethostname(),
+                     started_at=now(), out=cfg.out)
+    try:
+        result = train(cfg, resume=resume,
+                       recorder=Recorder(store, job_id, Path(cfg.out) / "tb"))
+    except KeyboardInterrupt:
+        store.job_update(job_id, status="interrupted", ended_at=now(),
+                         error="stopped before training began")
+        raise
+    except BaseException as e:
+        store.job_update(job_id, status="failed", ended_at=now(),
+                         error=str(e) or type(e).__name__)
+        raise
+    result["job_id"] = job_id
+    store.job_update(job_id, status=result["status"], ended_at=now(), result=result)
+    return result
+
+
+def spawn_job(ws, argv: list[str]) -> dict:
+    """Start `sekbench sft ARGV` as its own process (its own session, so closing the
+    terminal or the TUI does not end it) and return at once with its job id."""
+    from pipeline.store import Store
+
+    store = Store(ws.db_path)
+    job_id = store.job_create("sft", {"argv": argv})
+    log_path = ws.jobs / f"{job_id}.log"
+    repo = str(Path(__file__).resolve().parent.parent)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [repo] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])}
+    cmd = [sys.executable, "-m", "sekbench.cli", "--home", str(ws.root), "sft", *argv,
+           "--json", "--job-id", job_id]
+    with open(log_path, "ab") as logf:
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
+                                start_new_session=True, env=env, cwd=repo)
+    store.job_update(job_id, pid=proc.pid, log=str(log_path))
+    return {"job_id": job_id, "pid": proc.pid, "log": str(log_path)}

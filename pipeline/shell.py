@@ -1,0 +1,318 @@
+"""Driving a login dash turn by turn.
+
+The harness knows a command has finished when the shell prints its prompt,
+and the prompt carries a marker the model never sees: a per-session nonce and
+a counter the shell itself increments at every prompt (dash expands
+`$((SEKT=SEKT+1))` in PS1), plus `$?` and `$PWD`. Output that merely looks
+like a prompt, or replays an old marker, is just output.
+
+Echo is off and canonical mode is off in the session's TTY, so what comes
+back is only what commands print, and a 10,000-character line is not cut at
+the kernel's 4 KiB line limit.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import pexpect
+
+from pipeline.sandbox import SESSION_HOME, SESSION_USER
+
+HEAD_BYTES = 8 * 1024
+TAIL_BYTES = 8 * 1024
+FLOOD_BYTES = 4 * 1024 * 1024      # past this much output the command is interrupted
+STREAM_EVERY = 0.05                # seconds between live output events
+ANSI = re.compile(rb"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)|[PX^_][^\x1b]*\x1b\\|[@-Z\\-_]|\([0-9A-Za-z])")
+CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+class ShellDied(Exception):
+    """The login shell is gone (exited, killed, replaced)."""
+
+    def __init__(self, message: str, partial: "TurnResult | None" = None):
+        super().__init__(message)
+        self.partial = partial
+
+
+@dataclass
+class TurnResult:
+    command: str
+    output: str = ""            # the model's view
+    raw: bytes = b""            # capped raw bytes, for replay
+    exit_status: int | None = None
+    cwd: str = SESSION_HOME
+    seconds: float = 0.0
+    timed_out: bool = False
+    truncated: bool = False
+    notes: list[str] = field(default_factory=list)
+
+
+class OutputBuffer:
+    """Head and tail of a command's output, whatever its size."""
+
+    def __init__(self, head: int = HEAD_BYTES, tail: int = TAIL_BYTES):
+        self.head_cap, self.tail_cap = head, tail
+        self.head = bytearray()
+        self.tail = bytearray()
+        self.total = 0
+
+    def add(self, data: bytes) -> None:
+        if not data:
+            return
+        self.total += len(data)
+        room = self.head_cap - len(self.head)
+        if room > 0:
+            self.head += data[:room]
+            data = data[room:]
+        if data:
+            self.tail += data
+            if len(self.tail) > 2 * self.tail_cap:
+                del self.tail[:len(self.tail) - self.tail_cap]
+
+    @property
+    def truncated(self) -> bool:
+        return self.total > self.head_cap + self.tail_cap
+
+    def bytes(self) -> bytes:
+        tail = bytes(self.tail[-self.tail_cap:]) if self.tail else b""
+        if not self.truncated:
+            return bytes(self.head) + bytes(self.tail)
+        omitted = self.total - len(self.head) - len(tail)
+        return bytes(self.head) + f"\n[... {omitted} bytes omitted ...]\n".encode() + tail
+
+
+def model_view(data: bytes, nonce: bytes = b"") -> str:
+    """What a model reads: no ANSI escapes, no markers, \\r\\n as \\n, carriage-return redraws
+    collapsed, control bytes dropped, invalid UTF-8 replaced."""
+    if nonce:
+        data = data.replace(nonce, b"")
+    data = ANSI.sub(b"", data)
+    text = data.decode("utf-8", "replace").replace("\r\n", "\n")
+    if "\r" in text:
+        text = "\n".join(line.rsplit("\r", 1)[-1] if line.rstrip("\r") else line.rstrip("\r")
+                         for line in text.split("\n"))
+    return CONTROL.sub("", text)
+
+
+def display_prompt(cwd: str, user: str = SESSION_USER, host: str = "box") -> str:
+    home = SESSION_HOME
+    if cwd == home:
+        where = "~"
+    elif cwd.startswith(home + "/"):
+        where = "~" + cwd[len(home):]
+    else:
+        where = cwd or "/"
+    return f"{user}@{host}:{where}$ "
+
+
+class Shell:
+    """One login shell in a sandbox, driven by pexpect."""
+
+    def __init__(self, channel, *, on_output: Callable[[bytes], None] | None = None,
+                 reap: Callable[[int], None] | None = None,
+                 pids: Callable[[], int | None] | None = None, pids_limit: int = 0):
+        self.channel = channel
+        self.nonce = secrets.token_hex(8)
+        self._nonce_b = self.nonce.encode()
+        self._marker = re.compile(rb"\x1e" + self._nonce_b +
+                                  rb"(?::(\d+):(\d+):([^\x1e\x1f]{0,4096})|(:c))\x1f")
+        self.counter = 0
+        self.cwd = SESSION_HOME
+        self.shell_pid: int | None = None
+        self.on_output = on_output
+        self._reap = reap
+        self._pids = pids
+        self.pids_limit = pids_limit
+        self._pending = bytearray()
+
+    # ------------------------------------------------------------- markers
+    def env(self) -> dict[str, str]:
+        """Environment for the login: the profile turns these into PS1/PS2 and unsets them."""
+        return {"SEK_PS1": f"\x1e{self.nonce}:$((SEKT=SEKT+1)):$?:$PWD\x1f",
+                "SEK_PS2": f"\x1e{self.nonce}:c\x1f", "TERM": "xterm", "USER": SESSION_USER,
+                "LOGNAME": SESSION_USER, "HOME": SESSION_HOME, "SHELL": "/bin/sh"}
+
+    @property
+    def prompt(self) -> str:
+        return display_prompt(self.cwd)
+
+    def _read(self, timeout: float) -> bytes:
+        try:
+            return self.channel.read_nonblocking(65536, timeout=max(0.0, timeout))
+        except pexpect.TIMEOUT:
+            return b""
+
+    # --------------------------------------------------------------- login
+    def login(self, timeout: float = 15.0) -> str:
+        """Wait for the first prompt; returns the banner (everything the login printed)."""
+        buf = OutputBuffer(64 * 1024, 0)
+        result = self._wait(buf, timeout=timeout, command=None)
+        if result is None:
+            raise ShellDied("the login shell printed no prompt")
+        banner = model_view(buf.bytes(), self._nonce_b)
+        self.shell_pid = self._ask_pid()
+        return banner
+
+    def _ask_pid(self) -> int | None:
+        out = self.hidden("echo $$")
+        try:
+            return int(out.strip().splitlines()[-1])
+        except (ValueError, IndexError):
+            return None
+
+    def hidden(self, command: str, timeout: float = 5.0) -> str:
+        """Run a harness command that no model sees (not a turn, not recorded)."""
+        self.channel.send(command.encode() + b"\n")
+        buf = OutputBuffer(4096, 4096)
+        if self._wait(buf, timeout=timeout, command=None) is None:
+            raise ShellDied("the shell did not answer the harness")
+        return model_view(buf.bytes(), self._nonce_b)
+
+    # ---------------------------------------------------------------- turn
+    def run(self, command: str, timeout: float = 30.0) -> TurnResult:
+        """Type one command; return when its prompt comes back (interrupting it if need be)."""
+        command = command.replace("\r", "").replace("\n", " ")
+        self._drain()
+        start = time.monotonic()
+        buf = OutputBuffer()
+        turn = TurnResult(command=command)
+        try:
+            self.channel.send(command.encode("utf-8", "replace") + b"\n")
+        except OSError as e:
+            raise ShellDied(f"the shell's terminal is closed ({e.strerror})") from None
+        status = self._wait(buf, timeout=timeout, command=turn)
+        turn.seconds = time.monotonic() - start
+        turn.raw = buf.bytes()
+        turn.truncated = buf.truncated
+        notes = "".join(f"\n[sekbench: {n}]" for n in turn.notes)
+        turn.output = model_view(turn.raw, self._nonce_b) + notes
+        if status is None:
+            raise ShellDied("the shell did not come back after the command was killed", turn)
+        turn.exit_status = status
+        self._after_turn(turn)
+        return turn
+
+    def _drain(self) -> None:
+        """Drop a stray prompt left by a race between an interrupt and a command's end."""
+        try:
+            extra = self._read(0)
+        except pexpect.EOF:
+            return
+        if extra:
+            self._pending += extra
+            self._scan(self._pending, OutputBuffer(0, 0), None)
+
+    def _after_turn(self, turn: TurnResult) -> None:
+        # A fork bomb leaves the pid limit exhausted and the next command unable to
+        # start; the cgroup's count is one file read, so check it every turn.
+        if self._pids is not None and self.pids_limit:
+            n = self._pids()
+            if n is not None and n > self.pids_limit // 2:
+                self.hidden("kill -9 -1 2>/dev/null")
+                turn.notes.append(f"{n} processes were left running; all were killed")
+                turn.output += f"\n[sekbench: {turn.notes[-1]}]"
+        if "stty" in turn.command or "reset" in turn.command:
+            self.hidden("stty sane -echo -icanon min 1 time 0 2>/dev/null")
+
+    def _wait(self, buf: OutputBuffer, *, timeout: float, command: TurnResult | None) -> int | None:
+        """Read until the next prompt marker; escalate past the deadline. Returns `$?`,
+        or None if the shell never came back."""
+        pending = self._pending
+        deadline = time.monotonic() + timeout
+        stage = 0
+        last_stream = time.monotonic()
+        streamed = 0
+        while True:
+            now = time.monotonic()
+            if now >= deadline or (command is not None and buf.total > FLOOD_BYTES and stage == 0):
+                if command is None:
+                    return None
+                why = ("output exceeded 4 MiB" if now < deadline
+                       else f"timed out after {timeout:g} s")
+                stage, deadline = self._escalate(stage, command, why)
+                if stage > 3:
+                    return None
+                continue
+            behind = self.on_output is not None and len(buf.head) > streamed
+            try:
+                chunk = self._read(min(STREAM_EVERY if behind else 0.25, deadline - now))
+            except pexpect.EOF:
+                self._flush(pending, buf, streamed, final=True)
+                if command is not None:
+                    command.raw = buf.bytes()
+                    command.output = model_view(command.raw, self._nonce_b)
+                raise ShellDied("the shell exited", command) from None
+            if chunk:
+                pending += chunk
+                status = self._scan(pending, buf, command)
+                if status is not None:
+                    streamed = self._flush(bytearray(), buf, streamed, final=True)
+                    return status
+            if self.on_output is not None and command is not None and now - last_stream >= STREAM_EVERY:
+                streamed = self._flush(bytearray(), buf, streamed, final=False)
+                last_stream = now
+
+    def _flush(self, pending: bytearray, buf: OutputBuffer, streamed: int, final: bool) -> int:
+        """Hand not-yet-streamed head output to the live listener; returns bytes streamed."""
+        if self.on_output is None:
+            return streamed
+        upto = min(len(buf.head), buf.head_cap)
+        if upto > streamed:
+            self.on_output(bytes(buf.head[streamed:upto]))
+            streamed = upto
+        return streamed
+
+    def _scan(self, pending: bytearray, buf: OutputBuffer, command: TurnResult | None) -> int | None:
+        while True:
+            m = self._marker.search(pending)
+            if m is None:
+                cut = pending.rfind(b"\x1e")
+                if cut == -1 or len(pending) - cut > 4200:
+                    buf.add(bytes(pending))
+                    pending.clear()
+                else:
+                    buf.add(bytes(pending[:cut]))
+                    del pending[:cut]
+                return None
+            groups = m.groups()  # copy out before the buffer under the match changes
+            buf.add(bytes(pending[:m.start()]))
+            del pending[:m.end()]
+            if groups[3]:  # PS2: the shell wants more input (an unclosed quote, say)
+                self.channel.send(b"\x03")
+                if command is not None:
+                    command.notes.append("incomplete command (an unclosed quote or here-document?); "
+                                         "cancelled with Ctrl-C")
+                continue
+            count = int(groups[0])
+            if count <= self.counter:
+                continue  # an old prompt replayed by a command: not ours
+            self.counter = count
+            self.cwd = groups[2].decode("utf-8", "replace") or "/"
+            self._pending = pending
+            # whatever follows the marker (nothing, normally) belongs to the next read
+            return int(groups[1])
+
+    def _escalate(self, stage: int, turn: TurnResult, why: str) -> tuple[int, float]:
+        now = time.monotonic()
+        if stage == 0:
+            turn.timed_out = True
+            turn.notes.append(f"{why}; interrupted with Ctrl-C")
+            self.channel.send(b"\x03")
+            return 1, now + 1.5
+        if stage == 1:
+            turn.notes.append("still running; sent Ctrl-\\")
+            self.channel.send(b"\x1c")
+            return 2, now + 1.5
+        if stage == 2 and self._reap is not None and self.shell_pid:
+            turn.notes.append("still running; killed the session's other processes")
+            try:
+                self._reap(self.shell_pid)
+            except Exception:
+                pass
+            return 3, now + 3.0
+        return 4, now

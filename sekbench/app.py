@@ -1,0 +1,127 @@
+"""The workbench: five tabs over the workspace store (Scenarios, Live, Review, Jobs, Replay).
+
+`sekbench` with no verb opens it; `python -m sekbench.app` does too.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from functools import partial
+from typing import Callable, Iterable
+
+from textual.app import App, SystemCommand
+from textual.binding import Binding
+from textual.screen import Screen
+from textual.worker import Worker, WorkerState
+
+from pipeline.workspace import Workspace
+from sekbench.screens.data import WorkbenchData, one_line
+from sekbench.screens.help import HelpScreen
+from sekbench.screens.jobs import JobsScreen
+from sekbench.screens.live import LiveScreen
+from sekbench.screens.replay import ReplayScreen
+from sekbench.screens.review import ReviewScreen
+from sekbench.screens.scenarios import ScenariosScreen
+
+DARK, LIGHT = "textual-dark", "textual-light"
+
+
+class SekbenchApp(App):
+    """Reads the store, writes only curator decisions and job requests."""
+
+    TITLE = "sekbench"
+    CSS_PATH = "app.tcss"
+    MODES = {"scenarios": ScenariosScreen, "live": LiveScreen, "review": ReviewScreen,
+             "jobs": JobsScreen, "replay": ReplayScreen}
+    DEFAULT_MODE = "scenarios"
+    BINDINGS = [
+        Binding("1", "switch_mode('scenarios')", "Scenarios", id="app.tab.scenarios", show=False,
+                tooltip="Authored scenarios and their admission"),
+        Binding("2", "switch_mode('live')", "Live", id="app.tab.live", show=False,
+                tooltip="Sessions running now, streamed"),
+        Binding("3", "switch_mode('review')", "Review", id="app.tab.review", show=False,
+                tooltip="The curation queue"),
+        Binding("4", "switch_mode('jobs')", "Jobs", id="app.tab.jobs", show=False,
+                tooltip="SFT and eval jobs with their metrics"),
+        Binding("5", "switch_mode('replay')", "Replay", id="app.tab.replay", show=False,
+                tooltip="Play saved sessions back"),
+        Binding("question_mark,f1", "help", "Help", id="app.help",
+                tooltip="Every key of this screen"),
+        Binding("ctrl+t", "toggle_theme", "Theme", id="app.theme",
+                tooltip="Switch between the light and the dark theme"),
+        Binding("q", "quit", "Quit", id="app.quit", tooltip="Close the workbench; jobs keep running"),
+    ]
+
+    def __init__(self, workspace: Workspace, *, clock: Callable[[], float] = time.time,
+                 watch_files: bool = True, mode: str | None = None):
+        super().__init__()
+        self.data = WorkbenchData(workspace)
+        self.clock = clock
+        self.watch_files = watch_files
+        self.start_mode = mode or self.DEFAULT_MODE
+        self.theme = DARK
+
+    def on_mount(self) -> None:
+        keymap = self.data.ws.root / "keymap.json"
+        if keymap.exists():  # {"binding id": "keys"} lets a user remap any key
+            try:
+                self.set_keymap(json.loads(keymap.read_text(encoding="utf-8")))
+            except (OSError, ValueError) as e:
+                self.notify(f"keymap.json ignored: {one_line(e)}", severity="warning")
+        self.switch_mode(self.start_mode)
+
+    def on_unmount(self) -> None:
+        self.data.close()
+
+    # --------------------------------------------------------------- errors
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        """A failed worker is a notification with its one-line reason, never a crash."""
+        if event.state == WorkerState.ERROR and event.worker.error is not None:
+            self.notify(f"{event.worker.name or 'work'}: {one_line(event.worker.error)}",
+                        severity="error", timeout=8)
+
+    # -------------------------------------------------------------- actions
+    def action_toggle_theme(self) -> None:
+        self.theme = LIGHT if self.current_theme.dark else DARK
+
+    def key_rows(self, screen: Screen) -> list[tuple[str, str, str]]:
+        """(key, description, tooltip) for every action reachable on a screen."""
+        rows, seen = [], set()
+        for key, active in screen.active_bindings.items():
+            binding = active.binding
+            if not binding.description or (id(active.node), binding.action) in seen:
+                continue
+            seen.add((id(active.node), binding.action))
+            rows.append((self.get_key_display(binding), binding.description,
+                         binding.tooltip or ""))
+        rows.append(("ctrl+p", "Command palette", "Find any action by name"))
+        return rows
+
+    def action_help(self) -> None:
+        if isinstance(self.screen, HelpScreen):
+            return
+        self.push_screen(HelpScreen(self.key_rows(self.screen),
+                                    f"Keys · {self.current_mode.title()}"))
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        """Every bound action of the current screen and the app is in the command palette."""
+        yield from super().get_system_commands(screen)
+        seen = set()
+        for key, active in screen.active_bindings.items():
+            binding = active.binding
+            if not binding.description or (id(active.node), binding.action) in seen:
+                continue
+            seen.add((id(active.node), binding.action))
+            yield SystemCommand(binding.description,
+                                f"{binding.tooltip or binding.description} ({key})",
+                                partial(self.run_action, binding.action, active.node))
+
+
+def run_app(workspace: Workspace) -> None:
+    """Open the workbench on a workspace (the CLI calls this when no verb is given)."""
+    SekbenchApp(workspace).run()
+
+
+if __name__ == "__main__":
+    run_app(Workspace.from_env())

@@ -1,0 +1,136 @@
+"""Saved sessions as timelines: playback positions for the Replay screen, and asciicast v2.
+
+No textual here: the CLI exports casts with the same code the workbench uses.
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+# Event kinds a session records; `note` is commentary, not terminal output.
+KINDS = ("banner", "prompt", "command", "output", "terminal", "note")
+
+
+@dataclass
+class Timeline:
+    """A session's events on a clock that starts at 0; positions count shown events."""
+
+    events: list[dict]
+    times: list[float] = field(init=False)
+    stops: list[int] = field(init=False)
+    prompts: list[int] = field(init=False)
+
+    def __post_init__(self) -> None:
+        t0 = self.events[0]["ts"] if self.events else 0.0
+        self.times = [max(0.0, (e["ts"] or t0) - t0) for e in self.events]
+        # Turn stops: just after each prompt (the shell waits for a command there), and the end.
+        self.prompts = [i for i, e in enumerate(self.events) if e["kind"] == "prompt"]
+        self.stops = sorted({i + 1 for i in self.prompts} | {len(self.events)})
+
+    @property
+    def duration(self) -> float:
+        return self.times[-1] if self.times else 0.0
+
+    def position_at(self, t: float) -> int:
+        """How many events have happened by time t."""
+        return bisect.bisect_right(self.times, t)
+
+    def time_of(self, position: int) -> float:
+        """The time at which the position-th event is shown (0 for the start)."""
+        return self.times[position - 1] if position > 0 and self.times else 0.0
+
+    def next_stop(self, position: int) -> int:
+        i = bisect.bisect_right(self.stops, position)
+        return self.stops[i] if i < len(self.stops) else len(self.events)
+
+    def previous_stop(self, position: int) -> int:
+        i = bisect.bisect_left(self.stops, position)
+        return self.stops[i - 1] if i > 0 else 0
+
+    def turn_at(self, position: int) -> int:
+        """1-based turn shown at a position: prompts among the shown events."""
+        return bisect.bisect_left(self.prompts, position)
+
+    @property
+    def turn_count(self) -> int:
+        return len(self.prompts)
+
+
+def messages_to_events(messages: list[dict], t0: float = 0.0) -> list[dict]:
+    """ccpty chat messages back into scrollback events (for showing a stored trajectory)."""
+    events: list[dict] = []
+    for i, m in enumerate(messages):
+        if m.get("role") == "assistant":
+            kind = "command"
+        elif i + 1 < len(messages) and messages[i + 1].get("role") == "assistant":
+            kind = "prompt"
+        elif not events:
+            kind = "banner"
+        else:
+            kind = "output"
+        events.append({"seq": i, "ts": t0, "turn": None, "kind": kind,
+                       "text": m.get("content") or "", "raw": None})
+    return events
+
+
+def _crlf(text: str) -> str:
+    return text.replace("\r\n", "\n").replace("\n", "\r\n")
+
+
+def terminal_bytes(event: dict) -> str | None:
+    """What the terminal showed for one event: its raw bytes, or a rendering of its text."""
+    raw = event.get("raw")
+    if raw:
+        return bytes(raw).decode("utf-8", errors="replace")
+    kind, text = event["kind"], event.get("text") or ""
+    if kind == "note":
+        return None
+    if kind == "command":
+        return text + "\r\n"
+    if kind == "prompt":
+        return _crlf(text)
+    if kind in ("output", "banner", "terminal"):
+        text = _crlf(text)
+        return text if text.endswith("\r\n") or not text else text + "\r\n"
+    return _crlf(text)
+
+
+def asciicast(events: Iterable[dict], *, width: int = 100, height: int = 30,
+              title: str = "", started_at: float | None = None) -> str:
+    """An asciicast v2 document (header line, then one [time, code, data] line per event)."""
+    events = list(events)
+    t0 = events[0]["ts"] if events else (started_at or 0.0)
+    header = {"version": 2, "width": width, "height": height,
+              "timestamp": int(started_at if started_at is not None else t0),
+              "env": {"SHELL": "/bin/sh", "TERM": "xterm-256color"}}
+    if title:
+        header["title"] = title
+    lines = [json.dumps(header)]
+    for e in events:
+        t = round(max(0.0, (e["ts"] or t0) - t0), 6)
+        if e["kind"] == "note":  # markers let a player jump to them
+            lines.append(json.dumps([t, "m", e.get("text") or ""]))
+            continue
+        data = terminal_bytes(e)
+        if data:
+            lines.append(json.dumps([t, "o", data]))
+    return "\n".join(lines) + "\n"
+
+
+def export_asciicast(store, session_id: str, path: str | Path) -> Path:
+    """Write one saved session from the store as an asciicast v2 file; returns the path."""
+    session = store.session(session_id)
+    if session is None:
+        from pipeline.errors import SekbenchError
+        raise SekbenchError(f"no session {session_id!r} in the store")
+    title = f"{session.get('scenario_id') or 'session'} · {session.get('operator') or ''}".strip()
+    text = asciicast(store.events(session_id, limit=10_000_000), title=title,
+                     started_at=session.get("started_at"))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path

@@ -1,0 +1,177 @@
+"""Jobs: adapter fits and evals, their metrics as they arrive, and the lift table."""
+
+from __future__ import annotations
+
+import signal
+import time
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.widgets import DataTable, Static
+
+from pipeline.store import pid_alive
+from sekbench.screens.base import TabScreen
+from sekbench.screens.data import send_signal
+from sekbench.screens.live import clock_text
+from sekbench.widgets.data_grid import DataGrid
+from sekbench.widgets.lift_table import LiftTable
+from sekbench.widgets.loss_chart import LossChart
+
+STATUS_STYLE = {"running": "green", "queued": "yellow", "done": "dim", "succeeded": "dim",
+                "failed": "red", "cancelled": "magenta"}
+
+
+def job_status(job: dict) -> Text:
+    status = job["status"] or "?"
+    if status == "running" and job["pid"] and not pid_alive(job["pid"], job["host"]):
+        return Text("running · process gone", style="red")
+    return Text(status, style=STATUS_STYLE.get(status, ""))
+
+
+def job_summary(job: dict) -> str:
+    result = job.get("result") if isinstance(job.get("result"), dict) else {}
+    if job.get("error"):
+        return " ".join(str(job["error"]).split())[:60]
+    if job["kind"] == "sft" and result.get("final_loss") is not None:
+        return f"loss {result.get('first_loss', 0):.3f} → {result['final_loss']:.3f}"
+    if job["kind"] == "eval" and isinstance(result.get("tuned"), dict):
+        b = (result.get("base") or {}).get("verified") or {}
+        t = result["tuned"].get("verified") or {}
+        if "rate" in b and "rate" in t:
+            return f"verified {b['rate']:.2f} → {t['rate']:.2f}"
+    return ""
+
+
+def job_cells(job: dict, now: float) -> tuple:
+    started = job["started_at"] or job["created_at"]
+    end = job["ended_at"] or (now if job["status"] in ("running", "queued") else started)
+    return (job["id"], job["kind"] or "?", job_status(job), str(job["pid"] or "-"),
+            time.strftime("%m-%d %H:%M", time.localtime(started)) if started else "-",
+            clock_text(end - started if started else None), job_summary(job))
+
+
+def adapter_of(job: dict | None) -> str | None:
+    if not job or job["kind"] != "sft":
+        return None
+    result = job.get("result") if isinstance(job.get("result"), dict) else {}
+    return result.get("adapter") or job.get("out") or (job.get("args") or {}).get("out")
+
+
+class JobsScreen(TabScreen):
+    MODE = "jobs"
+    CSS_PATH = "jobs.tcss"
+    BINDINGS = [
+        Binding("f", "fit", "Fit adapter", id="jobs.fit",
+                tooltip="Export the curated trajectories, then fit a LoRA adapter on them"),
+        Binding("e", "eval", "Eval", id="jobs.eval",
+                tooltip="Eval the selected (or newest) adapter against base on the holdout split"),
+        Binding("c", "cancel", "Cancel job", id="jobs.cancel",
+                tooltip="Send SIGTERM to the selected job's process"),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.jobs: dict[str, dict] = {}
+        self.metrics_for: str | None = None
+        self.metrics_after = 0
+
+    def compose(self) -> ComposeResult:
+        yield from self.compose_frame()
+        with Horizontal(id="jobs-body"):
+            with Vertical(id="jobs-left"):
+                yield Static("Jobs", classes="pane-title")
+                yield DataGrid("Job", "Kind", "Status", "PID", "Started", "Elapsed", "Result",
+                               id="job-table")
+            with Vertical(id="jobs-right"):
+                yield Static("Training", classes="pane-title", id="metrics-title")
+                yield LossChart(id="loss-chart")
+                yield Static("Eval lift", classes="pane-title")
+                with VerticalScroll(id="lift-pane"):
+                    yield LiftTable(id="lift")
+        yield from self.compose_footer()
+
+    # ------------------------------------------------------------------ data
+    def reload(self) -> None:
+        table = self.query_one("#job-table", DataGrid)
+        selected = table.selected_key
+        metrics_for = selected if selected == self.metrics_for else None
+        after = self.metrics_after if metrics_for else 0
+
+        def fetch(store):
+            jobs = store.jobs(limit=200)
+            sel = selected or (jobs[0]["id"] if jobs else None)
+            metrics = store.metrics(sel, after) if sel else []
+            return jobs, sel, metrics, store.reports("eval", limit=50)
+        self.read(fetch, self.show)
+
+    def show(self, result) -> None:
+        jobs, selected, metrics, reports = result
+        self.jobs = {j["id"]: j for j in jobs}
+        now = self.now()
+        self.query_one("#job-table", DataGrid).show_rows(
+            [(j["id"], job_cells(j, now)) for j in jobs])
+        chart = self.query_one("#loss-chart", LossChart)
+        if selected != self.metrics_for:
+            self.metrics_for, self.metrics_after = selected, 0
+            chart.clear()
+        fresh = [m for m in metrics if m["id"] > self.metrics_after]
+        if fresh:
+            self.metrics_after = fresh[-1]["id"]
+            chart.add(fresh)
+        job = self.jobs.get(selected or "")
+        self.query_one("#metrics-title", Static).update(
+            f"Training · {selected}" if job and job["kind"] == "sft" else "Training")
+        report = next((r for r in reports if selected and r.get("job_id") == selected), None) \
+            or (reports[0] if reports else None)
+        self.query_one("#lift", LiftTable).show(
+            report["body"] if report else None,
+            f"eval {report.get('job_id') or report['id']}" if report else "")
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        if event.row_key is not None and event.row_key.value != self.metrics_for:
+            self.reload()
+
+    # --------------------------------------------------------------- actions
+    def selected_job(self) -> dict | None:
+        return self.jobs.get(self.query_one("#job-table", DataGrid).selected_key or "")
+
+    def action_fit(self) -> None:
+        ws = self.data.ws
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        export = ws.exports / f"export-{stamp}.jsonl"
+
+        def exported(result) -> None:
+            path = (result or {}).get("path") if isinstance(result, dict) else None
+            n = (result or {}).get("trajectories", "?") if isinstance(result, dict) else "?"
+            self.notify(f"exported {n} trajectories; fitting an adapter")
+            self.start("sft", "sft", "--data", str(path or export), "--out",
+                       str(ws.adapters / f"adapter-{stamp}"), "--json")
+
+        self.start("export", "export", "--out", str(export), "--json", done=exported)
+
+    def action_eval(self) -> None:
+        adapter = adapter_of(self.selected_job())
+        if adapter is None:
+            adapters = sorted((p for p in self.data.ws.adapters.iterdir() if p.is_dir()),
+                              key=lambda p: p.stat().st_mtime)
+            adapter = str(adapters[-1]) if adapters else None
+        if adapter is None:
+            self.notify("no adapter yet: press f to fit one", severity="warning")
+            return
+        self.start("eval", "eval", "--adapter", adapter, "--split", "holdout", "--json")
+
+    def action_cancel(self) -> None:
+        job = self.selected_job()
+        if job is None:
+            self.notify("no job selected", severity="warning")
+            return
+        if job["status"] not in ("running", "queued"):
+            self.notify(f"{job['id']} is not running ({job['status']})", severity="warning")
+            return
+        reason = send_signal(job["pid"], signal.SIGTERM, job["host"])
+        if reason:
+            self.notify(f"could not cancel {job['id']}: {reason}", severity="error")
+        else:
+            self.notify(f"cancel sent to {job['id']} (pid {job['pid']})")

@@ -1,0 +1,165 @@
+"""Live: every session running on this workspace, and the selected one's scrollback as it happens."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+
+from rich.text import Text
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.widgets import DataTable, Static
+
+from sekbench.screens.base import TabScreen
+from sekbench.screens.data import send_signal
+from sekbench.screens.form import FormScreen
+from sekbench.widgets.data_grid import DataGrid
+from sekbench.widgets.scrollback import Scrollback
+
+TAIL_SECONDS = 0.04   # how often the selected session's new events are read
+RECENT_ENDED = 30
+
+
+def clock_text(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    seconds = max(0, int(seconds))
+    return f"{seconds // 60}:{seconds % 60:02d}" if seconds < 3600 else \
+        f"{seconds // 3600}h{seconds % 3600 // 60:02d}"
+
+
+def session_cells(s: dict, now: float) -> tuple:
+    running = s["status"] == "running"
+    elapsed = (now if running else (s["ended_at"] or now)) - (s["started_at"] or now)
+    budget = f"{s['turns'] or 0}/{s['max_turns'] or '∞'} turns · " \
+             f"{clock_text(s['max_seconds']) if s['max_seconds'] else '∞'}"
+    status = Text("● running", style="green") if running else \
+        Text(s["end_reason"] or "ended", style="dim")
+    return (s["id"][:10], s["operator"] or "?", s["scenario_id"] or "?", str(s["turns"] or 0),
+            clock_text(elapsed), budget, status)
+
+
+class LiveScreen(TabScreen):
+    MODE = "live"
+    CSS_PATH = "live.tcss"
+    BINDINGS = [
+        Binding("b", "rollout", "Rollout batch", id="live.rollout",
+                tooltip="Start `sekbench rollout` as its own process"),
+        Binding("i", "interrupt", "Interrupt", id="live.interrupt",
+                tooltip="Send SIGINT to the selected session's process (ends as interrupted)"),
+        Binding("end", "follow", "Follow", id="live.follow", show=False,
+                tooltip="Jump to the end of the scrollback and follow it"),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sessions: dict[str, dict] = {}
+        self.streaming: str | None = None
+
+    def compose(self) -> ComposeResult:
+        yield from self.compose_frame()
+        with Horizontal(id="live-body"):
+            with Vertical(id="live-left"):
+                yield Static("Sessions", classes="pane-title", id="live-count")
+                yield DataGrid("Session", "Operator", "Scenario", "Turns", "Elapsed", "Budget",
+                               "Status", id="session-table")
+            with Vertical(id="live-right"):
+                yield Static("Select a session to stream it.", classes="pane-title",
+                             id="stream-title")
+                yield Scrollback(id="stream")
+        yield from self.compose_footer()
+
+    # ------------------------------------------------------------------ data
+    def reload(self) -> None:
+        def fetch(store):
+            running = store.sessions(status="running", limit=500)
+            recent = [s for s in store.sessions(limit=RECENT_ENDED + len(running))
+                      if s["status"] != "running"][:RECENT_ENDED]
+            return running + recent
+        self.read(fetch, self.show)
+
+    def show(self, rows: list[dict]) -> None:
+        self.sessions = {s["id"]: s for s in rows}
+        now = self.now()
+        running = sum(1 for s in rows if s["status"] == "running")
+        self.query_one("#live-count", Static).update(
+            f"Sessions · {running} running · {len(rows) - running} recently ended")
+        table = self.query_one("#session-table", DataGrid)
+        table.show_rows([(s["id"], session_cells(s, now)) for s in rows])
+        if self.streaming is None and table.selected_key:
+            self.stream(table.selected_key)
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        if event.row_key is not None and event.row_key.value != self.streaming:
+            self.stream(event.row_key.value)
+
+    def stream(self, session_id: str) -> None:
+        """Show a session's scrollback from its first event, then follow it."""
+        self.streaming = session_id
+        s = self.sessions.get(session_id, {})
+        self.query_one("#stream-title", Static).update(
+            f"{session_id} · {s.get('operator', '?')} · {s.get('scenario_id', '?')}")
+        self.query_one("#stream", Scrollback).clear()
+        self.tail(session_id)
+
+    @work(exclusive=True, group="live-tail", exit_on_error=False, name="live:tail")
+    async def tail(self, session_id: str) -> None:
+        """Read the session's new events every few tens of milliseconds until it has ended."""
+        store = await asyncio.to_thread(self.data.own_store)
+        scrollback = self.query_one("#stream", Scrollback)
+        after, version, quiet = -1, None, 0
+        try:
+            while True:
+                # A poll costs one pragma unless some process committed since the last one.
+                now_version = await asyncio.to_thread(store.data_version)
+                if now_version != version or after < 0:
+                    version = now_version
+                    rows = await asyncio.to_thread(store.events, session_id, after)
+                    if rows:
+                        after = rows[-1]["seq"]
+                        scrollback.add_events(rows)
+                        continue
+                session = self.sessions.get(session_id)
+                quiet += 1
+                if session and session["status"] != "running" and quiet > 25:
+                    return  # ended, and nothing new for a second: the scrollback is complete
+                await asyncio.sleep(TAIL_SECONDS)
+        finally:
+            await asyncio.to_thread(store.close)
+
+    # --------------------------------------------------------------- actions
+    def action_follow(self) -> None:
+        self.query_one("#stream", Scrollback).scroll_end(animate=False)
+
+    def action_interrupt(self) -> None:
+        key = self.query_one("#session-table", DataGrid).selected_key
+        session = self.sessions.get(key or "")
+        if not session:
+            self.notify("no session selected", severity="warning")
+            return
+        if session["status"] != "running":
+            self.notify(f"{key} has already ended ({session['end_reason']})", severity="warning")
+            return
+        reason = send_signal(session["pid"], signal.SIGINT, session["host"])
+        if reason:
+            self.notify(f"could not interrupt {key}: {reason}", severity="error")
+        else:
+            self.notify(f"interrupt sent to {key} (pid {session['pid']})")
+
+    def action_rollout(self) -> None:
+        def submitted(form: dict | None) -> None:
+            if not form:
+                return
+            if not form["workers"].isdigit():
+                self.notify("workers must be a whole number", severity="error")
+                return
+            self.start("rollout", "rollout", "--operator", form["operator"] or "reference",
+                       "--workers", form["workers"], "--split", form["split"] or "train", "--json")
+
+        self.app.push_screen(FormScreen(
+            "Start a rollout batch",
+            [("operator", "Operator (reference, script:FILE, http:URL, hf:PATH[@ADAPTER])",
+              "reference"), ("workers", "Workers", "4"), ("split", "Split", "train")],
+            hint="Sessions appear here as they start."), submitted)

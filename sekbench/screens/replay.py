@@ -1,0 +1,204 @@
+"""Replay: saved sessions at their recorded pace or faster; pause, step by turn, seek, export."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.widgets import DataTable, ProgressBar, Static
+
+from sekbench.replay import Timeline, export_asciicast
+from sekbench.screens.base import TabScreen
+from sekbench.screens.data import one_line
+from sekbench.screens.live import clock_text
+from sekbench.widgets.data_grid import DataGrid
+from sekbench.widgets.scrollback import Scrollback
+
+SPEEDS = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 64.0)
+FRAME = 1 / 30
+SEEK_SECONDS = 5.0
+
+
+class ReplayScreen(TabScreen):
+    MODE = "replay"
+    CSS_PATH = "replay.tcss"
+    REFRESH_SECONDS = 5.0
+    BINDINGS = [
+        Binding("space", "play_pause", "Play/Pause", id="replay.play", priority=True,
+                tooltip="Play the session at its recorded pace times the speed, or pause it"),
+        Binding("right,period", "step(1)", "Next turn", id="replay.next_turn", priority=True,
+                tooltip="Pause and step to the next turn"),
+        Binding("left,comma", "step(-1)", "Prev turn", id="replay.prev_turn", priority=True,
+                tooltip="Pause and step back a turn"),
+        Binding("plus,equals_sign", "speed(1)", "Faster", id="replay.faster",
+                tooltip="Play faster"),
+        Binding("minus", "speed(-1)", "Slower", id="replay.slower", tooltip="Play slower"),
+        Binding("right_square_bracket", "seek(1)", "Seek +5s", id="replay.seek_forward",
+                tooltip="Jump five recorded seconds ahead"),
+        Binding("left_square_bracket", "seek(-1)", "Seek -5s", id="replay.seek_back",
+                tooltip="Jump five recorded seconds back"),
+        Binding("home", "restart", "Start", id="replay.start", show=False,
+                tooltip="Back to the beginning"),
+        Binding("end", "to_end", "End", id="replay.end", show=False, tooltip="Show it all"),
+        Binding("x", "export", "Export .cast", id="replay.export",
+                tooltip="Write the session as asciicast v2 (plays in asciinema)"),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.timeline = Timeline([])
+        self.session_id: str | None = None
+        self.position = 0
+        self.t = 0.0
+        self.speed_index = 1
+        self.playing = False
+        self._last_frame = 0.0
+
+    @property
+    def speed(self) -> float:
+        return SPEEDS[self.speed_index]
+
+    def compose(self) -> ComposeResult:
+        yield from self.compose_frame()
+        with Horizontal(id="replay-body"):
+            with Vertical(id="replay-left"):
+                yield Static("Saved sessions", classes="pane-title")
+                yield DataGrid("Session", "Scenario", "Operator", "End", "Turns", "Started",
+                               id="saved-table")
+            with Vertical(id="replay-right"):
+                yield Static("Select a saved session.", classes="pane-title", id="transport")
+                yield ProgressBar(total=1, show_eta=False, show_percentage=False, id="seekbar")
+                yield Scrollback(id="replay-view")
+        yield from self.compose_footer()
+
+    def on_mount(self) -> None:
+        super().on_mount()
+        self._player = self.set_interval(FRAME, self.frame, pause=True)
+
+    # ------------------------------------------------------------------ data
+    def reload(self) -> None:
+        self.read(lambda s: [x for x in s.sessions(limit=500) if x["status"] != "running"],
+                  self.show)
+
+    def show(self, sessions: list[dict]) -> None:
+        table = self.query_one("#saved-table", DataGrid)
+        table.show_rows([(s["id"], (s["id"][:10], s["scenario_id"] or "?", s["operator"] or "?",
+                                    s["end_reason"] or "?", str(s["turns"] or 0),
+                                    time.strftime("%m-%d %H:%M", time.localtime(s["started_at"]))
+                                    if s["started_at"] else "-"))
+                         for s in sessions])
+        if self.session_id is None and table.selected_key:
+            self.load(table.selected_key)
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        if event.row_key is not None and event.row_key.value != self.session_id:
+            self.load(event.row_key.value)
+
+    def load(self, session_id: str) -> None:
+        self.session_id = session_id
+        self.read(lambda s: s.events(session_id, limit=10_000_000),
+                  lambda events: self._loaded(session_id, events), group="events")
+
+    def _loaded(self, session_id: str, events: list[dict]) -> None:
+        if session_id != self.session_id:
+            return
+        self.timeline = Timeline(events)
+        self.pause()
+        self.seek_to(0)
+
+    # -------------------------------------------------------------- playback
+    def seek_to(self, position: int, t: float | None = None) -> None:
+        """Show exactly the first `position` events."""
+        position = max(0, min(position, len(self.timeline.events)))
+        view = self.query_one("#replay-view", Scrollback)
+        if position < self.position or position == 0:
+            view.clear()
+            view.add_events(self.timeline.events[:position])
+        elif position > self.position:
+            view.add_events(self.timeline.events[self.position:position])
+        self.position = position
+        self.t = self.timeline.time_of(position) if t is None else t
+        self.show_transport()
+
+    def frame(self) -> None:
+        now = time.monotonic()
+        self.t += (now - self._last_frame) * self.speed
+        self._last_frame = now
+        self.seek_to(self.timeline.position_at(self.t), self.t)
+        if self.position >= len(self.timeline.events):
+            self.pause()
+
+    def play(self) -> None:
+        if self.position >= len(self.timeline.events):
+            self.seek_to(0)
+        self.playing = True
+        self._last_frame = time.monotonic()
+        self._player.resume()
+        self.show_transport()
+
+    def pause(self) -> None:
+        self.playing = False
+        self._player.pause()
+        self.show_transport()
+
+    def show_transport(self) -> None:
+        tl = self.timeline
+        if self.session_id is None:
+            return
+        state = "▶" if self.playing else "⏸"
+        self.query_one("#transport", Static).update(Text.assemble(
+            (f" {state} ", "bold"), (f"{self.speed:g}x  ", "bold yellow"),
+            f"{clock_text(min(self.t, tl.duration))} / {clock_text(tl.duration)}  ",
+            (f"turn {tl.turn_at(self.position)}/{tl.turn_count}  ", ""),
+            (f"event {self.position}/{len(tl.events)}  · {self.session_id}", "dim")))
+        bar = self.query_one("#seekbar", ProgressBar)
+        bar.update(total=max(len(tl.events), 1), progress=self.position)
+
+    # --------------------------------------------------------------- actions
+    def action_play_pause(self) -> None:
+        self.pause() if self.playing else self.play()
+
+    def action_step(self, direction: int) -> None:
+        self.pause()
+        tl = self.timeline
+        self.seek_to(tl.next_stop(self.position) if direction > 0 else
+                     tl.previous_stop(self.position))
+
+    def action_seek(self, direction: int) -> None:
+        t = max(0.0, min(self.timeline.duration, self.t + direction * SEEK_SECONDS))
+        self.seek_to(self.timeline.position_at(t), t)
+
+    def action_speed(self, step: int) -> None:
+        self.speed_index = max(0, min(len(SPEEDS) - 1, self.speed_index + step))
+        self.show_transport()
+
+    def action_restart(self) -> None:
+        self.seek_to(0)
+
+    def action_to_end(self) -> None:
+        self.pause()
+        self.seek_to(len(self.timeline.events))
+
+    def action_export(self) -> None:
+        session_id = self.session_id
+        if session_id is None:
+            self.notify("no session selected", severity="warning")
+            return
+        path = self.data.ws.exports / f"{session_id}.cast"
+
+        async def export() -> None:
+            def write():
+                with self.data.store() as store:
+                    return export_asciicast(store, session_id, path)
+            try:
+                written = await asyncio.to_thread(write)
+            except Exception as e:
+                self.notify(f"export failed: {one_line(e)}", severity="error")
+                return
+            self.notify(f"wrote {written} (asciinema play {written.name})")
+
+        self.run_worker(export, group="replay-export", exit_on_error=False, name="replay:export")

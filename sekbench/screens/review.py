@@ -1,0 +1,290 @@
+"""Review: the curation queue. Filter it, read a trajectory, accept or reject it."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+
+from rich.console import Group
+from rich.text import Text
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.widgets import DataTable, Select, Static
+
+from sekbench.replay import messages_to_events
+from sekbench.screens.base import TabScreen
+from sekbench.screens.data import one_line
+from sekbench.screens.form import FormScreen
+from sekbench.widgets.data_grid import DataGrid
+from sekbench.widgets.scrollback import Scrollback
+
+PAGE = 100
+GATE_CODES = ("kept", "no_operation", "prose_drift", "over_imitation", "premature_exit",
+              "budget_overrun", "wrong_terminal", "unverified", "void")
+DECISION_STYLE = {"accept": "bold green", "reject": "bold red"}
+
+
+@dataclass
+class Page:
+    """One page of the queue and where it sits."""
+
+    filters: dict
+    offset: int
+    total: int
+    rows: list[dict]
+    decided: dict[str, str]
+    decided_in_queue: int
+    facets: dict = field(default_factory=dict)
+
+
+def fetch_page(store, filters: dict, offset: int, facets: bool) -> Page:
+    total = store.count_rollouts(**filters)
+    offset = max(0, min(offset, (max(total, 1) - 1) // PAGE * PAGE))
+    rows = store.rollouts(**filters, offset=offset, limit=PAGE)
+    decided = store.current_decisions()
+    return Page(filters, offset, total, rows, decided,
+                store.count_rollouts_among(decided, **filters),
+                store.rollout_facets() if facets else {})
+
+
+def verdict_text(verdict: str | None) -> Text:
+    return Text(verdict or "?", style="green" if verdict == "kept" else
+                "dim" if verdict == "void" else "red")
+
+
+def gate_panel(rollout: dict, history: list[dict]) -> Group:
+    reasons = rollout.get("reasons") or []
+    lines = [
+        Text.assemble(("Gate ", "bold"), verdict_text(rollout.get("verdict")),
+                      ("  reasons: ", "dim"), (", ".join(reasons) or "none", "")),
+        Text.assemble(("Session ", "bold"), (f"{rollout.get('end_reason') or '?'}", ""),
+                      ("  terminal: ", "dim"), (rollout.get("terminal") or "-", ""),
+                      ("  verified: ", "dim"),
+                      ("yes" if rollout.get("verified") else "no",
+                       "green" if rollout.get("verified") else "red"),
+                      ("  turns: ", "dim"), (str(rollout.get("turns") or 0), "")),
+    ]
+    for d in history:
+        stamp = time.strftime("%Y-%m-%d %H:%M", time.localtime(d["ts"]))
+        lines.append(Text.assemble(("Curator ", "bold"),
+                                   (d["decision"], DECISION_STYLE.get(d["decision"], "yellow")),
+                                   (f"  {stamp}", "dim"),
+                                   (f"  {d['note']}" if d.get("note") else "", "italic")))
+    return Group(*lines)
+
+
+class ReviewScreen(TabScreen):
+    MODE = "review"
+    CSS_PATH = "review.tcss"
+    REFRESH_SECONDS = 5.0
+    BINDINGS = [
+        Binding("a", "decide('accept')", "Accept", id="review.accept",
+                tooltip="Accept the trajectory (overrides the gate in export)"),
+        Binding("r", "decide('reject')", "Reject", id="review.reject",
+                tooltip="Reject the trajectory (overrides the gate in export)"),
+        Binding("A", "decide_with_note('accept')", "Accept + note", id="review.accept_note",
+                tooltip="Accept with a note"),
+        Binding("R", "decide_with_note('reject')", "Reject + note", id="review.reject_note",
+                tooltip="Reject with a note"),
+        Binding("u", "undo", "Undo", id="review.undo", tooltip="Retract the last decision"),
+        Binding("right_square_bracket", "page(1)", "Next page", id="review.next_page",
+                tooltip=f"Next {PAGE} trajectories"),
+        Binding("left_square_bracket", "page(-1)", "Prev page", id="review.prev_page",
+                tooltip=f"Previous {PAGE} trajectories"),
+        Binding("x", "clear_filters", "Clear filters", id="review.clear_filters", show=False,
+                tooltip="Show the whole queue"),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.filters: dict = {}
+        self.page_offset = 0
+        self.page: Page | None = None
+        self.undo_stack: list[str] = []
+        self.page_shown_at = 0.0
+        self._selected: str | None = None
+        self.writes: asyncio.Queue[tuple[str, str, str]] = asyncio.Queue()
+        self.decisions_written = 0
+
+    def compose(self) -> ComposeResult:
+        yield from self.compose_frame()
+        with Horizontal(id="review-filters"):
+            yield Select([(c, c) for c in GATE_CODES], prompt="verdict: any", id="filter-verdict")
+            yield Select([(c, c) for c in GATE_CODES], prompt="reason: any", id="filter-reason")
+            yield Select([], prompt="archetype: any", id="filter-archetype")
+            yield Select([], prompt="operator: any", id="filter-operator")
+        yield Static("", id="review-progress", classes="pane-title")
+        with Horizontal(id="review-body"):
+            with Vertical(id="review-left"):
+                yield DataGrid("Rollout", "Archetype", "Operator", "Verdict", "Reasons", "Turns",
+                               "Decision", id="queue")
+            with Vertical(id="review-right"):
+                yield Static("", id="gate")
+                yield Static("Scrollback", classes="pane-title")
+                yield Scrollback(id="trajectory")
+                yield Static("Checker output", classes="pane-title")
+                with VerticalScroll(id="checker-pane"):
+                    yield Static("", id="checker")
+        yield from self.compose_footer()
+
+    def on_mount(self) -> None:
+        super().on_mount()
+        self.write_decisions()
+        self.query_one("#queue", DataGrid).focus()
+
+    # ------------------------------------------------------------------ data
+    def reload(self, facets: bool | None = None) -> None:
+        filters, offset = dict(self.filters), self.page_offset
+        want_facets = self.page is None if facets is None else facets
+        self.read(lambda s: fetch_page(s, filters, offset, want_facets), self.show)
+
+    def show(self, page: Page) -> None:
+        if page.filters != self.filters:
+            return  # the filters changed while this page was read; a newer read follows
+        self.page, self.page_offset = page, page.offset
+        if page.facets:
+            self._set_options("#filter-archetype", page.facets.get("archetypes", []))
+            self._set_options("#filter-operator", page.facets.get("operators", []))
+        table = self.query_one("#queue", DataGrid)
+        table.show_rows([(r["id"], (r["id"][:12], r["archetype"] or "?", r["operator"] or "?",
+                                    verdict_text(r["verdict"]), ", ".join(r["reasons"]),
+                                    str(r["turns"] or 0), self._decision_cell(r["id"])))
+                         for r in page.rows])
+        self.show_progress()
+        self.page_shown_at = time.perf_counter()
+        key = table.selected_key
+        if key and key != self._selected:
+            self.show_rollout(key)
+
+    def _decision_cell(self, rollout_id: str) -> Text:
+        decision = self.page.decided.get(rollout_id) if self.page else None
+        return Text(decision or "·", style=DECISION_STYLE.get(decision or "", "dim"))
+
+    def show_progress(self) -> None:
+        page = self.page
+        if page is None:
+            return
+        table = self.query_one("#queue", DataGrid)
+        at = page.offset + table.cursor_row + 1 if page.rows else 0
+        pages = max(1, (page.total + PAGE - 1) // PAGE)
+        pct = 100 * page.decided_in_queue / page.total if page.total else 0
+        self.query_one("#review-progress", Static).update(
+            f"Queue {page.total:,} · decided {page.decided_in_queue:,} ({pct:.1f}%) · "
+            f"at {at:,} of {page.total:,} · page {page.offset // PAGE + 1} of {pages}")
+
+    def _set_options(self, selector: str, values: list[str]) -> None:
+        select = self.query_one(selector, Select)
+        current = select.value
+        select.set_options([(v, v) for v in values])
+        if current in values:
+            select.value = current
+
+    def on_select_changed(self, event: Select.Changed) -> None:
+        name = (event.select.id or "").removeprefix("filter-")
+        value = None if event.value is Select.BLANK else event.value
+        if self.filters.get(name) == value:
+            return
+        if value is None:
+            self.filters.pop(name, None)
+        else:
+            self.filters[name] = value
+        self.page_offset = 0
+        self.reload(facets=False)
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        if event.data_table.id == "queue" and event.row_key is not None:
+            self.show_progress()
+            self.show_rollout(event.row_key.value)
+
+    def show_rollout(self, rollout_id: str) -> None:
+        self._selected = rollout_id
+        self.read(lambda s: (s.rollout(rollout_id), s.decisions(rollout_id)), self._show_rollout,
+                  group="detail")
+
+    def _show_rollout(self, result) -> None:
+        rollout, history = result
+        if rollout is None:
+            return
+        self.query_one("#gate", Static).update(gate_panel(rollout, history))
+        scrollback = self.query_one("#trajectory", Scrollback)
+        scrollback.clear()
+        scrollback.add_events(messages_to_events(rollout.get("messages") or []))
+        self.query_one("#checker", Static).update(
+            Text(rollout.get("checker_output") or "(no checker output)",
+                 style="" if rollout.get("checker_output") else "dim"))
+
+    # --------------------------------------------------------------- actions
+    def action_page(self, step: int) -> None:
+        if self.page is None:
+            return
+        offset = self.page_offset + step * PAGE
+        if 0 <= offset < max(self.page.total, 1):
+            self.page_offset = offset
+            self.reload(facets=False)
+
+    def action_clear_filters(self) -> None:
+        for name in ("verdict", "reason", "archetype", "operator"):
+            self.query_one(f"#filter-{name}", Select).clear()
+
+    def action_decide(self, decision: str, note: str = "") -> None:
+        rollout_id = self.query_one("#queue", DataGrid).selected_key
+        if rollout_id is None:
+            self.notify("nothing selected to decide on", severity="warning")
+            return
+        self.undo_stack.append(rollout_id)
+        self._record(rollout_id, decision, note)
+        table = self.query_one("#queue", DataGrid)
+        if table.cursor_row < table.row_count - 1:
+            table.move_cursor(row=table.cursor_row + 1)
+        else:
+            self.action_page(1)
+
+    def action_decide_with_note(self, decision: str) -> None:
+        def submitted(form: dict | None) -> None:
+            if form is not None:
+                self.action_decide(decision, form["note"])
+        self.app.push_screen(FormScreen(f"{decision.title()} with a note",
+                                        [("note", "Note", "")]), submitted)
+
+    def action_undo(self) -> None:
+        if self.undo_stack:
+            rollout_id = self.undo_stack.pop()
+        else:
+            rollout_id = self.query_one("#queue", DataGrid).selected_key
+            if rollout_id is None or self.page is None or rollout_id not in self.page.decided:
+                self.notify("no decision to undo", severity="warning")
+                return
+        self._record(rollout_id, "undo", "")
+        table = self.query_one("#queue", DataGrid)
+        if rollout_id in table.keys():
+            table.move_cursor(row=table.keys().index(rollout_id))
+
+    def _record(self, rollout_id: str, decision: str, note: str) -> None:
+        """Queue a decision; one writer appends them in the order they were made."""
+        self.writes.put_nowait((rollout_id, decision, note))
+
+    @work(group="review-writer", exit_on_error=False, name="review:decisions")
+    async def write_decisions(self) -> None:
+        data = self.data
+
+        def append(rollout_id: str, decision: str, note: str) -> None:
+            with data.store() as store:
+                store.decide(rollout_id, decision, note, who="workbench")
+
+        while True:
+            rollout_id, decision, note = await self.writes.get()
+            try:
+                await asyncio.to_thread(append, rollout_id, decision, note)
+            except Exception as e:  # the store is locked past its timeout, the disk is full
+                self.notify(f"{decision} not recorded: {one_line(e)}", severity="error")
+                continue
+            self.decisions_written += 1
+            self.notify(f"{decision} · {rollout_id[:12]}" + (f" · {note}" if note else ""),
+                        timeout=2)
+            if self.writes.empty():
+                self.reload(facets=False)
+                if self._selected:
+                    self.show_rollout(self._selected)

@@ -1,0 +1,216 @@
+"""The procedural author: shape, determinism, variety, POSIX syntax, and (with Docker) admission."""
+
+from __future__ import annotations
+
+import collections
+import os
+import random
+import shutil
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from pipeline.author.procedural import ARCHETYPES, generate, generate_one
+
+KEYS = {"id", "archetype", "provider", "announcement", "directives", "setup", "checker", "reference", "split", "seed"}
+WRITABLE = ("/home", "/tmp", "/var/tmp", "/srv", "/opt", "/usr/local", "/etc/sekbench")
+
+
+@pytest.fixture(scope="module")
+def batch() -> list[dict]:
+    return generate(270, 5)
+
+
+def test_same_seed_same_scenarios_and_other_seed_differs():
+    assert generate(20, 3) == generate(20, 3)
+    assert generate(20, 3) != generate(20, 4)
+    assert generate(5, 3, ["archive"]) == generate(5, 3, ["archive"])
+
+
+def test_nine_archetypes_round_robin():
+    assert len(ARCHETYPES) >= 9 and len(set(ARCHETYPES)) == len(ARCHETYPES)
+    assert {"search_count", "file_transform"} <= set(ARCHETYPES)
+    counts = collections.Counter(s["archetype"] for s in generate(90, 1))
+    assert set(counts) == set(ARCHETYPES)
+    assert min(counts.values()) >= 90 // len(ARCHETYPES) >= 10
+
+
+def test_archetype_filter_and_unknown_archetype():
+    assert {s["archetype"] for s in generate(6, 2, ["cleanup", "report"])} == {"cleanup", "report"}
+    with pytest.raises(ValueError, match="unknown archetype"):
+        generate(1, 1, ["no_such_thing"])
+    with pytest.raises(ValueError, match="unknown archetype"):
+        generate_one("no_such_thing", random.Random(0), 0)
+
+
+def test_scenario_shape(batch):
+    for s in batch:
+        assert set(s) == KEYS, s["id"]
+        assert s["split"] == "train" and s["seed"] == 5
+        assert set(s["provider"]) == {"name", "script", "retrieve"}
+        assert s["provider"]["retrieve"].split()[0] == s["provider"]["name"]
+        assert s["setup"].startswith("#!/bin/sh\n") and s["checker"].startswith("#!/bin/sh\n")
+        assert "chown -R sek:sek" in s["setup"]
+        assert "$RANDOM" not in s["setup"]
+        assert "\n" not in s["directives"] and 20 < len(s["directives"]) < 400
+
+
+def test_ids_unique_within_and_across_seeds(batch):
+    ids = [s["id"] for s in batch]
+    assert len(set(ids)) == len(ids)
+    other = {s["id"] for s in generate(270, 50)}
+    assert not other & set(ids)
+    assert generate(11, 1)[10]["id"] != generate(1, 10)[0]["id"]
+
+
+def test_no_two_scenarios_share_an_answer(batch):
+    checkers = [s["checker"] for s in batch]
+    assert len(set(checkers)) == len(checkers)
+    # Generic wordings ("clean the empty directories in ~/x") may repeat over different data.
+    directives = [s["directives"] for s in batch]
+    assert len(set(directives)) >= 0.95 * len(directives)
+
+
+def test_providers_and_announcements_vary(batch):
+    assert len({s["provider"]["name"] for s in batch}) >= 20
+    assert len({s["provider"]["retrieve"].split(" ", 1)[1] for s in batch}) >= 15
+    kinds = collections.Counter(s["announcement"]["kind"] for s in batch)
+    assert set(kinds) == {"motd", "banner", "env", "file"}
+    assert len({s["announcement"]["text"] for s in batch}) >= 40
+
+
+def test_announcement_names_provider_and_has_its_extra_key(batch):
+    for s in batch:
+        a, name = s["announcement"], s["provider"]["name"]
+        assert name in a["text"], s["id"]
+        extra = {"env": {"var"}, "file": {"path"}}.get(a["kind"], set())
+        assert set(a) == {"kind", "text"} | extra
+        if a["kind"] == "file":
+            assert a["path"].startswith(WRITABLE)
+
+
+def test_help_documents_retrieve(batch):
+    for s in batch:
+        script, retrieve = s["provider"]["script"], s["provider"]["retrieve"]
+        help_text = script.split("help() {", 1)[1].split("\n}\n", 1)[0]
+        assert retrieve.split(" ", 1)[1] in help_text, s["id"]
+        assert s["directives"] in script
+
+
+def test_reference_follows_the_routine(batch):
+    for s in batch:
+        ref, p, a = s["reference"], s["provider"], s["announcement"]
+        assert ref[-1] == "exit"
+        assert all("\n" not in line and 0 < len(line) <= 300 for line in ref), s["id"]
+        lead = {"env": [f'echo "${a.get("var")}"'], "file": [f"cat {a.get('path')}"]}.get(a["kind"], [])
+        assert ref[: len(lead) + 2] == [*lead, f"{p['name']} --help", p["retrieve"]]
+        assert len(ref) > len(lead) + 3, "no work between retrieve and exit"
+
+
+def test_files_live_in_writable_places(batch):
+    import re
+    for s in batch:
+        for path in re.findall(r"(?:cat >|mkdir -p) '?(/[^' \n]+)", s["setup"]):
+            assert path.startswith(WRITABLE), (s["id"], path)
+
+
+@pytest.mark.skipif(shutil.which("dash") is None, reason="dash is not installed on this host")
+def test_every_script_parses_under_dash(batch, tmp_path):
+    for s in batch:
+        scripts = {"setup": s["setup"], "checker": s["checker"], "provider": s["provider"]["script"],
+                   "reference": "\n".join(s["reference"]) + "\n"}
+        for role, text in scripts.items():
+            path = tmp_path / f"{role}.sh"
+            path.write_text(text)
+            done = subprocess.run(["dash", "-n", str(path)], capture_output=True, text=True)
+            assert done.returncode == 0, f"{s['id']} {role}: {done.stderr}"
+
+
+# --- admission in a real sandbox -------------------------------------------------------------
+
+IMAGE = os.environ.get("SEKBENCH_TEST_IMAGE", "sektest:1")
+
+# useradd touches these; nothing else outside the writable places may change.
+_USERADD = ("/etc/passwd", "/etc/group", "/etc/shadow", "/etc/gshadow", "/etc/subuid", "/etc/subgid",
+            "/var/log/lastlog", "/var/log/faillog", "/var/mail", "/var/spool/mail")
+
+
+def _docker(*args: str, stdin: str | None = None, timeout: int = 60) -> subprocess.CompletedProcess:
+    return subprocess.run(["docker", *args], input=stdin, capture_output=True, text=True, timeout=timeout)
+
+
+def _outside_writable(diff: str) -> list[str]:
+    bad = []
+    for row in diff.splitlines():
+        path = row.split(" ", 1)[1]
+        ok = (path.startswith(WRITABLE) or path.startswith(_USERADD)
+              or any(w.startswith(path + "/") for w in (*WRITABLE, *_USERADD)))
+        if not ok:
+            bad.append(row)
+    return bad
+
+
+def admit_in_docker(s: dict, image: str = IMAGE) -> list[str]:
+    """Run the admission steps for one scenario in a fresh container; return the problems found."""
+    started = _docker("run", "-d", "--rm", "--network", "none", image, "sleep", "300")
+    if started.returncode:
+        return [f"container did not start: {started.stderr.strip()}"]
+    cid = started.stdout.strip()
+    problems = []
+    as_sek = ["exec", "-u", "sek", "-w", "/home/sek", "-e", "HOME=/home/sek", "-e", "USER=sek"]
+    try:
+        _docker("exec", cid, "sh", "-c", "id sek >/dev/null 2>&1 || useradd -m -u 1000 -s /bin/sh sek")
+        name, a = s["provider"]["name"], s["announcement"]
+        _docker("exec", "-i", cid, "sh", "-c", f"cat > /usr/local/bin/{name} && chmod 755 /usr/local/bin/{name}",
+                stdin=s["provider"]["script"])
+        if a["kind"] == "file":
+            _docker("exec", "-i", cid, "sh", "-c", f'mkdir -p "$(dirname {a["path"]})" && cat > {a["path"]}',
+                    stdin=a["text"])
+        setup = _docker("exec", "-w", "/", cid, "sh", "-c", s["setup"])
+        if setup.returncode:
+            return [f"setup_failed: {setup.stderr.strip()}"]
+        if _docker("exec", cid, "sh", "-c", s["checker"]).returncode == 0:
+            problems.append("vacuous_checker")
+        helped = _docker(*as_sek, cid, "sh", "-c", f"{name} --help")
+        missing = [w for w in s["provider"]["retrieve"].split()[1:] if w not in helped.stdout]
+        served = _docker(*as_sek, cid, "sh", "-c", s["provider"]["retrieve"])
+        if helped.returncode or missing or s["directives"] not in served.stdout:
+            problems.append(f"undiscoverable: help rc={helped.returncode} missing={missing} served={served.stdout!r}")
+        env = ["-e", f"{a['var']}={a['text']}"] if a["kind"] == "env" else []
+        session = _docker("exec", "-i", *as_sek[1:], *env, cid, "sh", stdin="\n".join(s["reference"]) + "\n")
+        if session.stderr.strip():
+            problems.append(f"reference wrote to stderr: {session.stderr.strip()}")
+        checked = _docker("exec", cid, "sh", "-c", s["checker"])
+        if checked.returncode:
+            problems.append(f"unsolvable: {checked.stderr.strip()}")
+        stray = _outside_writable(_docker("diff", cid).stdout)
+        if stray:
+            problems.append(f"wrote outside the writable places: {stray}")
+    finally:
+        _docker("rm", "-f", cid)
+    return problems
+
+
+def _docker_ready() -> str | None:
+    if shutil.which("docker") is None:
+        return "docker CLI not installed"
+    try:
+        if _docker("info", timeout=20).returncode:
+            return "no reachable Docker engine (docker info failed)"
+        if _docker("image", "inspect", IMAGE, timeout=20).returncode:
+            return f"image {IMAGE} not present (set SEKBENCH_TEST_IMAGE)"
+    except subprocess.TimeoutExpired:
+        return "docker did not answer"
+    return None
+
+
+@pytest.mark.docker
+def test_one_scenario_per_archetype_is_admissible_in_docker():
+    reason = _docker_ready()
+    if reason:
+        pytest.skip(reason)
+    scenarios = generate(len(ARCHETYPES), 7)
+    with ThreadPoolExecutor(max_workers=min(9, os.cpu_count() or 4)) as pool:
+        results = dict(zip((s["id"] for s in scenarios), pool.map(admit_in_docker, scenarios)))
+    assert {k: v for k, v in results.items() if v} == {}
