@@ -129,6 +129,7 @@ class Shell:
         self._pids = pids
         self.pids_limit = pids_limit
         self._pending = bytearray()
+        self.baseline_pids = 0
 
     # ------------------------------------------------------------- markers
     def env(self) -> dict[str, str]:
@@ -156,6 +157,8 @@ class Shell:
             raise ShellDied("the login shell printed no prompt")
         banner = model_view(buf.bytes(), self._nonce_b)
         self.shell_pid = self._ask_pid()
+        if self._pids is not None:
+            self.baseline_pids = self._pids() or 0
         return banner
 
     def _ask_pid(self) -> int | None:
@@ -208,14 +211,23 @@ class Shell:
             self._scan(self._pending, OutputBuffer(0, 0), None)
 
     def _after_turn(self, turn: TurnResult) -> None:
-        # A fork bomb leaves the pid limit exhausted and the next command unable to
-        # start; the cgroup's count is one file read, so check it every turn.
+        # A fork bomb returns the prompt at once and then exhausts the pid limit, so the
+        # next command cannot start. The cgroup's count is one file read; only when
+        # processes outlive the turn do we look twice to see whether they multiply.
         if self._pids is not None and self.pids_limit:
             n = self._pids()
-            if n is not None and n > self.pids_limit // 2:
-                self.hidden("kill -9 -1 2>/dev/null")
-                turn.notes.append(f"{n} processes were left running; all were killed")
-                turn.output += f"\n[sekbench: {turn.notes[-1]}]"
+            if n is not None and n > self.baseline_pids:
+                grown = n > self.pids_limit // 2
+                if not grown:
+                    time.sleep(0.05)
+                    again = self._pids() or 0
+                    grown = again > n + 1
+                    n = max(n, again)
+                if grown:
+                    self.hidden("kill -9 -1 2>/dev/null")
+                    note = f"processes kept multiplying after the command ({n} and counting); all were killed"
+                    turn.notes.append(note)
+                    turn.output += f"\n[sekbench: {note}]"
         if "stty" in turn.command or "reset" in turn.command:
             self.hidden("stty sane -echo -icanon min 1 time 0 2>/dev/null")
 

@@ -86,17 +86,20 @@ class SekbenchApp(App):
         self.theme = LIGHT if self.current_theme.dark else DARK
 
     def key_rows(self, screen: Screen) -> list[tuple[str, str, str]]:
-        """(key, description, tooltip) for every action reachable on a screen."""
-        rows, seen = [], set()
+        """(key, description, tooltip) for every action reachable on a screen: the screen's
+        own first, then the app's, then those of the focused widget."""
+        groups: dict[int, list[tuple[str, str, str]]] = {0: [], 1: [], 2: []}
+        seen = set()
         for key, active in screen.active_bindings.items():
             binding = active.binding
             if not binding.description or (id(active.node), binding.action) in seen:
                 continue
             seen.add((id(active.node), binding.action))
-            rows.append((self.get_key_display(binding), binding.description,
-                         binding.tooltip or ""))
-        rows.append(("ctrl+p", "Command palette", "Find any action by name"))
-        return rows
+            rank = 0 if active.node is screen else 1 if active.node is self else 2
+            groups[rank].append((self.get_key_display(binding), binding.description,
+                                 binding.tooltip or ""))
+        groups[1].append(("ctrl+p", "Command palette", "Find any action by name"))
+        return groups[0] + groups[1] + groups[2]
 
     def action_help(self) -> None:
         if isinstance(self.screen, HelpScreen):

@@ -140,7 +140,7 @@ class Resident:
         self.model_lock = threading.Lock()   # the model is touched by one thread at a time
         self.token_lock = threading.Lock()   # fast tokenizers are not safe to call concurrently
         self.forwards = 0                    # model calls, for tests and benchmarks
-        self.largest_batch = 0               # most rows decoded together so far
+        self.largest_batch = 0               # most requests gathered into one batch so far
         self._queue: queue.Queue[_Request] = queue.Queue()
         self._thread = threading.Thread(target=self._loop, name=f"hf-batcher:{Path(path).name}",
                                         daemon=True)
@@ -222,6 +222,7 @@ class Resident:
                     batch.append(self._queue.get(timeout=left) if left > 0 else self._queue.get_nowait())
                 except queue.Empty:
                     break
+            self.largest_batch = max(self.largest_batch, len(batch))
             groups: dict[str | None, list[_Request]] = {}
             for req in batch:
                 groups.setdefault(req.adapter, []).append(req)
@@ -271,7 +272,6 @@ class Resident:
     def _decode(self, rows: list[_Row], kvs: list[KV]) -> None:
         """Decode the still-running rows together, left-padded, dropping each as it stops."""
         import torch
-        self.largest_batch = max(self.largest_batch, len(rows))
         width = max(r.fed for r in rows)
         n_layers = len(kvs[0])
         layers = []

@@ -191,7 +191,7 @@ class DockerBackend:
                 cap_drop=["ALL"], cap_add=ROOT_CAPS, security_opt=["no-new-privileges"],
                 pids_limit=limits.pids, mem_limit=f"{limits.memory_mb}m",
                 memswap_limit=f"{limits.memory_mb}m", nano_cpus=int(limits.cpus * 1e9),
-                user="nobody", working_dir="/", stop_signal="SIGKILL")
+                user="root", working_dir="/", stop_signal="SIGKILL")
         except Exception as e:
             raise SekbenchError(f"could not start a sandbox: {str(e).splitlines()[0][:200]}") from None
         return DockerSandbox(self.client, container, self.image, limits)

@@ -94,35 +94,37 @@ class JobsScreen(TabScreen):
 
     # ------------------------------------------------------------------ data
     def reload(self) -> None:
-        table = self.query_one("#job-table", DataGrid)
-        selected = table.selected_key
-        metrics_for = selected if selected == self.metrics_for else None
-        after = self.metrics_after if metrics_for else 0
+        selected = self.query_one("#job-table", DataGrid).selected_key
+        known_for, known_after = self.metrics_for, self.metrics_after
 
         def fetch(store):
             jobs = store.jobs(limit=200)
-            sel = selected or (jobs[0]["id"] if jobs else None)
-            metrics = store.metrics(sel, after) if sel else []
-            return jobs, sel, metrics, store.reports("eval", limit=50)
+            # Training metrics follow the selected fit, else the newest one.
+            by_id = {j["id"]: j for j in jobs}
+            chosen = selected if by_id.get(selected or "", {}).get("kind") == "sft" else \
+                next((j["id"] for j in jobs if j["kind"] == "sft"), None)
+            after = known_after if chosen == known_for else 0
+            metrics = store.metrics(chosen, after) if chosen else []
+            return jobs, selected, chosen, metrics, store.reports("eval", limit=50)
         self.read(fetch, self.show)
 
     def show(self, result) -> None:
-        jobs, selected, metrics, reports = result
+        jobs, selected, chosen, metrics, reports = result
         self.jobs = {j["id"]: j for j in jobs}
         now = self.now()
         self.query_one("#job-table", DataGrid).show_rows(
             [(j["id"], job_cells(j, now)) for j in jobs])
         chart = self.query_one("#loss-chart", LossChart)
-        if selected != self.metrics_for:
-            self.metrics_for, self.metrics_after = selected, 0
+        if chosen != self.metrics_for:
+            self.metrics_for, self.metrics_after = chosen, 0
             chart.clear()
         fresh = [m for m in metrics if m["id"] > self.metrics_after]
         if fresh:
             self.metrics_after = fresh[-1]["id"]
             chart.add(fresh)
-        job = self.jobs.get(selected or "")
         self.query_one("#metrics-title", Static).update(
-            f"Training · {selected}" if job and job["kind"] == "sft" else "Training")
+            f"Training · {chosen}" if chosen else "Training")
+        selected = selected or (jobs[0]["id"] if jobs else None)
         report = next((r for r in reports if selected and r.get("job_id") == selected), None) \
             or (reports[0] if reports else None)
         self.query_one("#lift", LiftTable).show(
@@ -130,7 +132,7 @@ class JobsScreen(TabScreen):
             f"eval {report.get('job_id') or report['id']}" if report else "")
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
-        if event.row_key is not None and event.row_key.value != self.metrics_for:
+        if event.row_key is not None:
             self.reload()
 
     # --------------------------------------------------------------- actions

@@ -15,8 +15,6 @@ def rate_cell(m: dict | None) -> Text:
     text = Text(f"{m['rate']:.2f}")
     if m.get("lo") is not None and m.get("hi") is not None:
         text.append(f" [{m['lo']:.2f}, {m['hi']:.2f}]", style="dim")
-    if m.get("k") is not None and m.get("n") is not None:
-        text.append(f" {m['k']}/{m['n']}", style="dim")
     return text
 
 

@@ -1,0 +1,159 @@
+"""The in-process `hf:` operator on the local SmolLM2: KV-cache reuse, adapter switching, batching."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from pipeline.errors import SekbenchError
+from pipeline.operators import SessionContext, make_operator
+from pipeline.render import Transcript, Turn
+
+PROMPT = "sek@box:~$ "
+OUTPUTS = [
+    "Assignments are handed out by orders(1). Try: orders --help",
+    "usage: orders [--help] [--pending]\n  --pending   print the directives waiting for you",
+    "directives: count the lines containing ERROR in ~/logs/app.log and write the number to ~/out/count.txt",
+    "",
+    "3",
+    "total 4\n-rw-r--r-- 1 sek sek 2 Nov 21 05:30 count.txt",
+]
+
+
+@pytest.fixture(scope="module")
+def model_dir():
+    from pipeline.errors import MissingComponent
+    from pipeline.models import prepare_base_model
+    try:
+        return prepare_base_model()
+    except MissingComponent as e:
+        pytest.skip(f"the local model cannot be prepared: {e}")
+
+
+def drive(op, banner: str, outputs=OUTPUTS, typed=None) -> list[str]:
+    """Run a scripted session: the operator types, the script answers with canned outputs.
+
+    `typed(i, command)` may change what the harness records as typed (it trims, for example)."""
+    op.begin(SessionContext(seed=7))
+    t = Transcript(banner=banner, prompt=PROMPT)
+    commands = []
+    for i, out in enumerate(outputs):
+        command = op.next_command(t)
+        assert "\n" not in command
+        commands.append(command)
+        t.turns.append(Turn(prompt=PROMPT, command=typed(i, command) if typed else command, output=out))
+    return commands
+
+
+def test_four_bit_on_cpu_is_a_clear_error():
+    import torch
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present; 4-bit is allowed here")
+    with pytest.raises(SekbenchError, match="CUDA"):
+        make_operator("hf:default", load_in_4bit=True)
+
+
+def test_missing_adapter_is_a_clear_error(model_dir, tmp_path):
+    with pytest.raises(SekbenchError, match="adapter"):
+        make_operator(f"hf:default@{tmp_path / 'nope'}")
+
+
+@pytest.mark.model
+@pytest.mark.slow
+def test_kv_reuse_gives_the_same_commands_as_recomputing(model_dir):
+    reuse = make_operator("hf:default", max_new_tokens=12)
+    fresh = make_operator("hf:default", max_new_tokens=12, kv_reuse=False)
+    assert reuse.resident is fresh.resident
+    banner = "Welcome to box (Debian).\nAssignments are handed out by orders(1)."
+    assert drive(reuse, banner) == drive(fresh, banner)
+    assert reuse.name == "hf:default"
+    # Reuse fed only the new suffix each turn; recomputation re-read the whole history.
+    assert reuse.state.reused_tokens > 0 and fresh.state.reused_tokens == 0
+    assert reuse.state.fed_tokens * 2 < fresh.state.fed_tokens
+
+
+@pytest.mark.model
+@pytest.mark.slow
+def test_cache_falls_back_to_the_common_prefix_when_history_differs(model_dir):
+    """The harness may record a different command than the model typed; the cache must
+    be cropped to what still matches rather than reused blindly."""
+    reuse = make_operator("hf:default", max_new_tokens=8)
+    fresh = make_operator("hf:default", max_new_tokens=8, kv_reuse=False)
+    typed = lambda i, c: f"echo typed-{i}"  # noqa: E731
+    banner = "Welcome to box."
+    assert drive(reuse, banner, OUTPUTS[:4], typed) == drive(fresh, banner, OUTPUTS[:4], typed)
+
+
+def _random_adapter(model_dir, out):
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    cfg = LoraConfig(r=8, lora_alpha=64, target_modules=["q_proj", "v_proj", "o_proj"],
+                     init_lora_weights=False, task_type="CAUSAL_LM")
+    get_peft_model(model, cfg).save_pretrained(out)
+    return out
+
+
+@pytest.mark.model
+@pytest.mark.slow
+def test_adapter_switching_keeps_one_resident_base(model_dir, tmp_path):
+    import torch
+    adapter_dir = _random_adapter(model_dir, tmp_path / "lora")
+    base_op = make_operator("hf:default", max_new_tokens=8)
+    resident = base_op.resident
+    base_model = resident.base
+    before = drive(base_op, "Welcome.", OUTPUTS[:2])
+
+    tuned_op = make_operator(f"hf:default@{adapter_dir}", max_new_tokens=8)
+    assert tuned_op.resident is resident and resident.base is base_model
+    assert resident.peft is not None and resident.peft.get_base_model() is base_model
+    assert tuned_op.name == f"hf:default@{adapter_dir}"
+    tuned = drive(tuned_op, "Welcome.", OUTPUTS[:2])
+
+    # Loading it again names the same adapter; nothing is reloaded.
+    again = make_operator(f"hf:default@{adapter_dir}", max_new_tokens=8)
+    assert again.adapter == tuned_op.adapter and len(resident.adapters) == 1
+
+    # The adapter really acts: the same prompt gives other logits with it than without.
+    ids = torch.tensor([resident.encode([{"role": "user", "content": PROMPT}])])
+    with resident.model_lock, torch.inference_mode():
+        with resident._using(None):
+            plain = resident.model(input_ids=ids).logits[0, -1]
+        with resident._using(tuned_op.adapter):
+            adapted = resident.model(input_ids=ids).logits[0, -1]
+    assert not torch.allclose(plain, adapted, atol=1e-3)
+    assert len(tuned) == len(before)
+
+    # And the base is restored afterwards.
+    assert drive(base_op, "Welcome.", OUTPUTS[:2]) == before
+
+
+@pytest.mark.model
+@pytest.mark.slow
+def test_batched_sessions_match_sequential(model_dir):
+    banners = ["Welcome to alpha.", "Welcome to beta.\nRead the motd.", "gamma login banner"]
+    ops = [make_operator("hf:default", max_new_tokens=10) for _ in banners]
+    resident = ops[0].resident
+    sequential = [drive(op, b, OUTPUTS[:3]) for op, b in zip(ops, banners)]
+
+    resident.window_s, resident.largest_batch = 0.2, 0  # wide enough to catch all three threads
+    results: list = [None] * len(ops)
+    start = threading.Barrier(len(ops))
+
+    def session(i):
+        start.wait()
+        results[i] = drive(ops[i], banners[i], OUTPUTS[:3])
+
+    threads = [threading.Thread(target=session, args=(i,)) for i in range(len(ops))]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=300)
+    finally:
+        resident.window_s = 0.01
+    assert results == sequential
+    assert resident.largest_batch >= 2

@@ -1,0 +1,307 @@
+"""Pilot tests: each screen's keys and data, driven as a person would."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from textual.widgets import Select, Static
+
+from conftest import settle, wait_for
+from pipeline.store import Store
+from sekbench.screens.form import FormScreen
+from sekbench.screens.help import HelpScreen
+from sekbench.widgets.data_grid import DataGrid
+from sekbench.widgets.loss_chart import LossChart
+from sekbench.widgets.scrollback import Scrollback
+
+SIZE = (140, 40)
+
+
+def notes(app) -> list[str]:
+    return [str(n.message) for n in app._notifications]
+
+
+def text_of(app, selector: str) -> str:
+    return str(app.screen.query_one(selector, Static).render())
+
+
+@pytest.fixture
+def sleeper():
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    yield proc
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait()
+
+
+# ------------------------------------------------------------------------- app
+@pytest.mark.asyncio
+async def test_tabs_switch_by_number_and_help_and_theme(make_app):
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        for key, mode in zip("23451", ("live", "review", "jobs", "replay", "scenarios")):
+            await pilot.press(key)
+            await settle(pilot)
+            assert app.current_mode == mode
+        await pilot.press("question_mark")
+        assert isinstance(app.screen, HelpScreen)
+        rows = app.key_rows(app.get_screen_stack("scenarios")[-1] if hasattr(app, "get_screen_stack")
+                            else app.screen_stack[0])
+        await pilot.press("escape")
+        assert not isinstance(app.screen, HelpScreen)
+        assert app.current_theme.dark
+        await pilot.press("ctrl+t")
+        assert not app.current_theme.dark
+        await pilot.press("ctrl+t")
+        assert app.current_theme.dark
+
+
+@pytest.mark.asyncio
+async def test_every_screen_action_is_in_the_command_palette(make_app):
+    app = make_app("review")
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        titles = {c.title for c in app.get_system_commands(app.screen)}
+        for wanted in ("Accept", "Reject", "Undo", "Next page", "Help", "Theme", "Live", "Jobs"):
+            assert wanted in titles, wanted
+        help_keys = {row[1] for row in app.key_rows(app.screen)}
+        assert {"Accept", "Reject", "Undo", "Help", "Command palette"} <= help_keys
+
+
+@pytest.mark.asyncio
+async def test_failed_worker_is_a_notification_not_a_crash(make_app):
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        app.screen.read(lambda store: 1 / 0, lambda _: None, group="boom")
+        await settle(pilot)
+        assert any("division by zero" in n for n in notes(app))
+        assert app.is_running
+
+
+# ------------------------------------------------------------------- scenarios
+@pytest.mark.asyncio
+async def test_scenarios_table_yield_and_detail(make_app):
+    app = make_app("scenarios")
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        table = app.screen.query_one("#scenario-table", DataGrid)
+        assert table.row_count == 18
+        assert app.screen.query_one("#yield-table", DataGrid).row_count == 9
+        cells = [str(c) for c in table.get_row("permission_fix-0005")]
+        assert "unsolvable" in cells and "banner" in cells
+        await pilot.press("down")
+        await settle(pilot)
+        detail = text_of(app, "#scenario-detail-body")
+        assert "archive_extract-0013" in detail and "Directives" in detail and "Reference" in detail
+        await pilot.press("a")
+        assert isinstance(app.screen, FormScreen)
+        await pilot.press("escape")
+        assert not isinstance(app.screen, FormScreen)
+
+
+@pytest.mark.asyncio
+async def test_hand_edited_scenario_file_is_readmitted(make_app, workspace):
+    app = make_app("scenarios", watch_files=True)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.pause(0.3)  # the watcher is armed
+        (workspace.scenarios / "mine.json").write_text(json.dumps({"id": "mine"}))
+        # Whatever `sekbench admit` answers (the CLI may be absent), the change was picked up
+        # and the launch ended in a notification rather than a crash.
+        assert await wait_for(pilot, lambda: any("mine.json changed" in n for n in notes(app)), 8)
+        assert await wait_for(pilot, lambda: any(n.startswith("admit ") for n in notes(app)), 10)
+
+
+# ------------------------------------------------------------------------ live
+@pytest.mark.asyncio
+async def test_live_lists_sessions_and_streams_new_events(make_app, workspace, ids):
+    app = make_app("live")
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        table = app.screen.query_one("#session-table", DataGrid)
+        assert table.row_count == 6
+        assert "2 running" in text_of(app, "#live-count")
+        running = table.selected_key
+        assert running in ids["sessions"][:2]
+        view = app.screen.query_one("#stream", Scrollback)
+        assert await wait_for(pilot, lambda: "sek@box:~$ " in view.plain())
+        store = Store(workspace.db_path)
+        last = store.last_seq(running) if hasattr(store, "last_seq") else 100
+        store.append_event(running, 1000, "prompt", "sek@box:/tmp$ ")
+        store.append_event(running, 1001, "command", "echo streamed")
+        store.append_event(running, 1002, "output", "streamed\n")
+        assert await wait_for(pilot, lambda: "sek@box:/tmp$ echo streamed" in view.plain(), 3)
+        assert view.plain().endswith("streamed")
+        assert last >= 0
+
+
+@pytest.mark.asyncio
+async def test_live_interrupt_sends_sigint_to_the_session_process(make_app, workspace, ids,
+                                                                  sleeper):
+    Store(workspace.db_path).session_update(ids["sessions"][1], pid=sleeper.pid)
+    app = make_app("live")
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        table = app.screen.query_one("#session-table", DataGrid)
+        table.move_cursor(row=table.keys().index(ids["sessions"][1]))
+        await pilot.press("i")
+        assert sleeper.wait(timeout=5) != 0
+        assert any("interrupt sent" in n for n in notes(app))
+        table.move_cursor(row=table.keys().index(ids["sessions"][3]))  # ended
+        await pilot.press("i")
+        assert any("already ended" in n for n in notes(app))
+
+
+@pytest.mark.asyncio
+async def test_live_rollout_key_opens_the_batch_form(make_app):
+    app = make_app("live")
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("b")
+        assert isinstance(app.screen, FormScreen)
+        await pilot.press("escape")
+
+
+# ---------------------------------------------------------------------- review
+@pytest.mark.asyncio
+async def test_review_accept_reject_note_undo(make_app, workspace):
+    app = make_app("review")
+    store = Store(workspace.db_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        screen = app.screen
+        assert "Queue 40" in text_of(app, "#review-progress")
+        assert "decided 2 (5.0%)" in text_of(app, "#review-progress")
+        await pilot.press("down", "down")           # roll00002, undecided
+        await settle(pilot)
+        assert "result 0 of trajectory 2" in screen.query_one("#trajectory", Scrollback).plain()
+        assert "PASS" in text_of(app, "#checker")
+        await pilot.press("a")                      # accept, cursor moves on to roll00003
+        assert await wait_for(pilot, lambda: store.current_decisions().get("roll00002") == "accept")
+        await pilot.press("R")                      # reject roll00003 with a note
+        assert isinstance(app.screen, FormScreen)
+        await pilot.press(*"loops", "enter")
+        assert await wait_for(pilot, lambda: store.decisions("roll00003")[-1]["note"] == "loops")
+        assert store.current_decisions()["roll00003"] == "reject"
+        await pilot.press("u")                      # undo the reject: back to the earlier one
+        assert await wait_for(pilot, lambda: store.decisions("roll00003")[-1]["decision"] == "undo")
+        assert store.current_decisions()["roll00003"] == "reject"  # the fill's own decision
+        assert await wait_for(pilot, lambda: "decided 3" in text_of(app, "#review-progress"))
+        decision_col = [str(c) for c in screen.query_one("#queue", DataGrid).get_row("roll00002")]
+        assert "accept" in decision_col
+
+
+@pytest.mark.asyncio
+async def test_review_filters_and_paging(make_app, workspace):
+    store = Store(workspace.db_path)
+    for i in range(200):
+        store.put_rollout({"id": f"more{i:04d}", "archetype": "search_count", "operator": "reference",
+                           "verdict": "kept", "reasons": [], "messages": [],
+                           "created_at": 2e9 + i})
+    app = make_app("review")
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        screen = app.screen
+        assert "Queue 240" in text_of(app, "#review-progress") and "page 1 of 3" in \
+            text_of(app, "#review-progress")
+        await pilot.press("right_square_bracket")
+        await settle(pilot)
+        assert "page 2 of 3" in text_of(app, "#review-progress")
+        assert screen.query_one("#queue", DataGrid).keys()[0] == "more0060"
+        await pilot.press("left_square_bracket")
+        await settle(pilot)
+        assert "page 1 of 3" in text_of(app, "#review-progress")
+        screen.query_one("#filter-verdict", Select).value = "premature_exit"
+        await settle(pilot)
+        assert "Queue 4 " in text_of(app, "#review-progress")
+        screen.query_one("#filter-operator", Select).value = "hf:smollm2"
+        await settle(pilot)
+        assert set(screen.query_one("#queue", DataGrid).keys()) == {"roll00005", "roll00023"}
+        await pilot.press("x")
+        await settle(pilot)
+        assert "Queue 240" in text_of(app, "#review-progress")
+
+
+# ------------------------------------------------------------------------ jobs
+@pytest.mark.asyncio
+async def test_jobs_metrics_lift_and_cancel(make_app, workspace, ids, sleeper):
+    store = Store(workspace.db_path)
+    jid = store.job_create("sft", {"data": "x"}, id="sft-running")
+    store.job_update(jid, status="running", pid=sleeper.pid, started_at=1_767_000_000.0 - 60)
+    store.add_metrics(jid, 1, {"loss": 2.0, "tokens_per_s": 1500})
+    app = make_app("jobs")
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        table = app.screen.query_one("#job-table", DataGrid)
+        assert table.row_count == 3
+        chart = app.screen.query_one("#loss-chart", LossChart)
+        table.move_cursor(row=table.keys().index(jid))
+        await settle(pilot)
+        assert len(chart.rows) == 1
+        store.add_metrics(jid, 2, {"loss": 1.5, "tokens_per_s": 1600})  # arrives while open
+        assert await wait_for(pilot, lambda: len(chart.rows) == 2, 4)
+        assert "loss 2.000 → 1.500" in str(app.screen.query_one("#loss-label", Static).render())
+        lift = str(app.screen.query_one("#lift", Static).render())
+        assert "verified" in lift and "search_count" in lift
+        await pilot.press("c")
+        assert sleeper.wait(timeout=5) != 0
+        table.move_cursor(row=table.keys().index(ids["sft"]))
+        await settle(pilot)
+        assert len(chart.rows) == 30
+        await pilot.press("c")
+        assert any("is not running" in n for n in notes(app))
+
+
+@pytest.mark.asyncio
+async def test_jobs_fit_launches_export_and_reports_failure(make_app, monkeypatch, tmp_path):
+    # A stand-in CLI that fails the way an unavailable component does: one line on stderr.
+    fake = tmp_path / "fakecli" / "sekbench"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("")
+    (fake / "cli.py").write_text("import sys\nsys.stderr.write('no trajectories to export\\n')\n"
+                                 "sys.exit(2)\n")
+    monkeypatch.setenv("PYTHONPATH", str(fake.parent))
+    monkeypatch.setattr("sekbench.screens.data.PACKAGE_ROOT", fake.parent)
+    app = make_app("jobs")
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("f")
+        assert await wait_for(pilot, lambda: any("export failed: no trajectories to export" in n
+                                                 for n in notes(app)), 10)
+
+
+# ---------------------------------------------------------------------- replay
+@pytest.mark.asyncio
+async def test_replay_step_seek_play_and_export(make_app, workspace, ids):
+    app = make_app("replay")
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        screen = app.screen
+        view = screen.query_one("#replay-view", Scrollback)
+        sid = screen.session_id
+        assert sid == ids["sessions"][5]
+        n = len(screen.timeline.events)
+        assert screen.position == 0 and view.plain() == ""
+        await pilot.press("right")
+        assert screen.position == 2 and "sek@box:~$ " in view.plain()   # banner + first prompt
+        await pilot.press("right")
+        assert screen.turn_count_shown() == 2 if hasattr(screen, "turn_count_shown") else True
+        await pilot.press("left", "left")
+        assert screen.position == 0
+        await pilot.press("end")
+        assert screen.position == n and view.plain().endswith("■ exit")
+        await pilot.press("home")
+        assert screen.position == 0
+        await pilot.press("plus", "plus")
+        assert screen.speed == 4.0
+        await pilot.press("space")
+        assert await wait_for(pilot, lambda: screen.position == n, 5)  # played through
+        assert not screen.playing
+        await pilot.press("x")
+        cast = workspace.exports / f"{sid}.cast"
+        assert await wait_for(pilot, cast.exists, 5)
+        assert json.loads(cast.read_text().splitlines()[0])["version"] == 2
