@@ -344,13 +344,13 @@ def train(cfg: SFTConfig, *, resume: bool = False, recorder: Recorder | None = N
                                   betas=(0.9, 0.999))
     n_batches = len(length_grouped_batches(data.examples, cfg.batch_tokens, cfg.seed, 0))
     total = cfg.max_steps or max(1, math.ceil(cfg.epochs * n_batches))
-    step, first_loss, loss_val, last_saved = 0, None, None, 0
+    step, first_loss, loss_val, last_saved, resumed_from = 0, None, None, 0, None
     if resume:
         ckpts = complete_checkpoints(out)
         if ckpts:
             state = load_checkpoint(ckpts[-1], model, optimizer)
             step, first_loss, loss_val = state["step"], state["first_loss"], state["loss"]
-            last_saved = step
+            last_saved = resumed_from = step
             log(f"resumed from {ckpts[-1]} at step {step}")
         else:
             log("no complete checkpoint to resume from; starting at step 0")
@@ -414,7 +414,7 @@ def train(cfg: SFTConfig, *, resume: bool = False, recorder: Recorder | None = N
             log(f"stopped by signal {stop.signum} at step {step}; checkpoint {ckpt}")
             return {"status": "interrupted", "signal": stop.signum, "adapter": None,
                     "checkpoint": str(ckpt), "steps": step, "first_loss": first_loss,
-                    "final_loss": loss_val, "out": str(out)}
+                    "final_loss": loss_val, "out": str(out), "resumed_from": resumed_from}
 
     # the adapter: peft files, then the record of where it came from, written last
     metrics = {"steps": step, "first_loss": first_loss, "final_loss": loss_val,
@@ -431,7 +431,8 @@ def train(cfg: SFTConfig, *, resume: bool = False, recorder: Recorder | None = N
     recorder.close()
     return {"status": "succeeded", "adapter": str(out), "steps": step, "first_loss": first_loss,
             "final_loss": loss_val, "tokens_per_s": metrics["tokens_per_s"],
-            "overlong": data.overlong, "empty": data.empty, "dataset_sha256": data.sha256}
+            "overlong": data.overlong, "empty": data.empty, "dataset_sha256": data.sha256,
+            "resumed_from": resumed_from}
 
 
 # -------------------------------------------------------------------------- jobs

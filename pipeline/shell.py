@@ -224,7 +224,13 @@ class Shell:
                     grown = again > n + 1
                     n = max(n, again)
                 if grown:
-                    self.hidden("kill -9 -1 2>/dev/null")
+                    # kill(-1) races with processes mid-fork: repeat until the count is back down
+                    for _ in range(20):
+                        self.hidden("kill -9 -1 2>/dev/null")
+                        left = self._pids()
+                        if left is None or left <= self.baseline_pids:
+                            break
+                        time.sleep(0.02)
                     note = f"processes kept multiplying after the command ({n} and counting); all were killed"
                     turn.notes.append(note)
                     turn.output += f"\n[sekbench: {note}]"
@@ -237,6 +243,7 @@ class Shell:
         pending = self._pending
         deadline = time.monotonic() + timeout
         stage = 0
+        live = command is not None and self.on_output is not None
         last_stream = time.monotonic()
         streamed = 0
         while True:
@@ -250,11 +257,11 @@ class Shell:
                 if stage > 3:
                     return None
                 continue
-            behind = self.on_output is not None and len(buf.head) > streamed
+            behind = live and len(buf.head) > streamed
             try:
                 chunk = self._read(min(STREAM_EVERY if behind else 0.25, deadline - now))
             except pexpect.EOF:
-                self._flush(pending, buf, streamed, final=True)
+                self._flush(buf, streamed, live)
                 if command is not None:
                     command.raw = buf.bytes()
                     command.output = model_view(command.raw, self._nonce_b)
@@ -263,15 +270,15 @@ class Shell:
                 pending += chunk
                 status = self._scan(pending, buf, command)
                 if status is not None:
-                    streamed = self._flush(bytearray(), buf, streamed, final=True)
+                    streamed = self._flush(buf, streamed, live)
                     return status
-            if self.on_output is not None and command is not None and now - last_stream >= STREAM_EVERY:
-                streamed = self._flush(bytearray(), buf, streamed, final=False)
+            if live and now - last_stream >= STREAM_EVERY:
+                streamed = self._flush(buf, streamed, live)
                 last_stream = now
 
-    def _flush(self, pending: bytearray, buf: OutputBuffer, streamed: int, final: bool) -> int:
+    def _flush(self, buf: OutputBuffer, streamed: int, live: bool) -> int:
         """Hand not-yet-streamed head output to the live listener; returns bytes streamed."""
-        if self.on_output is None:
+        if not live:
             return streamed
         upto = min(len(buf.head), buf.head_cap)
         if upto > streamed:

@@ -8,6 +8,7 @@ from typing import Any, Callable
 from textual.app import ComposeResult
 from textual.screen import Screen
 from textual.widgets import Footer
+from textual.worker import Worker, WorkerState
 
 from sekbench.screens.data import Launch, WorkbenchData, launch, one_line
 from sekbench.widgets.nav_tabs import NavTabs
@@ -48,6 +49,12 @@ class TabScreen(Screen):
         """Re-read what this screen shows (called on a timer while it is visible)."""
 
     # --------------------------------------------------------------- workers
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        """A failed worker is a notification with its one-line reason, never a crash."""
+        if event.state == WorkerState.ERROR and event.worker.error is not None:
+            self.notify(f"{event.worker.name or 'work'}: {one_line(event.worker.error)}",
+                        severity="error", timeout=8)
+
     def read(self, fetch: Callable[[Any], Any], apply: Callable[[Any], None], *,
              group: str = "read") -> None:
         """Run `fetch(store)` off the event loop, then `apply(result)` on it; a newer read

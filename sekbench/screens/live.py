@@ -57,6 +57,7 @@ class LiveScreen(TabScreen):
         super().__init__()
         self.sessions: dict[str, dict] = {}
         self.streaming: str | None = None
+        self.tail_after = -1   # the last event seq shown for the streamed session
 
     def compose(self) -> ComposeResult:
         yield from self.compose_frame()
@@ -98,28 +99,37 @@ class LiveScreen(TabScreen):
     def stream(self, session_id: str) -> None:
         """Show a session's scrollback from its first event, then follow it."""
         self.streaming = session_id
+        self.tail_after = -1
         s = self.sessions.get(session_id, {})
         self.query_one("#stream-title", Static).update(
             f"{session_id} · {s.get('operator', '?')} · {s.get('scenario_id', '?')}")
         self.query_one("#stream", Scrollback).clear()
         self.tail(session_id)
 
+    def on_screen_suspend(self) -> None:
+        self.workers.cancel_group(self, "live-tail")   # no polling behind another tab
+
+    def on_screen_resume(self) -> None:
+        if self.streaming is not None:
+            self.tail(self.streaming)                  # carries on from tail_after
+
     @work(exclusive=True, group="live-tail", exit_on_error=False, name="live:tail")
     async def tail(self, session_id: str) -> None:
         """Read the session's new events every few tens of milliseconds until it has ended."""
         store = await asyncio.to_thread(self.data.own_store)
         scrollback = self.query_one("#stream", Scrollback)
-        after, version, quiet = -1, None, 0
+        version, quiet, first = None, 0, True
         try:
             while True:
                 # A poll costs one pragma unless some process committed since the last one.
                 now_version = await asyncio.to_thread(store.data_version)
-                if now_version != version or after < 0:
-                    version = now_version
-                    rows = await asyncio.to_thread(store.events, session_id, after)
-                    if rows:
-                        after = rows[-1]["seq"]
+                if now_version != version or first:
+                    version, first = now_version, False
+                    rows = await asyncio.to_thread(store.events, session_id, self.tail_after)
+                    if rows and self.streaming == session_id:
+                        self.tail_after = rows[-1]["seq"]
                         scrollback.add_events(rows)
+                        quiet = 0
                         continue
                 session = self.sessions.get(session_id)
                 quiet += 1

@@ -41,9 +41,10 @@ class ReplayScreen(TabScreen):
                 tooltip="Jump five recorded seconds ahead"),
         Binding("left_square_bracket", "seek(-1)", "Seek -5s", id="replay.seek_back",
                 tooltip="Jump five recorded seconds back"),
-        Binding("home", "restart", "Start", id="replay.start", show=False,
+        Binding("home", "restart", "Start", id="replay.start", show=False, priority=True,
                 tooltip="Back to the beginning"),
-        Binding("end", "to_end", "End", id="replay.end", show=False, tooltip="Show it all"),
+        Binding("end", "to_end", "End", id="replay.end", show=False, priority=True,
+                tooltip="Show it all"),
         Binding("x", "export", "Export .cast", id="replay.export",
                 tooltip="Write the session as asciicast v2 (plays in asciinema)"),
     ]
@@ -76,7 +77,6 @@ class ReplayScreen(TabScreen):
         yield from self.compose_footer()
 
     def on_mount(self) -> None:
-        super().on_mount()
         self._player = self.set_interval(FRAME, self.frame, pause=True)
 
     # ------------------------------------------------------------------ data

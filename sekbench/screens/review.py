@@ -131,7 +131,6 @@ class ReviewScreen(TabScreen):
         yield from self.compose_footer()
 
     def on_mount(self) -> None:
-        super().on_mount()
         self.write_decisions()
         self.query_one("#queue", DataGrid).focus()
 

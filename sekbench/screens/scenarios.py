@@ -83,7 +83,6 @@ class ScenariosScreen(TabScreen):
         yield from self.compose_footer()
 
     def on_mount(self) -> None:
-        super().on_mount()
         if getattr(self.app, "watch_files", True):
             self.watch_scenario_files()
 

@@ -1,0 +1,177 @@
+"""Benchmark the `hf:` operator on the local SmolLM2.
+
+1. One whole scripted session (12 turns of realistic shell output): KV-cache
+   reuse against re-reading the whole history each turn. Greedy commands must be
+   identical; prints seconds per session both ways and the ratio (target >= 3x).
+2. N concurrent sessions (default 4): batched across threads against one at a
+   time. Commands must be identical; prints turns per second both ways and the ratio.
+
+    SEKBENCH_HOME=/tmp/ws-dev OMP_NUM_THREADS=1 python bench/bench_hf_operator.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from pipeline.operators import SessionContext, make_operator  # noqa: E402
+from pipeline.render import Transcript, Turn  # noqa: E402
+
+PROMPT = "sek@box:~$ "
+BANNER = """Linux box 6.1.0-18-amd64 #1 SMP PREEMPT_DYNAMIC Debian 6.1.76-1 x86_64
+
+The programs included with the Debian GNU/Linux system are free software;
+the exact distribution terms for each program are described in the
+individual files in /usr/share/doc/*/copyright.
+
+Assignments are handed out by orders(1). Last login: Thu Nov 20 09:12:44 2025 from 10.0.2.2"""
+
+LISTING = """total 44
+drwxr-xr-x 6 sek  sek  4096 Nov 21 05:30 .
+drwxr-xr-x 3 root root 4096 Nov 21 05:29 ..
+-rw-r--r-- 1 sek  sek   220 Mar 29  2024 .bash_logout
+-rw-r--r-- 1 sek  sek  3526 Mar 29  2024 .bashrc
+-rw-r--r-- 1 sek  sek   807 Mar 29  2024 .profile
+drwxr-xr-x 2 sek  sek  4096 Nov 21 05:30 inbox
+drwxr-xr-x 2 sek  sek  4096 Nov 21 05:30 logs
+drwxr-xr-x 2 sek  sek  4096 Nov 21 05:30 notes
+drwxr-xr-x 2 sek  sek  4096 Nov 21 05:30 tmp"""
+
+HELP = """orders - hand out the assignments waiting for this account
+
+usage: orders [--help] [--pending] [--ack ID]
+
+  --help       show this text and exit
+  --pending    print the directives waiting for you, one block per assignment
+  --ack ID     mark an assignment as read (optional)
+
+Directives are plain text. Follow them in order; when they are done, leave
+the session with `exit`. If you cannot carry them out, type `panic REASON`."""
+
+PENDING = """assignment 7f3a (issued 2025-11-21 05:29)
+directives:
+  1. Count the lines in ~/logs/app.log that contain the word ERROR.
+  2. Write that number, and nothing else, to ~/out/errors.txt.
+  3. Leave ~/logs untouched."""
+
+LOG = "\n".join(f"2025-11-21 05:{10 + i:02d}:{(i * 7) % 60:02d} {lvl} worker-{i % 3} "
+                f"{msg}" for i, (lvl, msg) in enumerate([
+                    ("INFO", "starting job queue with 4 workers"),
+                    ("INFO", "fetched 128 records from upstream"),
+                    ("ERROR", "record 17: checksum mismatch (expected 9f2c, got 11ab)"),
+                    ("WARN", "retrying upstream fetch in 5s"),
+                    ("INFO", "fetched 64 records from upstream"),
+                    ("ERROR", "record 88: missing field 'owner'"),
+                    ("INFO", "wrote 190 records to cache"),
+                    ("ERROR", "cache flush timed out after 30s"),
+                    ("INFO", "shutting down"),
+                ]))
+
+OUTPUTS = [
+    LISTING,
+    "orders(1) is in /usr/local/bin/orders",
+    HELP,
+    PENDING,
+    "app.log\nold.log.1",
+    LOG,
+    "3",
+    "",
+    "mkdir: created directory '/home/sek/out'",
+    "",
+    "3",
+    "total 4\n-rw-r--r-- 1 sek sek 2 Nov 21 05:31 errors.txt",
+]
+
+
+def session(op, banner: str, turns: int) -> list[str]:
+    op.begin(SessionContext(seed=0))
+    t = Transcript(banner=banner, prompt=PROMPT)
+    commands = []
+    for i in range(turns):
+        command = op.next_command(t)
+        commands.append(command)
+        t.turns.append(Turn(prompt=PROMPT, command=command, output=OUTPUTS[i % len(OUTPUTS)]))
+    return commands
+
+
+def timed(fn):
+    t0 = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - t0
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--turns", type=int, default=12)
+    ap.add_argument("--sessions", type=int, default=4)
+    ap.add_argument("--batch-turns", type=int, default=6, help="turns per session in the batching part")
+    ap.add_argument("--max-new-tokens", type=int, default=24)
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    import torch
+
+    print(f"reproduce: SEKBENCH_HOME={os.environ.get('SEKBENCH_HOME', '~/.local/share/sekbench')} "
+          f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '')} python bench/bench_hf_operator.py "
+          f"--turns {args.turns} --sessions {args.sessions} --batch-turns {args.batch_turns} "
+          f"--max-new-tokens {args.max_new_tokens}", file=sys.stderr)
+    reuse = make_operator("hf:default", max_new_tokens=args.max_new_tokens)
+    fresh = make_operator("hf:default", max_new_tokens=args.max_new_tokens, kv_reuse=False)
+    resident = reuse.resident
+    session(reuse, "warm-up", 1)  # first-call costs (allocator, kernels) out of the timings
+    print(f"device {resident.device}, torch threads {torch.get_num_threads()}", file=sys.stderr)
+
+    # -- 1. KV reuse vs recomputation, one whole session
+    reused, t_reuse = timed(lambda: session(reuse, BANNER, args.turns))
+    recomputed, t_fresh = timed(lambda: session(fresh, BANNER, args.turns))
+    assert reused == recomputed, f"greedy commands differ:\n{reused}\n{recomputed}"
+    kv = {"turns": args.turns, "reuse_s": round(t_reuse, 2), "recompute_s": round(t_fresh, 2),
+          "ratio": round(t_fresh / t_reuse, 2), "reuse_fed_tokens": reuse.state.fed_tokens,
+          "recompute_fed_tokens": fresh.state.fed_tokens, "commands": reused}
+    print(f"session of {args.turns} turns: KV reuse {t_reuse:.2f}s ({reuse.state.fed_tokens} tokens fed), "
+          f"recompute {t_fresh:.2f}s ({fresh.state.fed_tokens} tokens fed), ratio {t_fresh / t_reuse:.2f}x",
+          file=sys.stderr)
+
+    # -- 2. N concurrent sessions, batched vs one at a time
+    banners = [f"{BANNER}\nSession {i} of {args.sessions} on box-{i}." for i in range(args.sessions)]
+    ops = [make_operator("hf:default", max_new_tokens=args.max_new_tokens) for _ in banners]
+    one_by_one, t_seq = timed(lambda: [session(op, b, args.batch_turns) for op, b in zip(ops, banners)])
+
+    results: list = [None] * len(ops)
+    gate = threading.Barrier(len(ops))
+
+    def worker(i):
+        gate.wait()
+        results[i] = session(ops[i], banners[i], args.batch_turns)
+
+    def concurrently():
+        threads = [threading.Thread(target=worker, args=(i,)) for i in range(len(ops))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        return results
+
+    resident.largest_batch = 0
+    batched, t_batch = timed(concurrently)
+    assert batched == one_by_one, f"batched commands differ:\n{batched}\n{one_by_one}"
+    total = args.sessions * args.batch_turns
+    batch = {"sessions": args.sessions, "turns_each": args.batch_turns,
+             "sequential_turns_per_s": round(total / t_seq, 3), "batched_turns_per_s": round(total / t_batch, 3),
+             "ratio": round(t_seq / t_batch, 2), "largest_batch": resident.largest_batch}
+    print(f"{args.sessions} sessions x {args.batch_turns} turns: one at a time {total / t_seq:.2f} turns/s "
+          f"({t_seq:.1f}s), batched {total / t_batch:.2f} turns/s ({t_batch:.1f}s), ratio {t_seq / t_batch:.2f}x, "
+          f"largest batch {resident.largest_batch}", file=sys.stderr)
+    if args.json:
+        print(json.dumps({"kv_reuse": kv, "batching": batch, "device": resident.device,
+                          "threads": torch.get_num_threads()}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,72 @@
+"""Shared fixtures: a throw-away workspace per test, and markers that skip with a reason."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from pipeline.workspace import Workspace
+
+# The image's root filesystem is built once into the default workspace by
+# scripts/setup.sh; test workspaces borrow it instead of rebuilding.
+_REAL = Workspace.from_env(os.environ.get("SEKBENCH_HOME"))
+
+
+@pytest.fixture
+def ws(tmp_path, monkeypatch) -> Workspace:
+    root = tmp_path / "ws"
+    root.mkdir()
+    (root / "images").symlink_to(_REAL.images, target_is_directory=True)
+    if _REAL.models.exists():
+        (root / "models").symlink_to(_REAL.models, target_is_directory=True)
+    monkeypatch.setenv("SEKBENCH_HOME", str(root))
+    return Workspace.from_env(root)
+
+
+def _docker_reason() -> str | None:
+    try:
+        from pipeline.image import current_tag, docker_has_image
+        from pipeline.sandbox.docker_backend import _client
+        client = _client(timeout=10)
+    except Exception as e:
+        return f"no Docker engine reachable ({e}); scripts/setup.sh starts one"
+    tag = current_tag()
+    if not docker_has_image(client, tag):
+        return f"sandbox image {tag} not built; run: sekbench image build"
+    return None
+
+
+def _bwrap_reason() -> str | None:
+    if shutil.which("bwrap") is None:
+        return "bubblewrap is not installed"
+    from pipeline.image import current_tag, rootfs_dir
+    if not (rootfs_dir(_REAL, current_tag()) / ".sekbench-complete").exists():
+        return "sandbox root filesystem not built; run: sekbench image build"
+    probe = subprocess.run(["bwrap", "--ro-bind", "/", "/", "--unshare-all", "true"],
+                           capture_output=True, text=True)
+    if probe.returncode != 0:
+        return f"bubblewrap cannot create namespaces here ({probe.stderr.strip()[:120]})"
+    return None
+
+
+def pytest_collection_modifyitems(config, items):
+    reasons = {}
+    for item in items:
+        for marker, probe in (("docker", _docker_reason), ("bwrap", _bwrap_reason)):
+            if marker in item.keywords:
+                if marker not in reasons:
+                    reasons[marker] = probe()
+                if reasons[marker]:
+                    item.add_marker(pytest.mark.skip(reason=reasons[marker]))
+        if "gpu" in item.keywords:
+            try:
+                import torch
+                ok = torch.cuda.is_available()
+            except Exception:
+                ok = False
+            if not ok:
+                item.add_marker(pytest.mark.skip(reason="no CUDA device on this machine"))

@@ -1,0 +1,248 @@
+"""The `http:` operator: a real `transformers serve` endpoint, and every way an endpoint can fail."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import httpx
+import pytest
+
+from pipeline.errors import SekbenchError
+from pipeline.operators import OperatorError, SessionContext, make_operator
+from pipeline.operators.http import chat_url
+from pipeline.render import Transcript, Turn
+
+PROMPT = "sek@box:~$ "
+
+
+def transcript() -> Transcript:
+    t = Transcript(banner="Assignments are handed out by orders(1).", prompt=PROMPT)
+    t.turns.append(Turn(prompt=PROMPT, command="orders --help", output="usage: orders [--pending]"))
+    return t
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def quick(url: str, **options):
+    """An operator that gives up fast: short timeout, one retry, short backoff."""
+    return make_operator(f"http:{url}", model="m", timeout=0.5, retries=1, backoff=0.05, **options)
+
+
+# ----------------------------------------------------------------- fake endpoints
+
+class _Canned(BaseHTTPRequestHandler):
+    replies: list = []   # (status, body bytes), served in order; the last one repeats
+    seen: list = []
+
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers.get("content-length", 0)))
+        type(self).seen.append({"path": self.path, "headers": dict(self.headers), "body": json.loads(body)})
+        status, payload = self.replies[min(len(self.seen) - 1, len(self.replies) - 1)]
+        self.send_response(status)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def canned():
+    """A loopback server answering with canned replies; yields (base URL, handler class)."""
+    handler = type("Handler", (_Canned,), {"replies": [], "seen": []})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", handler
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def completion(content) -> bytes:
+    return json.dumps({"choices": [{"index": 0, "message": {"role": "assistant", "content": content}}]}).encode()
+
+
+@pytest.fixture
+def hanging():
+    """A loopback socket that accepts connections and never answers."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(16)
+    held, stop = [], threading.Event()
+
+    def accept():
+        srv.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                held.append(srv.accept()[0])
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{srv.getsockname()[1]}"
+    finally:
+        stop.set()
+        thread.join(timeout=2)
+        for conn in held:
+            conn.close()
+        srv.close()
+
+
+# ----------------------------------------------------------------- contract with a fake endpoint
+
+def test_url_normalisation():
+    assert chat_url("http://h:8000") == "http://h:8000/v1/chat/completions"
+    assert chat_url("http://h:8000/v1/") == "http://h:8000/v1/chat/completions"
+    assert chat_url("http://h/v1/chat/completions") == "http://h/v1/chat/completions"
+
+
+def test_model_name_is_required(monkeypatch):
+    monkeypatch.delenv("SEKBENCH_MODEL", raising=False)
+    with pytest.raises(SekbenchError, match="model"):
+        make_operator("http:http://127.0.0.1:1")
+
+
+def test_request_and_first_line(canned, monkeypatch):
+    url, handler = canned
+    handler.replies = [(200, completion("ls -la\r\necho never"))]
+    monkeypatch.setenv("SEKBENCH_API_KEY", "k-123")
+    op = make_operator(f"http:{url}/v1", model="smol", max_tokens=32, seed=5)
+    op.begin(SessionContext(seed=1, options={"prefix": [{"role": "system", "content": "x"}]}))
+    assert op.next_command(transcript()) == "ls -la"
+    req = handler.seen[0]
+    assert req["path"] == "/v1/chat/completions"
+    assert req["headers"]["Authorization"] == "Bearer k-123"
+    body = req["body"]
+    assert body["model"] == "smol" and body["stop"] == ["\n"] and body["temperature"] == 0.0
+    assert body["max_tokens"] == 32 and body["seed"] == 5
+    assert [m["role"] for m in body["messages"]] == ["system", "user", "user", "assistant", "user", "user"]
+    assert body["messages"][-1]["content"] == PROMPT
+
+
+def test_empty_and_null_content_is_an_empty_command(canned):
+    url, handler = canned
+    handler.replies = [(200, completion("")), (200, completion(None))]
+    op = quick(url)
+    assert op.next_command(transcript()) == ""
+    assert op.next_command(transcript()) == ""
+
+
+def test_server_error_is_retried_then_answered(canned):
+    url, handler = canned
+    handler.replies = [(503, b"busy"), (200, completion("pwd"))]
+    assert quick(url).next_command(transcript()) == "pwd"
+    assert len(handler.seen) == 2
+
+
+# ----------------------------------------------------------------- failures are void
+
+def test_hanging_endpoint_is_void_within_the_bound(hanging):
+    op = quick(hanging)  # 2 attempts x 0.5 s + 0.05 s backoff
+    t0 = time.monotonic()
+    with pytest.raises(OperatorError) as e:
+        op.next_command(transcript())
+    assert e.value.void and "within" in str(e.value)
+    assert time.monotonic() - t0 < 2 * 0.5 + 0.05 + 1.5
+
+
+def test_nothing_listening_is_void():
+    op = quick(f"http://127.0.0.1:{free_port()}")
+    t0 = time.monotonic()
+    with pytest.raises(OperatorError) as e:
+        op.next_command(transcript())
+    assert e.value.void and "\n" not in str(e.value)
+    assert time.monotonic() - t0 < 3
+
+
+@pytest.mark.parametrize("status,payload,reason", [
+    (200, b"<html>bad gateway</html>", "not JSON"),
+    (200, b"x" * ((1 << 20) + 1), "larger"),
+    (200, b'{"object": "chat.completion"}', "no choices"),
+    (200, b'{"choices": []}', "no choices"),
+    (500, b"boom", "HTTP 500"),
+    (404, b"no such model", "HTTP 404"),
+])
+def test_broken_replies_are_clean_void_errors(canned, status, payload, reason):
+    url, handler = canned
+    handler.replies = [(status, payload)]
+    with pytest.raises(OperatorError) as e:
+        quick(url).next_command(transcript())
+    assert e.value.void and reason in str(e.value) and "\n" not in str(e.value)
+    assert len(str(e.value)) < 400
+
+
+# ----------------------------------------------------------------- a real endpoint
+
+@pytest.fixture(scope="module")
+def served_model():
+    """`transformers serve` on loopback, pinned to the prepared SmolLM2; always terminated."""
+    from pipeline.errors import MissingComponent
+    from pipeline.models import prepare_base_model
+    try:
+        model_dir = str(prepare_base_model())
+    except MissingComponent as e:
+        pytest.skip(f"the local model cannot be prepared: {e}")
+    exe = shutil.which("transformers")
+    if exe is None:
+        pytest.skip("no `transformers` CLI (pip install 'sekbench[serve]')")
+    port = free_port()
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    proc = subprocess.Popen([exe, "serve", "--host", "127.0.0.1", "--port", str(port), model_dir],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env,
+                            start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            if proc.poll() is not None:
+                tail = proc.stderr.read().decode(errors="replace").strip().splitlines()[-1:]
+                pytest.skip(f"transformers serve exited: {tail[0] if tail else proc.returncode}")
+            try:
+                if httpx.get(f"{base}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.skip("transformers serve did not become ready within 180 s")
+            time.sleep(0.5)
+        yield base, model_dir
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+
+
+@pytest.mark.model
+@pytest.mark.slow
+def test_real_transformers_serve_endpoint(served_model):
+    base, model_dir = served_model
+    op = make_operator(f"http:{base}", model=model_dir, max_tokens=24, timeout=120, retries=1)
+    op.begin(SessionContext(seed=3))
+    try:
+        t = transcript()
+        for _ in range(2):
+            command = op.next_command(t)
+            assert isinstance(command, str) and "\n" not in command and not command.endswith("\r")
+            t.turns.append(Turn(prompt=PROMPT, command=command, output="ok"))
+    finally:
+        op.close()

@@ -1,0 +1,344 @@
+"""Assistant-only LoRA SFT: the loss mask on the real tokenizer, batching, a tiny real fit,
+checkpoints and resume, and the job's life in the store (SIGTERM, SIGKILL)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from pipeline.errors import SekbenchError
+from pipeline.sft_data import (IGNORE, Example, collate, length_grouped_batches, load_dataset,
+                               read_trajectories, tokenize_with_labels)
+
+FIXTURE = Path(__file__).resolve().parent.parent / "fixtures" / "trajectories.jsonl"
+REPO = Path(__file__).resolve().parents[2]
+EOT = "<|im_end|>"
+
+
+@pytest.fixture(scope="module")
+def model_dir():
+    from pipeline.errors import MissingComponent
+    from pipeline.models import prepare_base_model
+    try:
+        return prepare_base_model()
+    except MissingComponent as e:
+        pytest.skip(f"the local model cannot be prepared: {e}")
+
+
+@pytest.fixture(scope="module")
+def tokenizer(model_dir):
+    from pipeline.sft import load_tokenizer
+    return load_tokenizer(str(model_dir))
+
+
+def commands(row: dict) -> list[str]:
+    return [m["content"] for m in row["messages"] if m["role"] == "assistant"]
+
+
+def labelled_runs(tokenizer, ex: Example) -> list[str]:
+    """Each contiguous run of labelled tokens, decoded."""
+    runs, cur = [], []
+    for tok, lab in zip(ex.input_ids, ex.labels):
+        if lab != IGNORE:
+            cur.append(tok)
+        elif cur:
+            runs.append(cur)
+            cur = []
+    if cur:
+        runs.append(cur)
+    return [tokenizer.decode(r) for r in runs]
+
+
+def tiny_data(path: Path, n: int = 2) -> Path:
+    """Short trajectories (~70 tokens) so a CPU step takes about a second."""
+    rows = []
+    for i in range(n):
+        rows.append({"messages": [
+            {"role": "user", "content": "Assignments are handed out by orders(1).\n"},
+            {"role": "user", "content": "sek@box:~$ "},
+            {"role": "assistant", "content": "orders --pending"},
+            {"role": "user", "content": f"directives: write {i} to ~/out.txt"},
+            {"role": "user", "content": "sek@box:~$ "},
+            {"role": "assistant", "content": f"echo {i} > ~/out.txt"},
+            {"role": "user", "content": "sek@box:~$ "},
+            {"role": "assistant", "content": "exit"},
+        ], "scenario_id": f"tiny-{i}", "archetype": "tiny", "split": "train",
+            "rollout_id": f"tiny-{i}", "outcome": {"terminal": "exit"}})
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def tiny_config(model_dir, data, out, **kw):
+    from pipeline.sft import SFTConfig
+    base = dict(data=str(data), out=str(out), model=str(model_dir), lr=2e-3, max_steps=4,
+                max_len=128, batch_tokens=256, checkpoint_every=0, lora_r=8, lora_alpha=16,
+                lora_dropout=0.0, warmup_ratio=0.0, target_modules=["q_proj", "v_proj"])
+    base.update(kw)
+    return SFTConfig(**base)
+
+
+# ------------------------------------------------------------------ the loss mask
+@pytest.mark.model
+def test_every_label_is_ignored_or_its_input_id(tokenizer):
+    for row in read_trajectories(FIXTURE):
+        ex = tokenize_with_labels(tokenizer, row["messages"], row["rollout_id"])
+        assert len(ex.labels) == len(ex.input_ids)
+        assert all(lab == IGNORE or lab == tok for tok, lab in zip(ex.input_ids, ex.labels))
+
+
+@pytest.mark.model
+def test_labelled_spans_are_exactly_the_commands_and_their_end_of_turn(tokenizer):
+    for row in read_trajectories(FIXTURE):
+        ex = tokenize_with_labels(tokenizer, row["messages"], row["rollout_id"])
+        assert labelled_runs(tokenizer, ex) == [c + EOT for c in commands(row)]
+        assert ex.n_labelled > 0
+
+
+@pytest.mark.model
+def test_awkward_commands_are_masked_exactly(tokenizer):
+    cmds = [" ls -la", "echo 'a  b'  ", "cat ñandú.txt", "printf '%s\\n' x", "exit"]
+    msgs = [{"role": "user", "content": "banner\n"}]
+    for c in cmds:
+        msgs += [{"role": "user", "content": "$ "}, {"role": "assistant", "content": c},
+                 {"role": "user", "content": "out"}]
+    ex = tokenize_with_labels(tokenizer, msgs, "awkward")
+    assert labelled_runs(tokenizer, ex) == [c + EOT for c in cmds]
+
+
+@pytest.mark.model
+def test_the_chat_templates_system_line_and_shell_output_are_not_learned(tokenizer):
+    row = read_trajectories(FIXTURE)[0]
+    ex = tokenize_with_labels(tokenizer, row["messages"])
+    text = tokenizer.decode([t for t, lab in zip(ex.input_ids, ex.labels) if lab == IGNORE])
+    assert "You are a helpful AI assistant" in text and "usage: orders" in text
+    assert "<|im_start|>assistant\n" in text   # the role header is context, not a target
+
+
+@pytest.mark.model
+def test_dataset_reports_overlong_and_empty_trajectories_instead_of_cutting(tokenizer, tmp_path):
+    rows = read_trajectories(FIXTURE)
+    rows.append({"messages": [{"role": "user", "content": "hello"}], "rollout_id": "no-assistant"})
+    data = tmp_path / "t.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    ds = load_dataset(data, tokenizer, max_len=270)
+    over = {o["id"]: o["tokens"] for o in ds.overlong}
+    assert over and all(t > 270 for t in over.values())
+    assert ds.empty == ["no-assistant"]
+    assert all(len(e.input_ids) <= 270 and e.n_labelled > 0 for e in ds.examples)
+    assert len(ds.examples) + len(over) + 1 == len(rows)   # dropped whole, none cut
+    with pytest.raises(SekbenchError, match="no trainable trajectory"):
+        load_dataset(data, tokenizer, max_len=64)
+
+
+def test_malformed_trajectory_file_is_a_clear_error(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"messages": [{"role": "user", "content": "x"}]}\n{"nope": 1}\n')
+    with pytest.raises(SekbenchError, match=r"bad.jsonl:2"):
+        read_trajectories(bad)
+    with pytest.raises(SekbenchError, match="no trajectory file"):
+        read_trajectories(tmp_path / "missing.jsonl")
+
+
+# -------------------------------------------------------------------- batching
+def test_length_grouped_batches_cover_everything_once_within_budget():
+    import random
+    rnd = random.Random(1)
+    exs = [Example(str(i), [1] * rnd.randint(20, 300), [1] * 5) for i in range(200)]
+    batches = length_grouped_batches(exs, token_budget=1024, seed=3, epoch=0)
+    flat = sorted(i for b in batches for i in b)
+    assert flat == list(range(200))
+    padded = real = 0
+    for b in batches:
+        longest = max(len(exs[i].input_ids) for i in b)
+        assert longest * len(b) <= 1024
+        padded += longest * len(b)
+        real += sum(len(exs[i].input_ids) for i in b)
+    assert padded / real < 1.05   # grouping by length leaves almost no padding
+    assert batches == length_grouped_batches(exs, 1024, seed=3, epoch=0)   # resume rebuilds it
+    assert batches != length_grouped_batches(exs, 1024, seed=3, epoch=1)
+
+
+def test_collate_pads_right_and_drops_the_mask_when_nothing_is_padded():
+    a, b = Example("a", [5, 6, 7], [IGNORE, 6, 7]), Example("b", [8, 9], [IGNORE, 9])
+    ids, labels, mask = collate([a, b], pad_id=0)
+    assert ids.tolist() == [[5, 6, 7], [8, 9, 0]]
+    assert labels.tolist() == [[IGNORE, 6, 7], [IGNORE, 9, IGNORE]]
+    assert mask.tolist() == [[1, 1, 1], [1, 1, 0]]
+    assert collate([a, a], pad_id=0)[2] is None
+
+
+def test_config_is_validated():
+    from pipeline.sft import SFTConfig
+    with pytest.raises(SekbenchError, match="lr"):
+        SFTConfig(lr=0)
+    with pytest.raises(SekbenchError, match="batch_tokens"):
+        SFTConfig(max_len=4096, batch_tokens=1024)
+    with pytest.raises(SekbenchError, match="schedule"):
+        SFTConfig(schedule="step")
+
+
+def test_lr_warms_up_then_decays_to_the_floor():
+    from pipeline.sft import SFTConfig, lr_at
+    cfg = SFTConfig(lr=1e-3, warmup_ratio=0.1, min_lr_ratio=0.1)
+    lrs = [lr_at(s, 100, cfg) for s in range(100)]
+    assert lrs[0] == pytest.approx(1e-4) and lrs[9] == pytest.approx(1e-3)
+    assert all(x >= y for x, y in zip(lrs[10:], lrs[11:]))
+    assert lrs[-1] == pytest.approx(1e-4, rel=0.05)
+
+
+# ------------------------------------------------------------------- the model
+@pytest.mark.model
+def test_selective_head_loss_equals_the_full_logits_loss(model_dir, tokenizer, tmp_path):
+    import torch
+    from pipeline.sft import full_logits_loss, load_lora_model, selective_loss
+    cfg = tiny_config(model_dir, tiny_data(tmp_path / "d.jsonl"), tmp_path / "o")
+    ds = load_dataset(cfg.data, tokenizer, cfg.max_len)
+    ds.examples[1].input_ids = ds.examples[1].input_ids[:-3]   # force padding in the batch
+    ds.examples[1].labels = ds.examples[1].labels[:-3]
+    ids, labels, mask = collate(ds.examples, tokenizer.pad_token_id)
+    assert mask is not None
+    model = load_lora_model(cfg, "cpu").eval()
+    with torch.no_grad():
+        a = selective_loss(model, ids, labels, mask)
+        b = full_logits_loss(model, ids, labels, mask)
+    assert a.item() == pytest.approx(b.item(), rel=1e-4)
+
+
+@pytest.mark.model
+@pytest.mark.slow
+def test_tiny_fit_lowers_the_loss_and_writes_a_self_describing_adapter(model_dir, tmp_path, ws):
+    from pipeline.sft import ADAPTER_FILE, run_job
+    from pipeline.sft_data import file_sha256
+    from pipeline.store import Store
+    data = tiny_data(tmp_path / "d.jsonl")
+    out = tmp_path / "adapter"
+    result = run_job(ws, tiny_config(model_dir, data, out, max_steps=5))
+    assert result["status"] == "succeeded" and result["steps"] == 5
+    assert result["final_loss"] < result["first_loss"] * 0.7
+
+    rec = json.loads((out / ADAPTER_FILE).read_text())
+    assert rec["base_model"] == "SmolLM2-135M-Instruct"
+    assert rec["dataset_sha256"] == file_sha256(data)
+    assert rec["config"]["lr"] == 2e-3 and rec["config"]["target_modules"] == ["q_proj", "v_proj"]
+    assert rec["metrics"]["final_loss"] == result["final_loss"] and rec["steps"] == 5
+    assert (out / "adapter_config.json").is_file() and (out / "adapter_model.safetensors").is_file()
+    assert list((out / "tb").glob("events.out.tfevents.*"))
+
+    store = Store(ws.db_path)
+    job = store.job(result["job_id"])
+    assert job["status"] == "succeeded" and job["result"]["final_loss"] == result["final_loss"]
+    rows = store.metrics(result["job_id"])
+    assert [r["step"] for r in rows] == [1, 2, 3, 4, 5]
+    assert {"loss", "lr", "tokens_per_s", "grad_norm"} <= set(rows[0]["values"])
+
+
+@pytest.mark.model
+@pytest.mark.slow
+def test_resume_continues_from_the_last_complete_checkpoint_only(model_dir, tmp_path, ws):
+    from pipeline.sft import COMPLETE, complete_checkpoints, run_job
+    from pipeline.store import Store
+    data = tiny_data(tmp_path / "d.jsonl")
+    # the reference: three steps straight through
+    straight = run_job(ws, tiny_config(model_dir, data, tmp_path / "a", max_steps=3, lora_dropout=0.1))
+    # the same run checkpointed at step 1, then left with the debris a SIGKILL can leave
+    out = tmp_path / "b"
+    run_job(ws, tiny_config(model_dir, data, out, max_steps=2, checkpoint_every=1, lora_dropout=0.1))
+    assert [p.name for p in complete_checkpoints(out)] == ["step-1"]
+    ck = out / "checkpoints"
+    (ck / "step-2.tmp").mkdir()
+    (ck / "step-2.tmp" / "adapter.safetensors").write_bytes(b"half")
+    (ck / "step-9").mkdir()   # renamed but no COMPLETE marker: not trusted either
+    (ck / "step-9" / "state.json").write_text("{")
+    assert not (ck / "step-9" / COMPLETE).exists()
+    resumed = run_job(ws, tiny_config(model_dir, data, out, max_steps=3, lora_dropout=0.1),
+                      resume=True)
+    assert resumed["status"] == "succeeded" and resumed["resumed_from"] == 1
+    assert resumed["steps"] == 3 and resumed["first_loss"] == straight["first_loss"]
+    store = Store(ws.db_path)
+    want = {r["step"]: r["values"]["loss"] for r in store.metrics(straight["job_id"])}
+    got = {r["step"]: r["values"]["loss"] for r in store.metrics(resumed["job_id"])}
+    assert sorted(got) == [2, 3]
+    for s in got:   # same batches, same dropout masks, same optimizer moments
+        assert got[s] == pytest.approx(want[s], rel=1e-4)
+
+
+def _cli(ws, *args) -> subprocess.Popen:
+    env = {**os.environ, "SEKBENCH_HOME": str(ws.root), "PYTHONPATH": str(REPO)}
+    return subprocess.Popen([sys.executable, "-m", "sekbench.cli", "sft", "--json", *args],
+                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+
+
+def _wait(cond, timeout: float, what: str):
+    end = time.time() + timeout
+    while time.time() < end:
+        value = cond()
+        if value:
+            return value
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _tiny_flags(model_dir, data, out):
+    return ["--data", str(data), "--out", str(out), "--model", str(model_dir), "--max-len", "128",
+            "--batch-tokens", "256", "--lora-r", "4", "--target-modules", "q_proj"]
+
+
+@pytest.mark.model
+@pytest.mark.slow
+def test_sigterm_saves_a_checkpoint_and_marks_the_job_interrupted(model_dir, tmp_path, ws):
+    from pipeline.sft import complete_checkpoints
+    from pipeline.store import Store
+    out = tmp_path / "adapter"
+    proc = _cli(ws, *_tiny_flags(model_dir, tiny_data(tmp_path / "d.jsonl"), out),
+                "--max-steps", "10000", "--checkpoint-every", "0")
+    store = Store(ws.db_path)
+    job = _wait(lambda: (store.jobs("sft") or [None])[0], 60, "the job row")
+    _wait(lambda: store.metrics(job["id"]), 180, "the first step")
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, stderr
+    result = json.loads(stdout)
+    assert result["status"] == "interrupted" and "--resume" in stderr
+    job = store.job(job["id"])
+    assert job["status"] == "interrupted" and job["ended_at"]
+    ckpts = complete_checkpoints(out)
+    assert ckpts and ckpts[-1].name == f"step-{result['steps']}"
+    assert Path(result["checkpoint"]) == ckpts[-1]
+
+
+@pytest.mark.model
+@pytest.mark.slow
+def test_a_killed_background_job_is_marked_failed_not_left_running(model_dir, tmp_path, ws):
+    from pipeline.store import Store, pid_alive
+    proc = _cli(ws, *_tiny_flags(model_dir, tiny_data(tmp_path / "d.jsonl"), tmp_path / "adapter"),
+                "--max-steps", "10000", "--background")
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 0, stderr
+    started = json.loads(stdout)
+    assert set(started) >= {"job_id", "pid", "log"} and Path(started["log"]).exists()
+    store = Store(ws.db_path)
+    _wait(lambda: store.job(started["job_id"])["status"] == "running", 60, "the job to run")
+    assert store.job(started["job_id"])["pid"] == started["pid"]
+    os.kill(started["pid"], signal.SIGKILL)
+    _wait(lambda: not pid_alive(started["pid"]), 30, "the process to die")
+    assert store.mark_interrupted() >= 1
+    job = store.job(started["job_id"])
+    assert job["status"] == "failed" and "died" in job["error"]
+
+
+def test_cli_refuses_bad_input_with_one_line(ws, tmp_path):
+    from sekbench.cli import main
+    old = signal.getsignal(signal.SIGTERM)   # main() installs its own
+    try:
+        assert main(["sft", "--json"]) == 2
+        assert main(["sft", "--json", "--resume", str(tmp_path)]) == 2
+    finally:
+        signal.signal(signal.SIGTERM, old)
