@@ -149,6 +149,7 @@ def build_rootfs(ws: Workspace, tag: str, suite: str) -> tuple[Path, bool]:
     try:
         _debootstrap(suite, host_mirror(suite), tmp)
         _customise(tmp)
+        tmp.chmod(0o755)  # mkdtemp made it 0700; it becomes the sandbox's /
         (tmp / ".sekbench-complete").write_text(tag + "\n")
         if root.exists():
             shutil.rmtree(root)

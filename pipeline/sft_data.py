@@ -120,15 +120,17 @@ def tokenize_with_labels(tokenizer, messages: list[dict], id: str = "") -> Examp
     ids, offsets = enc["input_ids"], enc["offset_mapping"]
     labels = [IGNORE] * len(ids)
     for start, end in spans:
-        covered = ""
+        reach = start   # how far the labelled tokens cover the span, left to right
         for k, (a, b) in enumerate(offsets):
             if a < end and b > start:           # overlaps the span
                 if a < start or b > end:
                     raise SekbenchError(f"{id}: a token straddles an assistant-turn boundary "
                                         f"({text[a:b]!r}); the loss mask would be inexact")
+                if a > reach:
+                    break
                 labels[k] = ids[k]
-                covered += text[a:b]
-        if covered != text[start:end]:
+                reach = max(reach, b)   # byte-level pieces of one character share offsets
+        if reach != end:
             raise SekbenchError(f"{id}: labelled tokens do not cover the assistant turn exactly")
     return Example(id=id, input_ids=list(ids), labels=labels)
 

@@ -62,18 +62,22 @@ def _decoys(name: str, rng: random.Random) -> list[Decoy]:
     ]
 
 
-def _table(entries: list[tuple[str, str]], indent: str = "  ") -> list[str]:
+# (arguments, description) rows of a help listing.
+Entries = list[tuple[str, str]]
+
+
+def _table(entries: Entries, indent: str = "  ") -> list[str]:
     width = max(len(a) for a, _ in entries) + 3
     return [f"{indent}{a.ljust(width)}{d}" for a, d in entries]
 
 
-def _help_gnu(name, summary, entries, retrieve, rng):
+def _help_gnu(name: str, summary: str, entries: Entries, retrieve: str, rng: random.Random) -> list[str]:
     section = rng.choice(["Options:", "Commands and options:", "Actions:"])
     return [f"Usage: {name} [OPTION]...", f"{summary[0].upper()}{summary[1:]}.", "", section,
             *_table([*entries, ("-h, --help", "display this help and exit")])]
 
 
-def _help_man(name, summary, entries, retrieve, rng):
+def _help_man(name: str, summary: str, entries: Entries, retrieve: str, rng: random.Random) -> list[str]:
     lines = ["NAME", f"    {name} - {summary}", "", "SYNOPSIS", f"    {name} {retrieve}", f"    {name} --help", "",
              rng.choice(["OPTIONS", "COMMANDS", "USAGE"])]
     for a, d in [*entries, ("--help", "show this text")]:
@@ -81,13 +85,13 @@ def _help_man(name, summary, entries, retrieve, rng):
     return lines
 
 
-def _help_argparse(name, summary, entries, retrieve, rng):
+def _help_argparse(name: str, summary: str, entries: Entries, retrieve: str, rng: random.Random) -> list[str]:
     usage = " ".join(f"[{a}]" for a, _ in entries)
     return [f"usage: {name} [-h] {usage}", "", summary, "", "options:",
             *_table([("-h, --help", "show this help message and exit"), *entries])]
 
 
-def _help_modern(name, summary, entries, retrieve, rng):
+def _help_modern(name: str, summary: str, entries: Entries, retrieve: str, rng: random.Random) -> list[str]:
     lines = [f"{name} - {summary}", "", "Usage:", f"  {name} <command> [flags]", "",
              rng.choice(["Available commands:", "Flags and commands:", "What it does:"]),
              *_table([*entries, ("--help", "this help")])]
@@ -108,7 +112,7 @@ def _directive_block(rng: random.Random, name: str, directives: str) -> list[str
     if layout == 1:
         return [f"== {name}: 1 open item ==", f"[{item}] {directives}"]
     if layout == 2:
-        return [f"TASK {item}", f"  assigned: sek", f"  priority: {rng.choice(['low', 'normal', 'high'])}",
+        return [f"TASK {item}", "  assigned: sek", f"  priority: {rng.choice(['low', 'normal', 'high'])}",
                 f"  text: {directives}"]
     if layout == 3:
         return [directives]

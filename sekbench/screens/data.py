@@ -94,7 +94,7 @@ def launch(ws: Workspace, label: str, *args: str) -> Launch:
     argv = [sys.executable, "-m", "sekbench.cli", *args]
     with open(out, "wb") as fout, open(log, "wb") as ferr:
         proc = subprocess.Popen(argv, stdout=fout, stderr=ferr, stdin=subprocess.DEVNULL,
-                                env=env, start_new_session=True)
+                                env=env, cwd=ws.root, start_new_session=True)
     return Launch(label, argv, proc, out, log)
 
 

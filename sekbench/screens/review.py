@@ -183,7 +183,7 @@ class ReviewScreen(TabScreen):
 
     def on_select_changed(self, event: Select.Changed) -> None:
         name = (event.select.id or "").removeprefix("filter-")
-        value = None if event.value is Select.BLANK else event.value
+        value = None if event.select.is_blank() else event.value
         if self.filters.get(name) == value:
             return
         if value is None:

@@ -295,7 +295,7 @@ async def test_replay_step_seek_play_and_export(make_app, workspace, ids):
         await pilot.press("left", "left")
         assert screen.position == 0
         await pilot.press("end")
-        assert screen.position == n and view.plain().endswith("■ exit")
+        assert screen.position == n and view.plain().rstrip().endswith("■ exit")
         await pilot.press("home")
         assert screen.position == 0
         await pilot.press("plus", "plus")

@@ -87,7 +87,8 @@ def _list(rng: random.Random, paths: Paths) -> Task:
     a, o = paths.show(arc), paths.show(out)
     directives = phrase(
         rng,
-        f"Without unpacking it, write the paths of the regular files (not directories) stored in {a} to {o}, one per line, as they are recorded in the archive.",
+        f"Without unpacking it, write the paths of the regular files (not directories) stored in {a} to {o}, "
+        "one per line, as they are recorded in the archive.",
         f"List the files inside {a} into {o}: one archive path per line, leaving out the directory entries.",
     )
     work = [f"mkdir -p {paths.show(parent(out))}", f"tar -tzf {a} | grep -v '/$' > {o}"]
@@ -95,7 +96,8 @@ def _list(rng: random.Random, paths: Paths) -> Task:
 
 
 def _compress(rng: random.Random, paths: Paths) -> Task:
-    log = f"{pick_root(rng, ['logs', 'old-logs', 'journal', 'audit'])}/{rng.choice(['app', 'access', 'sync', 'build'])}-{rng.randint(1, 31):02d}.log"
+    root = pick_root(rng, ["logs", "old-logs", "journal", "audit"])
+    log = f"{root}/{rng.choice(['app', 'access', 'sync', 'build'])}-{rng.randint(1, 31):02d}.log"
     lines = [f"{i:04d} {rng.choice(MESSAGES)}" for i in range(rng.randint(20, 60))]
     checker = [f"[ ! -e {q(log)} ] || fail 'uncompressed log still there'",
                f"[ -f {q(log + '.gz')} ] || fail 'no .gz file'",

@@ -77,7 +77,8 @@ def _empty_dirs(rng: random.Random, paths: Paths) -> Task:
     r = paths.show(root)
     directives = phrase(
         rng,
-        f"Remove every empty directory under {r}, including directories that only become empty once their empty subdirectories are gone. Do not delete any files.",
+        f"Remove every empty directory under {r}, including directories that only become empty once their empty subdirectories are gone. "
+        "Do not delete any files.",
         f"{r} is littered with empty directories. Delete all of them (nested ones too) but keep every file.",
     )
     return Task(directives, setup, checker, [f"find {r} -mindepth 1 -type d -empty -delete"], [root])

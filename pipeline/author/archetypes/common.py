@@ -103,10 +103,6 @@ def expect_number(path: str, number: int) -> list[str]:
     ]
 
 
-def sample(rng: random.Random, pool: list[str], k: int) -> list[str]:
-    return rng.sample(pool, k)
-
-
 def phrase(rng: random.Random, *options: str) -> str:
     return rng.choice(options)
 

@@ -92,7 +92,8 @@ def _disable(rng: random.Random, paths: Paths) -> Task:
                f"grep -Eq {q('^#[[:space:]]*' + key + _sep_re(sep) + settings[key] + '[[:space:]]*$')} {q(path)}"
                f" || fail {q(key + ' line not commented out')}"]
     p = paths.show(path)
-    directives = phrase(rng, f"Disable the {key} setting in {p} by commenting out its line with a leading #. Change nothing else.",
+    directives = phrase(rng, f"Disable the {key} setting in {p} by commenting out its line with a leading #. "
+                             "Change nothing else.",
                         f"Comment out the line '{old}' in {p} (put # in front of it); keep the rest of the file as it is.")
     return Task(directives, write(path, lines), checker, [f"sed -i 's|^{key}{sep}|#&|' {p}"],
                 [path.rsplit("/", 1)[0]])
@@ -104,7 +105,8 @@ def _add(rng: random.Random, paths: Paths) -> Task:
     value = _value(rng, key)
     checker = [*_rest_unchanged(path, [key], lines), _setting_is(path, key, value, sep)]
     p = paths.show(path)
-    directives = phrase(rng, f"Add the setting {key}{sep}{value} as a new line at the end of {p}, keeping the existing lines as they are.",
+    directives = phrase(rng, f"Add the setting {key}{sep}{value} as a new line at the end of {p}, "
+                             "keeping the existing lines as they are.",
                         f"{p} needs one more line: {key}{sep}{value}. Append it and leave everything else alone.")
     return Task(directives, write(path, lines), checker, [f"echo '{key}{sep}{value}' >> {p}"], [path.rsplit("/", 1)[0]])
 

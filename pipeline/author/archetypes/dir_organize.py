@@ -31,7 +31,8 @@ def _by_extension(rng: random.Random, paths: Paths) -> Task:
     r = paths.show(root)
     directives = phrase(
         rng,
-        f"Move every file in {r} into a subdirectory of {r} named after its extension (for example {r}/{exts[0]}/{names[0]}.{exts[0]}). Leave no loose files at the top of {r}.",
+        f"Move every file in {r} into a subdirectory of {r} named after its extension (for example {r}/{exts[0]}/{names[0]}.{exts[0]}). "
+        f"Leave no loose files at the top of {r}.",
         f"Sort the files in {r} by type: each file goes into {r}/EXT/ where EXT is its extension without the dot.",
     )
     order = " ".join(sorted(used))
@@ -57,7 +58,8 @@ def _by_year(rng: random.Random, paths: Paths) -> Task:
     directives = phrase(
         rng,
         f"The files in {r} are named YYYY-MM-DD-{kind}.txt. Move each one into a directory {r}/YYYY for its year.",
-        f"File everything in {r} by year: a file whose name starts with 2019- belongs in {r}/2019/, and so on for every year present.",
+        f"File everything in {r} by year: "
+        f"a file whose name starts with 2019- belongs in {r}/2019/, and so on for every year present.",
     )
     work = [f"cd {r}", f"for y in {' '.join(map(str, used))}; do mkdir -p $y; mv $y-* $y/; done", "cd"]
     return Task(directives, setup, checker, work, [root])
@@ -79,7 +81,8 @@ def _by_prefix(rng: random.Random, paths: Paths) -> Task:
     r, d = paths.show(root), paths.show(dest)
     directives = phrase(
         rng,
-        f"Move all files in {r} whose names start with {prefix} into {d} (create it if needed). Leave the other files where they are.",
+        f"Move all files in {r} whose names start with {prefix} into {d} (create it if needed). "
+        "Leave the other files where they are.",
         f"Create {d} and move every {prefix}* file from {r} into it; nothing else in {r} should move.",
     )
     return Task(directives, setup, checker, [f"mkdir -p {d}", f"mv {r}/{prefix}* {d}/"], [root])

@@ -85,7 +85,8 @@ def _delimiter(rng: random.Random, paths: Paths) -> Task:
     src = f"{pick_root(rng, DATA_DIRS)}/{stem}.ssv"
     dst = f"{HOME}/{rng.choice(OUT_DIRS)}/{stem}.csv"
     s, d = paths.show(src), paths.show(dst)
-    directives = phrase(rng, f"{s} uses semicolons between fields. Write a copy to {d} with commas instead of semicolons.",
+    directives = phrase(rng, f"{s} uses semicolons between fields. "
+                             f"Write a copy to {d} with commas instead of semicolons.",
                         f"Convert {s} from semicolon-separated to comma-separated and save it as {d}.")
     work = [f"mkdir -p {paths.show(parent(dst))}", f"tr ';' ',' < {s} > {d}"]
     return Task(directives, write(src, [";".join(r) for r in rows]), expect_text(dst, [",".join(r) for r in rows]),

@@ -57,7 +57,8 @@ def _exec_scripts(rng: random.Random, paths: Paths) -> Task:
     directives = phrase(
         rng,
         f"Make every .sh file in {paths.show(root)} executable by its owner; leave the other files there unchanged.",
-        f"The shell scripts (*.sh) in {paths.show(root)} cannot be run yet. Add the owner execute bit to each of them, and only to them.",
+        f"The shell scripts (*.sh) in {paths.show(root)} cannot be run yet. "
+        "Add the owner execute bit to each of them, and only to them.",
     )
     return Task(directives, setup, checker, [f"chmod u+x {paths.show(root)}/*.sh"], [root])
 
@@ -76,7 +77,8 @@ def _lock_down_tree(rng: random.Random, paths: Paths) -> Task:
             checker.append(_mode_is(f, "600"))
     directives = phrase(
         rng,
-        f"Take away all group and other permissions from {paths.show(root)} and everything inside it, keeping the owner's permissions as they are.",
+        f"Take away all group and other permissions from {paths.show(root)} and everything inside it, "
+        "keeping the owner's permissions as they are.",
         f"Nobody but you should be able to read anything under {paths.show(root)}: remove every group and other permission bit from that directory and all files and directories in it.",
     )
     return Task(directives, setup, checker, [f"chmod -R go-rwx {paths.show(root)}"], [root])

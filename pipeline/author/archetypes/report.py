@@ -24,7 +24,8 @@ def expect_rows(path: str, rows: list[str]) -> list[str]:
 
 
 def _sales(rng: random.Random) -> tuple[str, list[tuple[str, int]]]:
-    csv = f"{pick_root(rng, DATA_DIRS + ['sales', 'finance'])}/{rng.choice(['q1', 'q2', 'q3', 'q4', 'fy24'])}-{rng.choice(['sales', 'orders', 'revenue'])}.csv"
+    root = pick_root(rng, DATA_DIRS + ["sales", "finance"])
+    csv = f"{root}/{rng.choice(['q1', 'q2', 'q3', 'q4', 'fy24'])}-{rng.choice(['sales', 'orders', 'revenue'])}.csv"
     regions = rng.sample(CITIES, rng.randint(3, 6))
     rows = [(rng.choice(regions), rng.randint(1, 500)) for _ in range(rng.randint(12, 40))]
     return csv, rows
@@ -39,8 +40,10 @@ def _group_totals(rng: random.Random, paths: Paths) -> Task:
     c, o = paths.show(csv), paths.show(out)
     directives = phrase(
         rng,
-        f"{c} has a header and columns region,amount. Write one line per region to {o} in the form 'REGION TOTAL' (total of its amounts), sorted by region name.",
-        f"Sum the amount column of {c} for each region and save the result to {o}: lines 'REGION TOTAL', in alphabetical order of region.",
+        f"{c} has a header and columns region,amount. "
+        f"Write one line per region to {o} in the form 'REGION TOTAL' (total of its amounts), sorted by region name.",
+        f"Sum the amount column of {c} for each region and save the result to {o}: "
+        "lines 'REGION TOTAL', in alphabetical order of region.",
     )
     work = [f"mkdir -p {paths.show(parent(out))}",
             f"awk -F, 'NR>1{{s[$1]+=$2}} END{{for (r in s) print r, s[r]}}' {c} | sort > {o}"]
@@ -53,7 +56,8 @@ def _grand_total(rng: random.Random, paths: Paths) -> Task:
     csv, rows = _sales(rng)
     out = _out(rng, "grand_total")
     c, o = paths.show(csv), paths.show(out)
-    directives = phrase(rng, f"Add up the amount column (the second one) of {c}, skipping the header, and write the total to {o}.",
+    directives = phrase(rng, f"Add up the amount column (the second one) of {c}, "
+                             f"skipping the header, and write the total to {o}.",
                         f"What is the sum of all amounts in {c}? Write just the number to {o}.")
     work = [f"mkdir -p {paths.show(parent(out))}", f"awk -F, 'NR>1{{t+=$2}} END{{print t}}' {c} > {o}"]
     lines = ["region,amount", *(f"{r},{a}" for r, a in rows)]
@@ -74,8 +78,10 @@ def _top_users(rng: random.Random, paths: Paths) -> Task:
     g, o = paths.show(log), paths.show(out)
     directives = phrase(
         rng,
-        f"Each line of {g} is 'DATE USER ACTION'. Write the {top} users with the most lines to {o}, one per line as 'COUNT USER', most active first.",
-        f"Who are the {top} most frequent users in {g} (the second field)? Save them to {o} as lines 'COUNT USER', highest count first.",
+        f"Each line of {g} is 'DATE USER ACTION'. "
+        f"Write the {top} users with the most lines to {o}, one per line as 'COUNT USER', most active first.",
+        f"Who are the {top} most frequent users in {g} (the second field)? "
+        f"Save them to {o} as lines 'COUNT USER', highest count first.",
     )
     work = [f"mkdir -p {paths.show(parent(out))}",
             f"cut -d' ' -f2 {g} | sort | uniq -c | sort -rn | head -n {top} > {o}"]
@@ -93,8 +99,10 @@ def _line_counts(rng: random.Random, paths: Paths) -> Task:
     r, o = paths.show(root), paths.show(out)
     directives = phrase(
         rng,
-        f"For each .txt file in {r}, write a line 'FILENAME LINES' (file name without the directory, then its number of lines) to {o}, sorted by file name.",
-        f"Report how many lines every *.txt file in {r} has: save lines of the form 'NAME COUNT' to {o}, ordered by name.",
+        f"For each .txt file in {r}, write a line 'FILENAME LINES' (file name without the directory, "
+        f"then its number of lines) to {o}, sorted by file name.",
+        f"Report how many lines every *.txt file in {r} has: "
+        f"save lines of the form 'NAME COUNT' to {o}, ordered by name.",
     )
     work = [f"mkdir -p {paths.show(parent(out))}", f"cd {r}",
             f"for f in *.txt; do echo \"$f $(wc -l < $f)\"; done > {o}", "cd"]

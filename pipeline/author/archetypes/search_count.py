@@ -68,7 +68,8 @@ def _files_by_ext(rng: random.Random, paths: Paths) -> Task:
     out = _answer_path(rng, f"{ext}_files")
     directives = phrase(
         rng,
-        f"How many .{ext} files are there under {paths.show(root)}, subdirectories included? Write the number alone to {paths.show(out)}.",
+        f"How many .{ext} files are there under {paths.show(root)}, subdirectories included? "
+        f"Write the number alone to {paths.show(out)}.",
         f"Count all files ending in .{ext} anywhere below {paths.show(root)} and save the count in {paths.show(out)}.",
     )
     work = [f"mkdir -p {paths.show(parent(out))}",
@@ -92,7 +93,8 @@ def _csv_match(rng: random.Random, paths: Paths) -> Task:
     out = _answer_path(rng, f"{city.lower()}_rows")
     directives = phrase(
         rng,
-        f"{paths.show(csv)} has a header row and a city column. Count the rows whose city is {city} and write that number to {paths.show(out)}.",
+        f"{paths.show(csv)} has a header row and a city column. "
+        f"Count the rows whose city is {city} and write that number to {paths.show(out)}.",
         f"In {paths.show(csv)}, how many records have city {city}? Write only the number to {paths.show(out)}.",
     )
     work = [f"mkdir -p {paths.show(parent(out))}",
@@ -113,8 +115,10 @@ def _distinct_clients(rng: random.Random, paths: Paths) -> Task:
     out = _answer_path(rng, "unique_clients")
     directives = phrase(
         rng,
-        f"The first field of each line in {paths.show(log)} is a client IP address. Write the number of distinct client addresses to {paths.show(out)}.",
-        f"How many different IP addresses made requests according to {paths.show(log)}? Save just the number in {paths.show(out)}.",
+        f"The first field of each line in {paths.show(log)} is a client IP address. "
+        f"Write the number of distinct client addresses to {paths.show(out)}.",
+        f"How many different IP addresses made requests according to {paths.show(log)}? "
+        f"Save just the number in {paths.show(out)}.",
     )
     work = [f"mkdir -p {paths.show(parent(out))}",
             f"cut -d' ' -f1 {paths.show(log)} | sort -u | wc -l > {paths.show(out)}"]

@@ -28,8 +28,10 @@ def _emails_of_team(rng: random.Random, paths: Paths) -> Task:
     c, o = paths.show(csv), paths.show(out)
     directives = phrase(
         rng,
-        f"From {c} (columns name,email,team), write the email address of everyone on the {team} team to {o}, one per line, in the order they appear.",
-        f"List the emails of the {team} team members found in {c} into {o}: one address per line, keeping the file's order, no header.",
+        f"From {c} (columns name,email,team), write the email address of everyone on the {team} team to {o}, "
+        "one per line, in the order they appear.",
+        f"List the emails of the {team} team members found in {c} into {o}: "
+        "one address per line, keeping the file's order, no header.",
     )
     work = [f"mkdir -p {paths.show(parent(out))}", f"awk -F, '$3==\"{team}\"{{print $2}}' {c} > {o}"]
     return Task(directives, write(csv, rows), expect_text(out, want), work, [parent(csv)])
@@ -51,8 +53,10 @@ def _login_shell_users(rng: random.Random, paths: Paths) -> Task:
     s, o = paths.show(src), paths.show(out)
     directives = phrase(
         rng,
-        f"{s} is in passwd format. Write the user names (first field) of all accounts whose login shell is {shell} to {o}, one per line.",
-        f"Which accounts in the passwd-style file {s} use {shell} as their shell? Put their user names, one per line, in {o}.",
+        f"{s} is in passwd format. "
+        f"Write the user names (first field) of all accounts whose login shell is {shell} to {o}, one per line.",
+        f"Which accounts in the passwd-style file {s} use {shell} as their shell? "
+        f"Put their user names, one per line, in {o}.",
     )
     work = [f"mkdir -p {paths.show(parent(out))}", f"awk -F: '$7==\"{shell}\"{{print $1}}' {s} > {o}"]
     return Task(directives, write(src, lines), expect_set(out, want), work, [parent(src)])
@@ -68,7 +72,8 @@ def _between_markers(rng: random.Random, paths: Paths) -> Task:
     directives = phrase(
         rng,
         f"Copy the lines between the 'BEGIN {block}' and 'END {block}' lines of {s} (not the marker lines themselves) into {o}.",
-        f"{s} contains a block that starts with 'BEGIN {block}' and ends with 'END {block}'. Save just the lines inside that block to {o}.",
+        f"{s} contains a block that starts with 'BEGIN {block}' and ends with 'END {block}'. "
+        f"Save just the lines inside that block to {o}.",
     )
     work = [f"mkdir -p {paths.show(parent(out))}",
             f"sed -n '/^BEGIN {block}$/,/^END {block}$/p' {s} | sed '1d;$d' > {o}"]
@@ -107,8 +112,10 @@ def _lines_mentioning(rng: random.Random, paths: Paths) -> Task:
     src = f"{pick_root(rng, DATA_DIRS + ['notes'])}/{rng.choice(['trips', 'meetings', 'diary', 'itinerary'])}.txt"
     cities = rng.sample(CITIES, 5)
     city = cities[0]
-    lines = [f"{rng.randint(1, 28):02d}/{rng.randint(1, 12):02d} {rng.choice(NAMES)} {rng.choice(['met', 'flew to', 'called', 'visited'])} "
-             f"{c} {rng.choice(WORDS)}" for c in [city] + [rng.choice(cities) for _ in range(rng.randint(8, 20))]]
+    verbs = ["met", "flew to", "called", "visited"]
+    mentioned = [city] + [rng.choice(cities) for _ in range(rng.randint(8, 20))]
+    lines = [f"{rng.randint(1, 28):02d}/{rng.randint(1, 12):02d} {rng.choice(NAMES)} {rng.choice(verbs)} {c} "
+             f"{rng.choice(WORDS)}" for c in mentioned]
     rng.shuffle(lines)
     want = [line for line in lines if city in line]
     out = _out(rng, city.lower())

@@ -1,0 +1,42 @@
+"""SVG snapshots of every screen over the same filled workspace and a fixed clock.
+
+Update them after an intended change with: pytest tests/sekbench --snapshot-update
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import settle
+
+SIZE = (140, 40)
+
+
+def run_before(*keys: str):
+    async def before(pilot):
+        await settle(pilot)
+        if keys:
+            await pilot.press(*keys)
+            await settle(pilot)
+    return before
+
+
+@pytest.mark.parametrize("mode,keys", [
+    ("scenarios", ()),
+    ("live", ("down", "down", "down")),   # an ended session: its scrollback is complete
+    ("review", ("down", "down")),         # an undecided trajectory (no decision timestamps)
+    ("jobs", ()),
+    ("replay", ("end",)),
+])
+def test_screen_snapshot(snap_compare, make_app, mode, keys):
+    assert snap_compare(make_app(mode), terminal_size=SIZE, run_before=run_before(*keys))
+
+
+def test_help_snapshot(snap_compare, make_app):
+    assert snap_compare(make_app("review"), terminal_size=SIZE,
+                        run_before=run_before("down", "down", "question_mark"))
+
+
+def test_light_theme_snapshot(snap_compare, make_app):
+    assert snap_compare(make_app("review"), terminal_size=SIZE,
+                        run_before=run_before("ctrl+t", "down", "down"))
