@@ -1,0 +1,201 @@
+"""Workbench speed: Review over 100,000 trajectories, and Live with 8 sessions streaming.
+
+    python bench/bench_workbench.py [--rollouts 100000] [--sessions 8] [--seconds 6]
+
+Targets (from the workbench issue): Review opens and pages in under 200 ms with 100,000
+trajectories in the store; with 8 sessions streaming at once, an event reaches the screen
+within 100 ms at p95. The 100k store is filled once through Store.put_rollout and kept under
+the system temp folder for later runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from pipeline.store import Store  # noqa: E402
+from pipeline.workspace import Workspace  # noqa: E402
+
+ARCHETYPES = ("search_count", "file_transform", "log_triage", "config_edit", "archive_extract",
+              "permission_fix", "dedupe_lines", "csv_column", "env_report")
+GATE = ("kept", "kept", "kept", "no_operation", "prose_drift", "premature_exit", "unverified",
+        "wrong_terminal", "void")
+
+
+def pct(values: list[float], q: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(q * (len(values) - 1))))]
+
+
+def summary(name: str, ms: list[float], target: float) -> str:
+    p95 = pct(ms, 0.95)
+    return (f"{name:<34} n={len(ms):<5} median={statistics.median(ms):7.1f} ms  "
+            f"p95={p95:7.1f} ms  max={max(ms):7.1f} ms  target<{target:.0f} ms  "
+            f"{'OK' if p95 < target else 'OVER'}")
+
+
+# ----------------------------------------------------------------------- fill
+def filled_workspace(n: int) -> Workspace:
+    root = Path(tempfile.gettempdir()) / f"sekbench-bench-{n}"
+    ws = Workspace.from_env(root)
+    marker = root / "filled"
+    if marker.exists():
+        return ws
+    store = Store(ws.db_path)
+    have = store.count_rollouts()
+    t0 = time.perf_counter()
+    msgs = [{"role": "user", "content": "Welcome to box.\nAssignments are handed out by orders(1)."}]
+    for k in range(6):
+        msgs += [{"role": "user", "content": "sek@box:~$ "},
+                 {"role": "assistant", "content": f"orders --step {k}"},
+                 {"role": "user", "content": "output line\n" * 5}]
+    for i in range(have, n):
+        verdict = GATE[i % len(GATE)]
+        store.put_rollout({
+            "id": f"b{i:07d}", "session_id": f"s{i:07d}", "scenario_id": f"sc-{i % 900:04d}",
+            "archetype": ARCHETYPES[i % 9], "split": "train",
+            "operator": ("reference", "hf:smollm2", "http:local")[i % 3], "batch_id": f"batch-{i // 5000}",
+            "end_reason": "exit", "terminal": "exit", "checker_status": int(verdict != "kept"),
+            "checker_output": "PASS" if verdict == "kept" else "FAIL", "verified": int(verdict == "kept"),
+            "verdict": verdict, "reasons": [] if verdict == "kept" else [verdict], "turns": 6,
+            "seconds": 12.5, "messages": msgs, "created_at": 1.7e9 + i})
+        if i and i % 20000 == 0:
+            print(f"  filled {i:,} rollouts ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
+    for i in range(0, 2000, 3):
+        store.decide(f"b{i:07d}", "accept" if i % 2 else "reject", "")
+    store.close()
+    marker.write_text(str(n))
+    return ws
+
+
+# --------------------------------------------------------------------- review
+async def until(predicate, timeout: float = 10.0) -> None:
+    end = time.perf_counter() + timeout
+    while not predicate():
+        if time.perf_counter() > end:
+            raise TimeoutError("the screen never showed the page")
+        await asyncio.sleep(0.0005)
+
+
+async def bench_review(ws: Workspace) -> list[str]:
+    from sekbench.app import SekbenchApp
+    from sekbench.screens.review import PAGE
+
+    app = SekbenchApp(ws, watch_files=False, mode="scenarios")
+    lines = []
+    async with app.run_test(size=(140, 40)) as pilot:
+        await pilot.pause(0.5)
+        t0 = time.perf_counter()
+        app.switch_mode("review")
+        await until(lambda: getattr(app.screen, "page", None) is not None)
+        await asyncio.sleep(0)
+        opened = [(time.perf_counter() - t0) * 1000]
+        screen = app.screen
+        total = screen.page.total
+        await pilot.pause(0.3)
+        paging = []
+        offsets = [PAGE * k for k in (1, 2, 3, 10, 100, 500, 999)] + \
+                  [PAGE * k for k in range(400, 420)]
+        for offset in offsets:
+            offset = min(offset, (total - 1) // PAGE * PAGE)
+            t0 = time.perf_counter()
+            screen.page_offset = offset - PAGE
+            screen.action_page(1)
+            await until(lambda: screen.page.offset == offset and screen.page_shown_at > t0)
+            paging.append((time.perf_counter() - t0) * 1000)
+        screen.filters = {"verdict": "kept", "operator": "reference"}
+        filtered = []
+        for k in range(10):
+            t0 = time.perf_counter()
+            screen.page_offset = k * PAGE
+            screen.reload(facets=False)
+            await until(lambda: screen.page_shown_at > t0)
+            filtered.append((time.perf_counter() - t0) * 1000)
+        lines.append(f"Review over {total:,} trajectories")
+        lines.append(summary("  open (switch to tab, page shown)", opened, 200))
+        lines.append(summary("  page (next page shown)", paging, 200))
+        lines.append(summary("  page with filters", filtered, 200))
+    return lines
+
+
+# ----------------------------------------------------------------------- live
+WRITER = r"""
+import sys, time
+sys.path.insert(0, sys.argv[1])
+from pipeline.store import Store
+store = Store(sys.argv[2]); sid = sys.argv[3]; seconds = float(sys.argv[4])
+store.session_start(id=sid, scenario_id="bench", operator="reference", max_turns=999,
+                    max_seconds=600)
+seq, end, k = 0, time.time() + seconds, 0
+while time.time() < end:
+    for kind, text in (("prompt", "sek@box:~$ "), ("command", f"echo {k}"), ("output", f"{k}\n")):
+        store.append_event(sid, seq, kind, text, turn=k); seq += 1
+        time.sleep(0.03)
+    k += 1
+store.session_end(sid, "exit", terminal="exit")
+"""
+
+
+async def bench_live(sessions: int, seconds: float) -> list[str]:
+    from sekbench.app import SekbenchApp
+    from sekbench.widgets.scrollback import Scrollback
+
+    ws = Workspace.from_env(tempfile.mkdtemp(prefix="sekbench-live-"))
+    Store(ws.db_path).close()
+    app = SekbenchApp(ws, watch_files=False, mode="live")
+    latencies: list[float] = []
+    async with app.run_test(size=(140, 40)) as pilot:
+        await pilot.pause(0.3)
+        view = app.screen.query_one("#stream", Scrollback)
+        original = view.add_events
+        watching = {"since": float("inf")}
+
+        def timed(rows):
+            arrived = time.time()
+            rows = list(rows)
+            original(rows)
+            latencies.extend((arrived - r["ts"]) * 1000 for r in rows
+                             if r["ts"] >= watching["since"])
+        view.add_events = timed
+        ids = [f"bench{i}" for i in range(sessions)]
+        writers = [subprocess.Popen([sys.executable, "-c", WRITER, str(ROOT), str(ws.db_path), sid,
+                                     str(seconds)]) for sid in ids]
+        try:
+            await until(lambda: len(app.screen.sessions) >= sessions, 30)
+            # Watch each session in turn, as a person clicking through them would.
+            per = max(1.0, (seconds - 1.5) / sessions)
+            for sid in ids:
+                app.screen.stream(sid)
+                watching["since"] = time.time() + 0.2   # skip the backfill of older events
+                await asyncio.sleep(per)
+        finally:
+            for w in writers:
+                w.wait(timeout=60)
+    return [f"Live with {sessions} sessions streaming (3 events per 0.09 s each)",
+            summary("  event to screen latency", latencies, 100)]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rollouts", type=int, default=100_000)
+    ap.add_argument("--sessions", type=int, default=8)
+    ap.add_argument("--seconds", type=float, default=10.0)
+    args = ap.parse_args()
+    ws = filled_workspace(args.rollouts)
+    lines = asyncio.run(bench_review(ws))
+    lines += asyncio.run(bench_live(args.sessions, args.seconds))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
