@@ -260,3 +260,13 @@ def _classify_end(res: SessionResult, sandbox, login, terminal: str | None, comm
         status = login.exit_status()
         res.end_reason = "shell_died"
         res.detail = why + (f" (status {status})" if status is not None else "")
+
+
+def session_in_sandbox(sandbox, operator: Operator, budget: Budget, *,
+                       limits: Limits | None = None) -> SessionResult:
+    """A session in a sandbox someone else created and will remove (admission uses it);
+    not recorded in the store."""
+    res = SessionResult(new_id(), "interrupted", backend=sandbox.backend, image=sandbox.image)
+    _drive(res, Recorder(None, res.session_id), sandbox, operator, None, budget,
+           limits or Limits(), 0, {}, time.monotonic())
+    return res

@@ -54,12 +54,13 @@ class SekbenchApp(App):
     ]
 
     def __init__(self, workspace: Workspace, *, clock: Callable[[], float] = time.time,
-                 watch_files: bool = True, mode: str | None = None):
+                 watch_files: bool = True, mode: str | None = None, prewarm: bool = True):
         super().__init__()
         self.data = WorkbenchData(workspace)
         self.clock = clock
         self.watch_files = watch_files
         self.start_mode = mode or self.DEFAULT_MODE
+        self.prewarm = prewarm
         self.theme = DARK
 
     def on_mount(self) -> None:
@@ -70,6 +71,20 @@ class SekbenchApp(App):
             except (OSError, ValueError) as e:
                 self.notify(f"keymap.json ignored: {one_line(e)}", severity="warning")
         self.switch_mode(self.start_mode)
+        if self.prewarm:
+            self.set_timer(0.5, self.prewarm_modes)
+
+    def prewarm_modes(self) -> None:
+        """Build the other tabs' screens in the background, one per tick, so that opening a
+        tab shows data at once instead of first paying for compose and CSS (hundreds of ms)."""
+        for mode in self.MODES:
+            if mode not in self._screen_stacks:
+                try:
+                    self._init_mode(mode)   # textual: creates and mounts, without showing
+                except Exception:  # a private hook; a Textual without it just opens lazily
+                    return
+                self.set_timer(0.2, self.prewarm_modes)
+                return
 
     def on_unmount(self) -> None:
         self.data.close()

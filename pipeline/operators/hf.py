@@ -203,10 +203,11 @@ class Resident:
 
     # -- the batcher
 
-    def generate(self, req: _Request) -> str:
+    def generate(self, req: _Request, timeout: float | None = None) -> str:
         """Queue a request for the batcher and wait for its command."""
         self._queue.put(req)
-        req.done.wait()
+        if not req.done.wait(timeout):
+            req.fail(OperatorError(f"the model gave no command within {timeout:g}s", void=True))
         if req.error is not None:
             raise req.error
         return req.command or ""
@@ -370,6 +371,8 @@ def resident(path: str, *, device: str = "auto", dtype: str = "auto",
             raise SekbenchError("load_in_4bit needs bitsandbytes (pip install 'sekbench[gpu]')") from None
     if dtype == "auto":
         dtype = "bfloat16" if device.startswith("cuda") else "float32"
+    if not isinstance(getattr(torch, dtype, None), torch.dtype):
+        raise SekbenchError(f"unknown dtype {dtype!r} (float32, bfloat16, float16)")
     key = (str(path), device, "4bit" if load_in_4bit else dtype)
     with _RESIDENTS_LOCK:
         if key not in _RESIDENTS:
@@ -382,7 +385,7 @@ def resident(path: str, *, device: str = "auto", dtype: str = "auto",
 class HfOperator:
     def __init__(self, base: Resident, adapter: str | None, *, name: str, max_new_tokens: int = 64,
                  temperature: float = 0.0, seed: int | None = None, kv_reuse: bool = True,
-                 format: str = "ccpty", prefix: list[dict] | None = None):
+                 timeout: float | None = 600.0, format: str = "ccpty", prefix: list[dict] | None = None):
         self.resident = base
         self.adapter = adapter
         self.name = name
@@ -390,6 +393,7 @@ class HfOperator:
         self.temperature = temperature
         self.seed = seed
         self.kv_reuse = kv_reuse
+        self.timeout = timeout
         self.format = get_format(format)
         self.prefix = list(prefix or [])
         self.state = SessionState()
@@ -412,7 +416,7 @@ class HfOperator:
             self.begin(SessionContext())
         prompt = self.resident.encode(self.format.messages(transcript, self.prefix))
         return self.resident.generate(_Request(prompt, self.state, self.adapter, self.max_new_tokens,
-                                               self.temperature, self.kv_reuse))
+                                               self.temperature, self.kv_reuse), self.timeout)
 
     def close(self) -> None:
         self.state = SessionState()
@@ -436,18 +440,20 @@ def _resolve_adapter(spec: str) -> str:
 def _make(arg: str, options: dict) -> HfOperator:
     from pipeline.models import resolve_model
     path_spec, _, adapter_spec = (arg or "default").partition("@")
+    adapter_path = _resolve_adapter(adapter_spec) if adapter_spec else None
     path = str(resolve_model(path_spec or "default"))
     try:
         base = resident(path, device=str(options.get("device") or "auto"),
                         dtype=str(options.get("dtype") or "auto"),
                         load_in_4bit=_flag(options.get("load_in_4bit", False)))
-        adapter = base.adapter(_resolve_adapter(adapter_spec)) if adapter_spec else None
+        adapter = base.adapter(adapter_path) if adapter_path else None
         return HfOperator(
             base, adapter, name=f"hf:{arg or 'default'}",
             max_new_tokens=int(options.get("max_new_tokens") or 64),
             temperature=float(options.get("temperature") or 0.0),
             seed=None if options.get("seed") is None else int(options["seed"]),
             kv_reuse=_flag(options.get("kv_reuse", True)),
+            timeout=float(options.get("timeout") or 600.0),
             format=options.get("format") or "ccpty",
             prefix=options.get("prefix"),
         )

@@ -36,7 +36,9 @@ class TabScreen(Screen):
     # ------------------------------------------------------------ lifecycle
     def on_mount(self) -> None:
         self.reload()
-        self._ticker = self.set_interval(self.REFRESH_SECONDS, self.reload, pause=False)
+        # A screen built ahead of time stays quiet until it is shown (ScreenResume).
+        self._ticker = self.set_interval(self.REFRESH_SECONDS, self.reload,
+                                         pause=not self.is_current)
 
     def on_screen_suspend(self) -> None:
         self._ticker.pause()

@@ -118,19 +118,25 @@ class LiveScreen(TabScreen):
         """Read the session's new events every few tens of milliseconds until it has ended."""
         store = await asyncio.to_thread(self.data.own_store)
         scrollback = self.query_one("#stream", Scrollback)
-        version, quiet, first = None, 0, True
+        seen = {"version": None}
+
+        def poll(after: int) -> list[dict]:
+            # One thread hop per poll; it costs one pragma unless some process committed.
+            version = store.data_version()
+            if version == seen["version"] and after >= 0:
+                return []
+            seen["version"] = version
+            return store.events(session_id, after)
+
+        quiet = 0
         try:
             while True:
-                # A poll costs one pragma unless some process committed since the last one.
-                now_version = await asyncio.to_thread(store.data_version)
-                if now_version != version or first:
-                    version, first = now_version, False
-                    rows = await asyncio.to_thread(store.events, session_id, self.tail_after)
-                    if rows and self.streaming == session_id:
-                        self.tail_after = rows[-1]["seq"]
-                        scrollback.add_events(rows)
-                        quiet = 0
-                        continue
+                rows = await asyncio.to_thread(poll, self.tail_after)
+                if rows and self.streaming == session_id:
+                    self.tail_after = rows[-1]["seq"]
+                    scrollback.add_events(rows)
+                    quiet = 0
+                    continue
                 session = self.sessions.get(session_id)
                 quiet += 1
                 if session and session["status"] != "running" and quiet > 25:

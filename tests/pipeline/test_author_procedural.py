@@ -67,6 +67,11 @@ def test_scenario_shape(batch):
         assert "\n" not in s["directives"] and 20 < len(s["directives"]) < 400
 
 
+def test_scenarios_pass_the_scenario_file_validator(batch):
+    from pipeline.scenario import problems
+    assert {s["id"]: [str(p) for p in problems(s)] for s in batch if problems(s)} == {}
+
+
 def test_ids_unique_within_and_across_seeds(batch):
     ids = [s["id"] for s in batch]
     assert len(set(ids)) == len(ids)

@@ -54,7 +54,7 @@ def test_four_bit_on_cpu_is_a_clear_error():
         make_operator("hf:default", load_in_4bit=True)
 
 
-def test_missing_adapter_is_a_clear_error(model_dir, tmp_path):
+def test_missing_adapter_is_a_clear_error(tmp_path):
     with pytest.raises(SekbenchError, match="adapter"):
         make_operator(f"hf:default@{tmp_path / 'nope'}")
 
@@ -71,6 +71,14 @@ def test_kv_reuse_gives_the_same_commands_as_recomputing(model_dir):
     # Reuse fed only the new suffix each turn; recomputation re-read the whole history.
     assert reuse.state.reused_tokens > 0 and fresh.state.reused_tokens == 0
     assert reuse.state.fed_tokens * 2 < fresh.state.fed_tokens
+
+
+@pytest.mark.model
+@pytest.mark.slow
+def test_sampling_is_reproducible_from_the_seed(model_dir):
+    runs = [drive(make_operator("hf:default", max_new_tokens=6, temperature=1.0, seed=11), "hi", OUTPUTS[:2])
+            for _ in range(2)]
+    assert runs[0] == runs[1]
 
 
 @pytest.mark.model

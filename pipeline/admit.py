@@ -1,0 +1,184 @@
+"""The admission gate: a scenario is admitted only if, in fresh sandboxes,
+
+1. it parses and every field is sound                      (else `invalid`, naming the field)
+2. setup succeeds                                          (else `setup_failed`, with its output)
+3. the checker FAILS on the untouched state                (else `vacuous_checker`)
+4. the announcement shows at login, `NAME --help` documents
+   `retrieve`, and `retrieve` as the session user prints
+   the directives                                          (else `undiscoverable`)
+5. the reference solution, typed through a real session,
+   makes the checker pass                                  (else `unsolvable`)
+
+Every reason that applies is reported; every attempt is recorded in the store.
+"""
+
+from __future__ import annotations
+
+import logging
+import shlex
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+from pipeline import scenario as scen
+from pipeline.operators.script import ScriptOperator
+from pipeline.sandbox import Backend, Limits
+from pipeline.session import Budget, run_session, session_in_sandbox
+from pipeline.store import Store
+
+log = logging.getLogger(__name__)
+
+DISCOVERY_TIMEOUT = 10.0
+REFERENCE_BUDGET = Budget(max_turns=60, max_seconds=180, command_timeout=20)
+ADMISSION_LIMITS = Limits(lifetime_s=900)
+
+
+@dataclass
+class Verdict:
+    scenario_id: str | None
+    admitted: bool
+    reasons: list[str]
+    messages: dict[str, str] = field(default_factory=dict)
+    file: str | None = None
+    archetype: str | None = None
+    scenario: dict | None = None
+
+    def to_json(self) -> dict:
+        return {"file": self.file, "scenario_id": self.scenario_id, "admitted": self.admitted,
+                "reasons": self.reasons, "messages": self.messages}
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    return " ".join(text.split())[:limit]
+
+
+def _announcement_read(ann: dict) -> str | None:
+    """The command that shows the announcement, where login does not already show it."""
+    if ann["kind"] == "env":
+        return f'echo "${ann["var"]}"'
+    if ann["kind"] == "file":
+        return f"cat {shlex.quote(ann['path'])}"
+    return None
+
+
+def check_discoverable(s: dict, sandbox) -> list[str]:
+    """Problems with the discovery path, seen through a real login as the session user."""
+    prov, ann = s["provider"], s["announcement"]
+    lines = [c for c in (_announcement_read(ann), f"{prov['name']} --help", prov["retrieve"]) if c]
+    op = ScriptOperator(lines + ["exit"])
+    res = session_in_sandbox(sandbox, op, Budget(max_turns=len(lines) + 1, max_seconds=60,
+                                                 command_timeout=DISCOVERY_TIMEOUT))
+    problems: list[str] = []
+    crumb = scen.breadcrumb(ann)
+    if crumb not in res.banner:
+        problems.append("the login breadcrumb is not shown")
+    if ann["kind"] in ("motd", "banner") and ann["text"].strip().splitlines()[0] not in res.banner:
+        problems.append(f"the {ann['kind']} text is not shown at login")
+    outputs = {t.command: t for t in res.turns}
+    read = _announcement_read(ann)
+    if read and (read not in outputs or ann["text"].strip().splitlines()[0] not in outputs[read].output):
+        problems.append(f"`{read}` does not show the announcement")
+    help_turn = outputs.get(f"{prov['name']} --help")
+    if help_turn is None or help_turn.timed_out:
+        problems.append(f"`{prov['name']} --help` did not finish")
+    else:
+        missing = [w for w in prov["retrieve"].split()[1:] if w not in help_turn.output]
+        if missing:
+            problems.append(f"`{prov['name']} --help` does not document {' '.join(missing)}")
+    got = outputs.get(prov["retrieve"])
+    if got is None or got.timed_out:
+        problems.append(f"`{prov['retrieve']}` did not finish")
+    elif " ".join(s["directives"].split()) not in " ".join(got.output.split()):
+        problems.append(f"`{prov['retrieve']}` does not print the directives")
+    return problems
+
+
+def admit_one(s: dict | None, backend: Backend, *, file: str | None = None,
+              load_error: str | None = None) -> Verdict:
+    if s is None:
+        return Verdict(None, False, ["invalid"], {"invalid": load_error or "unreadable"}, file=file)
+    found = scen.problems(s)
+    sid = s.get("id") if isinstance(s.get("id"), str) else None
+    arch = s.get("archetype") if isinstance(s.get("archetype"), str) else None
+    if found:
+        return Verdict(sid, False, ["invalid"], {"invalid": "; ".join(map(str, found))}, file=file,
+                       archetype=arch, scenario=s)
+    reasons: list[str] = []
+    messages: dict[str, str] = {}
+    # Sandbox 1: setup, the untouched state, the discovery path.
+    sb = backend.create(session_id=f"admit-{sid}-a-{id(s) % 10000}", limits=ADMISSION_LIMITS)
+    try:
+        setup = scen.install(sb, s)
+        if setup.status != 0:
+            why = "timed out" if setup.timed_out else f"exit status {setup.status}"
+            return Verdict(sid, False, ["setup_failed"],
+                           {"setup_failed": f"setup {why}: {_one_line(setup.output)}"},
+                           file=file, archetype=arch, scenario=s)
+        before = scen.check(sb, s)
+        if before.status == 0:
+            reasons.append("vacuous_checker")
+            messages["vacuous_checker"] = "the checker passes before any work is done"
+        problems = check_discoverable(s, sb)
+        if problems:
+            reasons.append("undiscoverable")
+            messages["undiscoverable"] = "; ".join(problems)
+    finally:
+        sb.remove()
+    # Sandbox 2, fresh: the reference solution through a real session.
+    res = run_session(backend=backend, operator=ScriptOperator(list(s["reference"])), store=None,
+                      scenario=s, budget=REFERENCE_BUDGET, limits=ADMISSION_LIMITS)
+    if res.verified is not True:
+        reasons.append("unsolvable")
+        if res.end_reason not in ("exit", "panic"):
+            messages["unsolvable"] = f"the reference session ended with {res.end_reason}: {res.detail}"
+        else:
+            stuck = [t for t in res.turns if t.timed_out]
+            extra = f"; `{stuck[0].command}` timed out" if stuck else ""
+            messages["unsolvable"] = (f"the checker fails after the reference (status "
+                                      f"{res.checker_status}): {_one_line(res.checker_output, 200)}{extra}")
+    admitted = not reasons
+    return Verdict(sid, admitted, reasons or ["admitted"], messages, file=file, archetype=arch,
+                   scenario=s)
+
+
+def admit_many(items: Iterable[tuple[dict | None, str | None, str | None]], backend: Backend, *,
+               store: Store | None, workers: int = 2, source: str = "file",
+               batch_id: str | None = None, record_scenarios: bool = True) -> list[Verdict]:
+    """Admit (scenario, file, load_error) items in parallel; record every attempt."""
+    items = list(items)
+
+    def work(item):
+        s, file, err = item
+        try:
+            v = admit_one(s, backend, file=file, load_error=err)
+        except Exception as e:  # a broken sandbox must not lose the rest of the batch
+            log.exception("admission crashed")
+            sid = (s or {}).get("id") if isinstance(s, dict) else None
+            v = Verdict(sid, False, ["setup_failed"], {"setup_failed": f"admission crashed: {e}"},
+                        file=file, scenario=s)
+        if store is not None:
+            store.record_admission(scenario_id=v.scenario_id, archetype=v.archetype,
+                                   admitted=v.admitted, reasons=v.reasons, messages=v.messages,
+                                   source=source, file=file, batch_id=batch_id)
+            if record_scenarios and s is not None and v.scenario_id and "invalid" not in v.reasons:
+                store.put_scenario(s, admitted=v.admitted, reasons=v.reasons, source=source,
+                                   file=file, seed=s.get("seed"))
+        return v
+
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        return list(pool.map(work, items))
+
+
+def load_items(paths: Iterable[str]) -> list[tuple[dict | None, str, str | None]]:
+    out = []
+    for p in paths:
+        try:
+            out.append((scen.load_file(p), str(p), None))
+        except scen.ScenarioInvalid as e:
+            out.append((None, str(p), str(e)))
+    return out
+
+
+def files_in(folder: Path) -> list[str]:
+    return sorted(str(p) for p in folder.glob("*.json"))

@@ -1,0 +1,43 @@
+"""`sekbench admit FILE...`: the four-way admission gate on scenario files."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+NAME = "admit"
+HELP = "admit scenario files: parse, setup, non-vacuous checker, discoverable, solvable"
+
+
+def add_arguments(p) -> None:
+    p.add_argument("files", nargs="+", help="scenario JSON files (a folder means its *.json)")
+    p.add_argument("--workers", type=int, default=2, help="sandboxes in parallel (default 2)")
+    p.add_argument("--backend", choices=["docker", "bwrap"])
+    p.add_argument("--split", choices=["train", "holdout"], help="override the files' split")
+
+
+def run(args, ws):
+    from pipeline.admit import admit_many, files_in, load_items
+    from pipeline.sandbox import start_backend
+    from pipeline.store import Store
+    paths: list[str] = []
+    for f in args.files:
+        paths += files_in(Path(f)) if Path(f).is_dir() else [f]
+    items = load_items(paths)
+    if args.split:
+        for s, _, _ in items:
+            if s is not None:
+                s["split"] = args.split
+    store = Store(ws.db_path)
+    backend = start_backend(args.backend, ws, store)
+    verdicts = admit_many(items, backend, store=store, workers=args.workers)
+    if not args.json:
+        from rich.console import Console
+        from rich.table import Table
+        t = Table("file", "scenario", "verdict", "why")
+        for v in verdicts:
+            t.add_row(v.file or "", v.scenario_id or "", ", ".join(v.reasons),
+                      "; ".join(v.messages.values())[:120])
+        Console(stderr=True).print(t)
+        return None
+    return [v.to_json() for v in verdicts]

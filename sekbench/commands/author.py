@@ -1,0 +1,82 @@
+"""`sekbench author`: author scenarios (procedurally, or with a teacher model) and admit them."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections import Counter
+
+NAME = "author"
+HELP = "author scenarios procedurally (or with --teacher URL) and keep only admitted ones"
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--count", type=int, required=True, help="scenarios to attempt")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--archetypes", help="comma-separated archetypes (default: all)")
+    p.add_argument("--holdout-archetypes", default="",
+                   help="comma-separated archetypes whose scenarios are held out (split=holdout)")
+    p.add_argument("--workers", type=int, default=2, help="admission sandboxes in parallel")
+    p.add_argument("--backend", choices=["docker", "bwrap"])
+    p.add_argument("--out-dir", help="also write admitted scenarios as JSON files here")
+    p.add_argument("--teacher", help="an OpenAI-compatible endpoint that writes the scenarios")
+    p.add_argument("--model", help="the teacher's model name (or SEKBENCH_TEACHER_MODEL)")
+    p.add_argument("--api-key", help="the teacher's API key (or SEKBENCH_API_KEY)")
+    p.add_argument("--repair-rounds", type=int, default=2,
+                   help="times a rejected scenario goes back to the teacher with its reasons")
+    p.add_argument("--timeout", type=float, default=120.0, help="per-request timeout, seconds")
+
+
+def _split(archetype: str, holdout: set[str]) -> str:
+    return "holdout" if archetype in holdout else "train"
+
+
+def run(args, ws) -> dict:
+    from pathlib import Path
+
+    from pipeline.author.procedural import ARCHETYPES, generate
+    from pipeline.errors import SekbenchError
+    from pipeline.sandbox import start_backend
+    from pipeline.store import Store, new_id
+
+    archetypes = [a for a in (args.archetypes or "").split(",") if a] or list(ARCHETYPES)
+    holdout = {a for a in args.holdout_archetypes.split(",") if a}
+    unknown = (set(archetypes) | holdout) - set(ARCHETYPES)
+    if unknown and not args.teacher:
+        raise SekbenchError(f"unknown archetypes: {', '.join(sorted(unknown))} "
+                            f"(known: {', '.join(ARCHETYPES)})")
+    store = Store(ws.db_path)
+    backend = start_backend(args.backend, ws, store)
+    batch = new_id()
+    if args.teacher:
+        from pipeline.author.teacher import TeacherConfig, author_with_teacher
+        cfg = TeacherConfig(url=args.teacher, model=args.model, api_key=args.api_key,
+                            timeout=args.timeout, repair_rounds=args.repair_rounds, seed=args.seed)
+        verdicts = author_with_teacher(cfg, archetypes=archetypes, count=args.count,
+                                       backend=backend, store=store, workers=args.workers,
+                                       holdout=holdout, batch_id=batch)
+    else:
+        from pipeline.admit import admit_many
+        scenarios = generate(args.count, args.seed, archetypes)
+        for s in scenarios:
+            s["split"] = _split(s["archetype"], holdout)
+        print(f"sekbench: admitting {len(scenarios)} scenarios with {args.workers} workers "
+              f"({backend.name})", file=sys.stderr)
+        verdicts = admit_many(((s, None, None) for s in scenarios), backend, store=store,
+                              workers=args.workers, source="procedural", batch_id=batch)
+    by_arch: dict[str, dict[str, int]] = {}
+    for v in verdicts:
+        row = by_arch.setdefault(v.archetype or "?", {"admitted": 0, "attempted": 0})
+        row["attempted"] += 1
+        row["admitted"] += int(v.admitted)
+    if args.out_dir:
+        out = Path(args.out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        for v in verdicts:
+            if v.admitted and v.scenario:
+                (out / f"{v.scenario_id}.json").write_text(json.dumps(v.scenario, indent=2))
+    reasons = Counter(r for v in verdicts if not v.admitted for r in v.reasons)
+    return {"admitted": sum(v.admitted for v in verdicts),
+            "rejected": sum(not v.admitted for v in verdicts),
+            "by_archetype": by_arch, "rejected_by_reason": dict(reasons), "batch_id": batch,
+            "holdout_archetypes": sorted(holdout)}
