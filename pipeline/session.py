@@ -99,7 +99,7 @@ def run_session(*, backend: Backend, operator: Operator, store: Store | None,
                 scenario: dict | None = None, budget: Budget | None = None,
                 limits: Limits | None = None, seed: int = 0, options: dict | None = None,
                 batch_id: str | None = None, session_id: str | None = None,
-                verify: bool = True) -> SessionResult:
+                verify: bool = True, should_stop=None) -> SessionResult:
     """Run one session to its end; record it; verify the final state against the checker."""
     budget = budget or Budget()
     limits = limits or Limits()
@@ -127,7 +127,8 @@ def run_session(*, backend: Backend, operator: Operator, store: Store | None,
                 res.end_reason, res.void = "sandbox_died", True
                 res.detail = "scenario setup failed: " + " ".join(setup.output.split())[:300]
                 return res
-        _drive(res, rec, sandbox, operator, scenario, budget, limits, seed, options or {}, started)
+        _drive(res, rec, sandbox, operator, scenario, budget, limits, seed, options or {}, started,
+               should_stop)
     except KeyboardInterrupt:
         res.end_reason, res.detail = "interrupted", "interrupted by the user"
     finally:
@@ -161,7 +162,8 @@ def _verify(res: SessionResult, sandbox, scenario: dict) -> None:
 
 
 def _drive(res: SessionResult, rec: Recorder, sandbox, operator: Operator, scenario: dict | None,
-           budget: Budget, limits: Limits, seed: int, options: dict, started: float) -> None:
+           budget: Budget, limits: Limits, seed: int, options: dict, started: float,
+           should_stop=None) -> None:
     streamed = {"turn": 0}
 
     def on_output(data: bytes) -> None:
@@ -189,6 +191,9 @@ def _drive(res: SessionResult, rec: Recorder, sandbox, operator: Operator, scena
         while True:
             idx = len(res.turns)
             elapsed = time.monotonic() - started
+            if should_stop is not None and should_stop():
+                res.end_reason, res.detail = "interrupted", "the run was stopped"
+                return
             if idx >= budget.max_turns:
                 res.end_reason = "max_turns"
                 return
@@ -218,7 +223,10 @@ def _drive(res: SessionResult, rec: Recorder, sandbox, operator: Operator, scena
                 turn = e.partial or TurnResult(command=command)
             _record_turn(res, rec, shell, idx, turn, streamed.get("bytes", 0))
             if ended is not None:
-                _classify_end(res, sandbox, login, terminal, command, str(ended))
+                if should_stop is not None and should_stop():
+                    res.end_reason, res.detail = "interrupted", "the run was stopped"
+                else:
+                    _classify_end(res, sandbox, login, terminal, command, str(ended))
                 return
     finally:
         login.close()

@@ -481,3 +481,16 @@ def spawn_job(ws, argv: list[str]) -> dict:
                                 start_new_session=True, env=env, cwd=repo)
     store.job_update(job_id, pid=proc.pid, log=str(log_path))
     return {"job_id": job_id, "pid": proc.pid, "log": str(log_path)}
+
+
+def stop_job(ws, job_id: str) -> bool:
+    """Ask a running SFT job to stop: it finishes its step, checkpoints and ends `interrupted`."""
+    from pipeline.store import Store, pid_alive
+
+    job = Store(ws.db_path).job(job_id)
+    if not job or job["status"] not in ("queued", "running") or not pid_alive(job["pid"], job["host"]):
+        return False
+    if job["host"] and job["host"] != socket.gethostname():
+        raise SekbenchError(f"job {job_id} runs on {job['host']}, not on this machine")
+    os.kill(int(job["pid"]), signal.SIGTERM)
+    return True

@@ -492,3 +492,26 @@ class WorkbenchStore(Store):
         """The highest event seq of a session (-1 when none)."""
         rows = self.query("select max(seq) m from events where session_id = ?", [sid])
         return rows[0]["m"] if rows and rows[0]["m"] is not None else -1
+
+    def ensure_review_indexes(self) -> None:
+        """Indexes the Review queue pages by (created_at, id) and filters by operator.
+
+        Idempotent; with them, a page deep in 100,000 rollouts is read from the index alone."""
+        with self._lock:
+            self.db.conn.execute("create index if not exists idx_rollouts_created_id "
+                                 "on rollouts(created_at, id)")
+            self.db.conn.execute("create index if not exists idx_rollouts_operator "
+                                 "on rollouts(operator)")
+
+    def rollout_page(self, *, offset: int = 0, limit: int = 100, **filters: Any) -> list[dict]:
+        """The same rows and order as rollouts(), but the offset is skipped in an index
+        (rowids first, then only `limit` rows are read)."""
+        where, params = self._rollout_filter(filters.get("verdict"), filters.get("reason"),
+                                             filters.get("archetype"), filters.get("operator"),
+                                             filters.get("split"), filters.get("batch_id"))
+        cols = ("id, session_id, scenario_id, archetype, split, operator, batch_id, end_reason, "
+                "terminal, checker_status, verified, verdict, reasons, turns, seconds, created_at")
+        rows = self.query(f"select {cols} from rollouts where rowid in (select rowid from rollouts"
+                          f"{where} order by created_at, id limit ? offset ?) "
+                          f"order by created_at, id", [*params, limit, offset])
+        return [self._rollout_row(r) for r in rows]

@@ -197,6 +197,20 @@ class BwrapBackend:
         (state / ".owner").write_text(labels["sekbench.owner"])
         return BwrapSandbox(self.rootfs, state, self.image, limits, session_id)
 
+    def remove_own(self) -> int:
+        """Stop this process's sandboxes: their shells are our children, killed with the tree."""
+        import socket
+        me = f"{socket.gethostname()}:{os.getpid()}"
+        n = 0
+        for d in self._sandboxes_dir().iterdir():
+            try:
+                if (d / ".owner").read_text() == me:
+                    shutil.rmtree(d, ignore_errors=True)
+                    n += 1
+            except OSError:
+                continue
+        return n
+
     def reap_stale(self, *, everything: bool = False) -> int:
         removed = 0
         import socket

@@ -196,6 +196,18 @@ class DockerBackend:
             raise SekbenchError(f"could not start a sandbox: {str(e).splitlines()[0][:200]}") from None
         return DockerSandbox(self.client, container, self.image, limits)
 
+    def remove_own(self) -> int:
+        """Remove the sandboxes this process started (a run being stopped)."""
+        me = f"{socket.gethostname()}:{os.getpid()}"
+        n = 0
+        for c in self.client.containers.list(all=True, filters={"label": f"sekbench.owner={me}"}):
+            try:
+                c.remove(force=True)
+                n += 1
+            except Exception:
+                pass
+        return n
+
     def reap_stale(self, *, everything: bool = False) -> int:
         """Remove sandboxes whose owning process is gone (all sekbench sandboxes with everything)."""
         removed = 0

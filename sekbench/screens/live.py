@@ -89,11 +89,11 @@ class LiveScreen(TabScreen):
             f"Sessions · {running} running · {len(rows) - running} recently ended")
         table = self.query_one("#session-table", DataGrid)
         table.show_rows([(s["id"], session_cells(s, now)) for s in rows])
-        if self.streaming is None and table.selected_key:
+        if self.streaming is None and table.selected_key and self.is_current:
             self.stream(table.selected_key)
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
-        if event.row_key is not None and event.row_key.value != self.streaming:
+        if event.row_key is not None and event.row_key.value != self.streaming and self.is_current:
             self.stream(event.row_key.value)
 
     def stream(self, session_id: str) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from rich.console import Group
 from rich.text import Text
@@ -37,17 +37,15 @@ class Page:
     rows: list[dict]
     decided: dict[str, str]
     decided_in_queue: int
-    facets: dict = field(default_factory=dict)
 
 
-def fetch_page(store, filters: dict, offset: int, facets: bool) -> Page:
+def fetch_page(store, filters: dict, offset: int) -> Page:
     total = store.count_rollouts(**filters)
     offset = max(0, min(offset, (max(total, 1) - 1) // PAGE * PAGE))
-    rows = store.rollouts(**filters, offset=offset, limit=PAGE)
+    rows = store.rollout_page(**filters, offset=offset, limit=PAGE)
     decided = store.current_decisions()
     return Page(filters, offset, total, rows, decided,
-                store.count_rollouts_among(decided, **filters),
-                store.rollout_facets() if facets else {})
+                store.count_rollouts_among(decided, **filters))
 
 
 def verdict_text(verdict: str | None) -> Text:
@@ -108,6 +106,7 @@ class ReviewScreen(TabScreen):
         self._selected: str | None = None
         self.writes: asyncio.Queue[tuple[str, str, str]] = asyncio.Queue()
         self.decisions_written = 0
+        self._indexed = False
 
     def compose(self) -> ComposeResult:
         yield from self.compose_frame()
@@ -137,16 +136,24 @@ class ReviewScreen(TabScreen):
     # ------------------------------------------------------------------ data
     def reload(self, facets: bool | None = None) -> None:
         filters, offset = dict(self.filters), self.page_offset
-        want_facets = self.page is None if facets is None else facets
-        self.read(lambda s: fetch_page(s, filters, offset, want_facets), self.show)
+        if facets or (facets is None and self.page is None):
+            self.read(self.fetch_facets, self.show_facets, group="facets")
+        self.read(lambda s: fetch_page(s, filters, offset), self.show)
+
+    def fetch_facets(self, store) -> dict:
+        if not self._indexed:  # once per app: makes deep pages index-only reads
+            store.ensure_review_indexes()
+            self._indexed = True
+        return store.rollout_facets()
+
+    def show_facets(self, facets: dict) -> None:
+        self._set_options("#filter-archetype", facets.get("archetypes", []))
+        self._set_options("#filter-operator", facets.get("operators", []))
 
     def show(self, page: Page) -> None:
         if page.filters != self.filters:
             return  # the filters changed while this page was read; a newer read follows
         self.page, self.page_offset = page, page.offset
-        if page.facets:
-            self._set_options("#filter-archetype", page.facets.get("archetypes", []))
-            self._set_options("#filter-operator", page.facets.get("operators", []))
         table = self.query_one("#queue", DataGrid)
         table.show_rows([(r["id"], (r["id"][:12], r["archetype"] or "?", r["operator"] or "?",
                                     verdict_text(r["verdict"]), ", ".join(r["reasons"]),

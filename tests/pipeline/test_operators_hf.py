@@ -91,6 +91,7 @@ def test_cache_falls_back_to_the_common_prefix_when_history_differs(model_dir):
     typed = lambda i, c: f"echo typed-{i}"  # noqa: E731
     banner = "Welcome to box."
     assert drive(reuse, banner, OUTPUTS[:4], typed) == drive(fresh, banner, OUTPUTS[:4], typed)
+    assert 0 < reuse.state.fed_tokens < fresh.state.fed_tokens
 
 
 def _random_adapter(model_dir, out):

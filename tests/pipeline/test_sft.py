@@ -78,7 +78,7 @@ def tiny_data(path: Path, n: int = 2) -> Path:
 def tiny_config(model_dir, data, out, **kw):
     from pipeline.sft import SFTConfig
     base = dict(data=str(data), out=str(out), model=str(model_dir), lr=2e-3, max_steps=4,
-                max_len=128, batch_tokens=256, checkpoint_every=0, lora_r=8, lora_alpha=16,
+                max_len=128, batch_tokens=128, checkpoint_every=0, lora_r=8, lora_alpha=16,
                 lora_dropout=0.0, warmup_ratio=0.0, target_modules=["q_proj", "v_proj"])
     base.update(kw)
     return SFTConfig(**base)
@@ -288,7 +288,7 @@ def _wait(cond, timeout: float, what: str):
 
 def _tiny_flags(model_dir, data, out):
     return ["--data", str(data), "--out", str(out), "--model", str(model_dir), "--max-len", "128",
-            "--batch-tokens", "256", "--lora-r", "4", "--target-modules", "q_proj"]
+            "--batch-tokens", "128", "--lora-r", "4", "--target-modules", "q_proj"]
 
 
 @pytest.mark.model

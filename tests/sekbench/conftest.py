@@ -45,7 +45,7 @@ def make_app(workspace):
 
     def make(mode: str = "scenarios", **kwargs):
         return SekbenchApp(workspace, clock=lambda: T0, watch_files=kwargs.pop("watch_files", False),
-                           mode=mode, **kwargs)
+                           mode=mode, prewarm=kwargs.pop("prewarm", False), **kwargs)
     return make
 
 

@@ -1,0 +1,114 @@
+"""Stage B-D: roll an operator through scenarios in parallel sandboxes, verify, gate, record.
+
+K rollouts per scenario over N workers, each in its own sandbox, with budgets.
+Events stream into the store live. Each finished rollout is committed as it
+finishes, so a killed runner loses none; on SIGINT/SIGTERM the runner stops
+its sessions (ended `interrupted`) and removes its sandboxes.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from typing import Callable
+
+from pipeline.gate import GATE_VERSION, gate
+from pipeline.operators import Operator
+from pipeline.render import get_format
+from pipeline.sandbox import Backend, Limits
+from pipeline.session import Budget, SessionResult, run_session
+from pipeline.store import Store, new_id
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RolloutConfig:
+    operator: str
+    per_scenario: int = 1
+    workers: int = 2
+    seed: int = 0
+    budget: Budget = field(default_factory=lambda: Budget(max_turns=30, max_seconds=300))
+    format: str = "ccpty"
+    options: dict = field(default_factory=dict)
+
+
+def rollout_row(res: SessionResult, scenario: dict, operator_name: str, batch_id: str,
+                fmt: str = "ccpty", extra: dict | None = None) -> dict:
+    """Gate a finished session and shape it into a rollouts row (messages in the render format)."""
+    commands = [t.command for t in res.turns]
+    verdict = gate(commands=commands, end_reason=res.end_reason, verified=res.verified,
+                   retrieve=scenario["provider"]["retrieve"], void=res.void)
+    messages = get_format(fmt).messages(res.transcript)
+    return {
+        "id": new_id(), "session_id": res.session_id, "scenario_id": scenario["id"],
+        "archetype": scenario.get("archetype"), "split": scenario.get("split", "train"),
+        "operator": operator_name, "batch_id": batch_id, "end_reason": res.end_reason,
+        "terminal": res.terminal, "checker_status": res.checker_status,
+        "checker_output": res.checker_output[-4000:] if res.checker_output else "",
+        "verified": None if res.verified is None else int(res.verified),
+        "verdict": verdict.verdict, "reasons": verdict.reasons, "turns": len(res.turns),
+        "seconds": round(res.seconds, 3), "messages": messages,
+        "meta": {"classes": verdict.classes, "gate_version": GATE_VERSION, "format": fmt,
+                 "detail": res.detail, "panic_reason": res.panic_reason, **(extra or {})},
+    }
+
+
+def run_rollouts(*, scenarios: list[dict], backend: Backend, store: Store, cfg: RolloutConfig,
+                 make_operator: Callable[[], Operator], batch_id: str | None = None,
+                 progress: Callable[[dict], None] | None = None,
+                 stop: threading.Event | None = None) -> dict:
+    batch_id = batch_id or new_id()
+    stop = stop or threading.Event()
+    jobs = [(s, k) for s in scenarios for k in range(cfg.per_scenario)]
+    verdicts: Counter = Counter()
+    reasons: Counter = Counter()
+    kept = 0
+    done = 0
+
+    def one(s: dict, k: int) -> dict | None:
+        if stop.is_set():
+            return None
+        op = make_operator()
+        res = run_session(backend=backend, operator=op, store=store, scenario=s,
+                          budget=cfg.budget, limits=Limits(), seed=cfg.seed * 1000 + k,
+                          options={"format": cfg.format, **cfg.options}, batch_id=batch_id,
+                          should_stop=stop.is_set)
+        extra = {"plan": getattr(op, "plan_notes", None), "k": k, "seed": cfg.seed * 1000 + k}
+        row = rollout_row(res, s, op.name, batch_id, cfg.format, extra)
+        if res.end_reason == "interrupted" and stop.is_set():
+            return row  # not stored: an interrupted rollout is no data
+        store.put_rollout(row)
+        store.session_update(res.session_id, rollout_id=row["id"])
+        return row
+
+    pool = ThreadPoolExecutor(max_workers=max(1, cfg.workers))
+    try:
+        futures = [pool.submit(one, s, k) for s, k in jobs]
+        for fut in as_completed(futures):
+            row = fut.result()
+            if row is None or (row["end_reason"] == "interrupted" and stop.is_set()):
+                continue
+            done += 1
+            verdicts[row["verdict"]] += 1
+            kept += row["verdict"] == "kept"
+            for r in row["reasons"]:
+                reasons[r] += 1
+            if progress is not None:
+                progress({"done": done, "total": len(jobs), "kept": kept, "row": row})
+    except KeyboardInterrupt:
+        stop.set()
+        log.warning("stopping: sessions end as interrupted and their sandboxes are removed")
+        try:
+            backend.remove_own()  # running commands end now, not at their timeout
+        except Exception:
+            pass
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+    return {"rollouts": done, "kept": kept, "by_reason": dict(reasons),
+            "by_verdict": dict(verdicts), "batch_id": batch_id}

@@ -1,0 +1,67 @@
+"""`sekbench rollout`: roll an operator through admitted scenarios; verify, gate, record."""
+
+from __future__ import annotations
+
+import sys
+
+NAME = "rollout"
+HELP = "run K rollouts per admitted scenario over N parallel sandboxes, then verify and gate them"
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--operator", required=True, help="reference | script:FILE | http:URL | hf:PATH[@ADAPTER]")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--split", choices=["train", "holdout"], default="train")
+    p.add_argument("--per-scenario", type=int, default=1, help="rollouts per scenario (K)")
+    p.add_argument("--limit", type=int, help="at most this many scenarios")
+    p.add_argument("--archetypes", help="comma-separated archetypes to include")
+    p.add_argument("--model", help="model name for http operators")
+    p.add_argument("--temperature", type=float, help="sampling temperature for model operators")
+    from sekbench.commands.run import add_session_arguments
+    add_session_arguments(p)
+    p.set_defaults(max_seconds=300.0)
+
+
+def operator_options(args) -> dict:
+    opts = {}
+    if getattr(args, "model", None):
+        opts["model"] = args.model
+    if getattr(args, "temperature", None) is not None:
+        opts["temperature"] = args.temperature
+    return opts
+
+
+def run(args, ws) -> dict:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from pipeline.errors import SekbenchError
+    from pipeline.operators import make_operator
+    from pipeline.rollout import RolloutConfig, run_rollouts
+    from pipeline.sandbox import start_backend
+    from pipeline.session import Budget
+    from pipeline.store import Store
+
+    store = Store(ws.db_path)
+    archetypes = [a for a in (args.archetypes or "").split(",") if a] or None
+    scenarios = store.scenarios(split=args.split, admitted=True, archetypes=archetypes,
+                                limit=args.limit)
+    if not scenarios:
+        raise SekbenchError(f"no admitted {args.split} scenarios in the store (run: sekbench author)")
+    options = operator_options(args)
+    make_operator(args.operator, **options)  # fail fast, one line, before any sandbox starts
+    backend = start_backend(args.backend, ws, store)
+    cfg = RolloutConfig(operator=args.operator, per_scenario=args.per_scenario,
+                        workers=args.workers, seed=args.seed, options=options,
+                        budget=Budget(max_turns=args.max_turns, max_seconds=args.max_seconds,
+                                      command_timeout=args.timeout))
+    total = len(scenarios) * args.per_scenario
+    with Progress(TextColumn("[bold]rollout[/]"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("kept {task.fields[kept]}"), TimeElapsedColumn(),
+                  console=__import__("rich.console").console.Console(stderr=True),
+                  transient=False) as bar:
+        task = bar.add_task("rollout", total=total, kept=0)
+        result = run_rollouts(
+            scenarios=scenarios, backend=backend, store=store, cfg=cfg,
+            make_operator=lambda: make_operator(args.operator, **options),
+            progress=lambda p: bar.update(task, completed=p["done"], kept=p["kept"]))
+    return result
