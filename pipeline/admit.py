@@ -95,7 +95,7 @@ def check_discoverable(s: dict, sandbox) -> list[str]:
 
 
 def admit_one(s: dict | None, backend: Backend, *, file: str | None = None,
-              load_error: str | None = None) -> Verdict:
+              load_error: str | None = None, checker_timeout: float | None = None) -> Verdict:
     if s is None:
         return Verdict(None, False, ["invalid"], {"invalid": load_error or "unreadable"}, file=file)
     found = scen.problems(s)
@@ -115,8 +115,16 @@ def admit_one(s: dict | None, backend: Backend, *, file: str | None = None,
             return Verdict(sid, False, ["setup_failed"],
                            {"setup_failed": f"setup {why}: {_one_line(setup.output)}"},
                            file=file, archetype=arch, scenario=s)
-        before = scen.check(sb, s)
-        if before.status == 0:
+        before = scen.check(sb, s, timeout=checker_timeout)
+        hung = before.timed_out
+        if hung:
+            # It would hang every failing rollout the same way, and the reference
+            # session cannot change that, so that session is not run.
+            reasons.append("unsolvable")
+            messages["unsolvable"] = (f"the checker did not finish within "
+                                      f"{checker_timeout or scen.CHECKER_TIMEOUT:g} s on the untouched "
+                                      f"state; a checker must fail fast when the work is not done")
+        elif before.status == 0:
             reasons.append("vacuous_checker")
             messages["vacuous_checker"] = "the checker passes before any work is done"
         problems = check_discoverable(s, sb)
@@ -125,6 +133,8 @@ def admit_one(s: dict | None, backend: Backend, *, file: str | None = None,
             messages["undiscoverable"] = "; ".join(problems)
     finally:
         sb.remove()
+    if hung:
+        return Verdict(sid, False, reasons, messages, file=file, archetype=arch, scenario=s)
     # Sandbox 2, fresh: the reference solution through a real session.
     res = run_session(backend=backend, operator=ScriptOperator(list(s["reference"])), store=None,
                       scenario=s, budget=REFERENCE_BUDGET, limits=ADMISSION_LIMITS)
@@ -144,14 +154,15 @@ def admit_one(s: dict | None, backend: Backend, *, file: str | None = None,
 
 def admit_many(items: Iterable[tuple[dict | None, str | None, str | None]], backend: Backend, *,
                store: Store | None, workers: int = 2, source: str = "file",
-               batch_id: str | None = None, record_scenarios: bool = True) -> list[Verdict]:
+               batch_id: str | None = None, record_scenarios: bool = True,
+               checker_timeout: float | None = None) -> list[Verdict]:
     """Admit (scenario, file, load_error) items in parallel; record every attempt."""
     items = list(items)
 
     def work(item):
         s, file, err = item
         try:
-            v = admit_one(s, backend, file=file, load_error=err)
+            v = admit_one(s, backend, file=file, load_error=err, checker_timeout=checker_timeout)
         except Exception as e:  # a broken sandbox must not lose the rest of the batch
             log.exception("admission crashed")
             sid = (s or {}).get("id") if isinstance(s, dict) else None

@@ -169,9 +169,9 @@ def install(sandbox: Sandbox, s: dict) -> ExecResult:
     return sandbox.exec(s["setup"], timeout=SETUP_TIMEOUT)
 
 
-def check(sandbox: Sandbox, s: dict) -> ExecResult:
+def check(sandbox: Sandbox, s: dict, *, timeout: float | None = None) -> ExecResult:
     """Run the checker as root against the sandbox's current state."""
-    return sandbox.exec(s["checker"], timeout=CHECKER_TIMEOUT)
+    return sandbox.exec(s["checker"], timeout=timeout or CHECKER_TIMEOUT)
 
 
 def resolve(spec: str, store=None) -> dict:

@@ -14,6 +14,8 @@ def add_arguments(p) -> None:
     p.add_argument("--workers", type=int, default=2, help="sandboxes in parallel (default 2)")
     p.add_argument("--backend", choices=["docker", "bwrap"])
     p.add_argument("--split", choices=["train", "holdout"], help="override the files' split")
+    p.add_argument("--checker-timeout", type=float,
+                   help="seconds a checker may run on the untouched state (default 60)")
 
 
 def run(args, ws):
@@ -30,7 +32,8 @@ def run(args, ws):
                 s["split"] = args.split
     store = Store(ws.db_path)
     backend = start_backend(args.backend, ws, store)
-    verdicts = admit_many(items, backend, store=store, workers=args.workers)
+    verdicts = admit_many(items, backend, store=store, workers=args.workers,
+                          checker_timeout=args.checker_timeout)
     if not args.json:
         from rich.console import Console
         from rich.table import Table
