@@ -146,7 +146,7 @@ def admit_one(s: dict | None, backend: Backend, *, file: str | None = None,
             stuck = [t for t in res.turns if t.timed_out]
             extra = f"; `{stuck[0].command}` timed out" if stuck else ""
             messages["unsolvable"] = (f"the checker fails after the reference (status "
-                                      f"{res.checker_status}): {_one_line(res.checker_output, 200)}{extra}")
+                                      f"{res.checker_status}): {_one_line(res.checker_output, 200) or '(no output)'}{extra}")
     admitted = not reasons
     return Verdict(sid, admitted, reasons or ["admitted"], messages, file=file, archetype=arch,
                    scenario=s)

@@ -119,7 +119,7 @@ class ReviewScreen(TabScreen):
         with Horizontal(id="review-body"):
             with Vertical(id="review-left"):
                 yield DataGrid("Rollout", "Archetype", "Operator", "Verdict", "Reasons", "Turns",
-                               "Decision", id="queue")
+                               "Decision", widths=(12, 15, 11, 14, 16, 5, 8), id="queue")
             with Vertical(id="review-right"):
                 yield Static("", id="gate")
                 yield Static("Scrollback", classes="pane-title")

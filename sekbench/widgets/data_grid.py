@@ -11,13 +11,17 @@ class DataGrid(DataTable):
     """Rows are (key, cells); refilling with the same rows does nothing, and the cursor
     stays on the same key when the rows change around it."""
 
-    def __init__(self, *columns: str, id: str | None = None, classes: str | None = None):
+    def __init__(self, *columns: str, widths: Sequence[int] | None = None, id: str | None = None,
+                 classes: str | None = None):
         super().__init__(id=id, classes=classes, cursor_type="row", zebra_stripes=True)
         self._columns = columns
+        self._widths = widths
         self._shown: list[tuple] = []
 
     def on_mount(self) -> None:
-        self.add_columns(*self._columns)
+        # Fixed widths spare measuring every cell of every refill (large, paged tables).
+        for i, label in enumerate(self._columns):
+            self.add_column(label, width=self._widths[i] if self._widths else None)
 
     @property
     def selected_key(self) -> str | None:
