@@ -101,46 +101,34 @@ def session(op, banner: str, turns: int) -> list[str]:
 
 
 def timed(fn):
-    t0 = time.perf_counter()
+    """Wall seconds, and this process's CPU seconds: on a shared machine the second is the
+    steadier figure (other jobs stretch the wall clock, not the work done)."""
+    t0, c0 = time.perf_counter(), time.process_time()
     out = fn()
-    return out, time.perf_counter() - t0
+    return out, time.perf_counter() - t0, time.process_time() - c0
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--turns", type=int, default=12)
-    ap.add_argument("--sessions", type=int, default=4)
-    ap.add_argument("--batch-turns", type=int, default=6, help="turns per session in the batching part")
-    ap.add_argument("--max-new-tokens", type=int, default=24)
-    ap.add_argument("--json", action="store_true")
-    args = ap.parse_args()
-    import torch
-
-    print(f"reproduce: SEKBENCH_HOME={os.environ.get('SEKBENCH_HOME', '~/.local/share/sekbench')} "
-          f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '')} python bench/bench_hf_operator.py "
-          f"--turns {args.turns} --sessions {args.sessions} --batch-turns {args.batch_turns} "
-          f"--max-new-tokens {args.max_new_tokens}", file=sys.stderr)
-    reuse = make_operator("hf:default", max_new_tokens=args.max_new_tokens)
-    fresh = make_operator("hf:default", max_new_tokens=args.max_new_tokens, kv_reuse=False)
-    resident = reuse.resident
-    session(reuse, "warm-up", 1)  # first-call costs (allocator, kernels) out of the timings
-    print(f"device {resident.device}, torch threads {torch.get_num_threads()}", file=sys.stderr)
-
-    # -- 1. KV reuse vs recomputation, one whole session
-    reused, t_reuse = timed(lambda: session(reuse, BANNER, args.turns))
-    recomputed, t_fresh = timed(lambda: session(fresh, BANNER, args.turns))
+def bench_kv_reuse(reuse, fresh, args) -> dict:
+    """One whole session with KV-cache reuse, then the same session re-reading the history."""
+    reused, wall_r, cpu_r = timed(lambda: session(reuse, BANNER, args.turns))
+    recomputed, wall_f, cpu_f = timed(lambda: session(fresh, BANNER, args.turns))
     assert reused == recomputed, f"greedy commands differ:\n{reused}\n{recomputed}"
-    kv = {"turns": args.turns, "reuse_s": round(t_reuse, 2), "recompute_s": round(t_fresh, 2),
-          "ratio": round(t_fresh / t_reuse, 2), "reuse_fed_tokens": reuse.state.fed_tokens,
-          "recompute_fed_tokens": fresh.state.fed_tokens, "commands": reused}
-    print(f"session of {args.turns} turns: KV reuse {t_reuse:.2f}s ({reuse.state.fed_tokens} tokens fed), "
-          f"recompute {t_fresh:.2f}s ({fresh.state.fed_tokens} tokens fed), ratio {t_fresh / t_reuse:.2f}x",
+    print(f"session of {args.turns} turns: KV reuse {wall_r:.2f}s wall / {cpu_r:.2f}s cpu "
+          f"({reuse.state.fed_tokens} tokens fed); recompute {wall_f:.2f}s wall / {cpu_f:.2f}s cpu "
+          f"({fresh.state.fed_tokens} tokens fed); ratio {wall_f / wall_r:.2f}x wall, {cpu_f / cpu_r:.2f}x cpu",
           file=sys.stderr)
+    return {"turns": args.turns, "reuse_s": round(wall_r, 2), "recompute_s": round(wall_f, 2),
+            "ratio": round(wall_f / wall_r, 2), "reuse_cpu_s": round(cpu_r, 2), "recompute_cpu_s": round(cpu_f, 2),
+            "cpu_ratio": round(cpu_f / cpu_r, 2), "reuse_fed_tokens": reuse.state.fed_tokens,
+            "recompute_fed_tokens": fresh.state.fed_tokens, "commands": reused}
 
-    # -- 2. N concurrent sessions, batched vs one at a time
+
+def bench_batching(args) -> dict:
+    """N sessions one at a time, then the same N on their own threads, batched by the resident."""
     banners = [f"{BANNER}\nSession {i} of {args.sessions} on box-{i}." for i in range(args.sessions)]
     ops = [make_operator("hf:default", max_new_tokens=args.max_new_tokens) for _ in banners]
-    one_by_one, t_seq = timed(lambda: [session(op, b, args.batch_turns) for op, b in zip(ops, banners)])
+    resident = ops[0].resident
+    one_by_one, wall_s, cpu_s = timed(lambda: [session(op, b, args.batch_turns) for op, b in zip(ops, banners)])
 
     results: list = [None] * len(ops)
     gate = threading.Barrier(len(ops))
@@ -158,15 +146,45 @@ def main() -> int:
         return results
 
     resident.largest_batch = 0
-    batched, t_batch = timed(concurrently)
+    batched, wall_b, cpu_b = timed(concurrently)
     assert batched == one_by_one, f"batched commands differ:\n{batched}\n{one_by_one}"
     total = args.sessions * args.batch_turns
-    batch = {"sessions": args.sessions, "turns_each": args.batch_turns,
-             "sequential_turns_per_s": round(total / t_seq, 3), "batched_turns_per_s": round(total / t_batch, 3),
-             "ratio": round(t_seq / t_batch, 2), "largest_batch": resident.largest_batch}
-    print(f"{args.sessions} sessions x {args.batch_turns} turns: one at a time {total / t_seq:.2f} turns/s "
-          f"({t_seq:.1f}s), batched {total / t_batch:.2f} turns/s ({t_batch:.1f}s), ratio {t_seq / t_batch:.2f}x, "
+    print(f"{args.sessions} sessions x {args.batch_turns} turns: one at a time {total / wall_s:.2f} turns/s "
+          f"({wall_s:.1f}s wall / {cpu_s:.1f}s cpu), batched {total / wall_b:.2f} turns/s "
+          f"({wall_b:.1f}s wall / {cpu_b:.1f}s cpu); ratio {wall_s / wall_b:.2f}x wall, {cpu_s / cpu_b:.2f}x cpu; "
           f"largest batch {resident.largest_batch}", file=sys.stderr)
+    return {"sessions": args.sessions, "turns_each": args.batch_turns,
+            "sequential_turns_per_s": round(total / wall_s, 3), "batched_turns_per_s": round(total / wall_b, 3),
+            "ratio": round(wall_s / wall_b, 2), "cpu_ratio": round(cpu_s / cpu_b, 2),
+            "largest_batch": resident.largest_batch}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--turns", type=int, default=12)
+    ap.add_argument("--sessions", type=int, default=4)
+    ap.add_argument("--batch-turns", type=int, default=6, help="turns per session in the batching part")
+    ap.add_argument("--max-new-tokens", type=int, default=24)
+    ap.add_argument("--part", choices=["all", "kv", "batch"], default="all")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    import torch
+
+    print(f"reproduce: SEKBENCH_HOME={os.environ.get('SEKBENCH_HOME', '~/.local/share/sekbench')} "
+          f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '')} python bench/bench_hf_operator.py "
+          f"--turns {args.turns} --sessions {args.sessions} --batch-turns {args.batch_turns} "
+          f"--max-new-tokens {args.max_new_tokens} --part {args.part}", file=sys.stderr)
+    reuse = make_operator("hf:default", max_new_tokens=args.max_new_tokens)
+    fresh = make_operator("hf:default", max_new_tokens=args.max_new_tokens, kv_reuse=False)
+    resident = reuse.resident
+    session(reuse, "warm-up", 1)  # first-call costs (allocator, kernels) out of the timings
+    print(f"device {resident.device}, torch threads {torch.get_num_threads()}", file=sys.stderr)
+
+    kv = batch = None
+    if args.part in ("all", "kv"):
+        kv = bench_kv_reuse(reuse, fresh, args)
+    if args.part in ("all", "batch"):
+        batch = bench_batching(args)
     if args.json:
         print(json.dumps({"kv_reuse": kv, "batching": batch, "device": resident.device,
                           "threads": torch.get_num_threads()}))

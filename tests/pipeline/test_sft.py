@@ -300,10 +300,14 @@ def test_sigterm_saves_a_checkpoint_and_marks_the_job_interrupted(model_dir, tmp
     proc = _cli(ws, *_tiny_flags(model_dir, tiny_data(tmp_path / "d.jsonl"), out),
                 "--max-steps", "10000", "--checkpoint-every", "0")
     store = Store(ws.db_path)
-    job = _wait(lambda: (store.jobs("sft") or [None])[0], 60, "the job row")
-    _wait(lambda: store.metrics(job["id"]), 180, "the first step")
-    proc.send_signal(signal.SIGTERM)
-    stdout, stderr = proc.communicate(timeout=120)
+    try:
+        job = _wait(lambda: (store.jobs("sft") or [None])[0], 60, "the job row")
+        _wait(lambda: store.metrics(job["id"]), 180, "the first step")
+        proc.send_signal(signal.SIGTERM)
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
     assert proc.returncode == 128 + signal.SIGTERM, stderr
     result = json.loads(stdout)
     assert result["status"] == "interrupted" and "--resume" in stderr
@@ -325,9 +329,11 @@ def test_a_killed_background_job_is_marked_failed_not_left_running(model_dir, tm
     started = json.loads(stdout)
     assert set(started) >= {"job_id", "pid", "log"} and Path(started["log"]).exists()
     store = Store(ws.db_path)
-    _wait(lambda: store.job(started["job_id"])["status"] == "running", 60, "the job to run")
-    assert store.job(started["job_id"])["pid"] == started["pid"]
-    os.kill(started["pid"], signal.SIGKILL)
+    try:
+        _wait(lambda: store.job(started["job_id"])["status"] == "running", 60, "the job to run")
+        assert store.job(started["job_id"])["pid"] == started["pid"]
+    finally:
+        os.kill(started["pid"], signal.SIGKILL)
     _wait(lambda: not pid_alive(started["pid"]), 30, "the process to die")
     assert store.mark_interrupted() >= 1
     job = store.job(started["job_id"])
