@@ -58,7 +58,7 @@ class SFTConfig:
                                  "gate_proj", "up_proj", "down_proj"],
         metadata={"help": "module names that get LoRA adapters"})
     max_len: int = _f(2048, "longest trajectory in tokens; longer ones are dropped and reported")
-    batch_tokens: int = _f(4096, "token budget of one batch: rows x longest row")
+    batch_tokens: int = _f(2048, "token budget of one batch: rows x longest row")
     checkpoint_every: int = _f(50, "write a checkpoint every K steps (0: only at the end or on stop)")
     keep_checkpoints: int = _f(2, "complete checkpoints to keep")
     log_every: int = _f(1, "print a progress line every K steps (metrics are stored every step)")
@@ -371,16 +371,18 @@ def train(cfg: SFTConfig, *, resume: bool = False, recorder: Recorder | None = N
                 epoch_batches = {epoch: length_grouped_batches(data.examples, cfg.batch_tokens,
                                                                cfg.seed, epoch)}
             batch = [data.examples[i] for i in epoch_batches[epoch][k]]
-            ids, labels, mask = collate(batch, tokenizer.pad_token_id)
+            ids, labels, _ = collate(batch, tokenizer.pad_token_id)
             ids, labels = ids.to(device), labels.to(device)
-            mask = mask.to(device) if mask is not None else None
             n_tokens = sum(len(e.input_ids) for e in batch)
             lr = lr_at(step, total, cfg)
             for g in optimizer.param_groups:
                 g["lr"] = lr
 
             t0 = time.perf_counter()
-            loss = selective_loss(model, ids, labels, mask)
+            # Padding is on the right and attention is causal, so no real token can see a pad:
+            # the mask changes nothing we score, and leaving it out keeps attention on its fused
+            # causal kernel instead of materialising (rows, heads, len, len) scores.
+            loss = selective_loss(model, ids, labels, None)
             loss.backward()
             grad_norm = (torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
                          if cfg.max_grad_norm > 0 else

@@ -156,6 +156,12 @@ class Store:
                     "id": str, "job_id": str, "kind": str, "created_at": float,
                     "body": str, "markdown": str,
                 }, pk="id")
+            # The Review queue pages by (created_at, id) and filters by operator; with these
+            # a page deep in 100,000 rollouts is read from the index alone.
+            self.db.conn.execute("create index if not exists idx_rollouts_created_id "
+                                 "on rollouts(created_at, id)")
+            self.db.conn.execute("create index if not exists idx_rollouts_operator "
+                                 "on rollouts(operator)")
             if not t("meta").exists():
                 t("meta").create({"key": str, "value": str}, pk="key")
                 t("meta").insert({"key": "schema", "value": str(SCHEMA_VERSION)})
@@ -492,16 +498,6 @@ class WorkbenchStore(Store):
         """The highest event seq of a session (-1 when none)."""
         rows = self.query("select max(seq) m from events where session_id = ?", [sid])
         return rows[0]["m"] if rows and rows[0]["m"] is not None else -1
-
-    def ensure_review_indexes(self) -> None:
-        """Indexes the Review queue pages by (created_at, id) and filters by operator.
-
-        Idempotent; with them, a page deep in 100,000 rollouts is read from the index alone."""
-        with self._lock:
-            self.db.conn.execute("create index if not exists idx_rollouts_created_id "
-                                 "on rollouts(created_at, id)")
-            self.db.conn.execute("create index if not exists idx_rollouts_operator "
-                                 "on rollouts(operator)")
 
     def rollout_page(self, *, offset: int = 0, limit: int = 100, **filters: Any) -> list[dict]:
         """The same rows and order as rollouts(), but the offset is skipped in an index

@@ -106,7 +106,6 @@ class ReviewScreen(TabScreen):
         self._selected: str | None = None
         self.writes: asyncio.Queue[tuple[str, str, str]] = asyncio.Queue()
         self.decisions_written = 0
-        self._indexed = False
 
     def compose(self) -> ComposeResult:
         yield from self.compose_frame()
@@ -141,9 +140,6 @@ class ReviewScreen(TabScreen):
         self.read(lambda s: fetch_page(s, filters, offset), self.show)
 
     def fetch_facets(self, store) -> dict:
-        if not self._indexed:  # once per app: makes deep pages index-only reads
-            store.ensure_review_indexes()
-            self._indexed = True
         return store.rollout_facets()
 
     def show_facets(self, facets: dict) -> None:

@@ -195,7 +195,7 @@ def test_lr_warms_up_then_decays_to_the_floor():
 
 # ------------------------------------------------------------------- the model
 @pytest.mark.model
-def test_selective_head_loss_equals_the_full_logits_loss(model_dir, tokenizer, tmp_path):
+def test_selective_head_without_padding_mask_equals_the_full_logits_loss(model_dir, tokenizer, tmp_path):
     import torch
     from pipeline.sft import full_logits_loss, load_lora_model, selective_loss
     cfg = tiny_config(model_dir, tiny_data(tmp_path / "d.jsonl"), tmp_path / "o")
@@ -206,7 +206,7 @@ def test_selective_head_loss_equals_the_full_logits_loss(model_dir, tokenizer, t
     assert mask is not None
     model = load_lora_model(cfg, "cpu").eval()
     with torch.no_grad():
-        a = selective_loss(model, ids, labels, mask)
+        a = selective_loss(model, ids, labels, None)   # as the loop calls it: no padding mask
         b = full_logits_loss(model, ids, labels, mask)
     assert a.item() == pytest.approx(b.item(), rel=1e-4)
 
