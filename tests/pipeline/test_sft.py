@@ -229,7 +229,11 @@ def test_tiny_fit_lowers_the_loss_and_writes_a_self_describing_adapter(model_dir
     assert rec["config"]["lr"] == 2e-3 and rec["config"]["target_modules"] == ["q_proj", "v_proj"]
     assert rec["metrics"]["final_loss"] == result["final_loss"] and rec["steps"] == 5
     assert (out / "adapter_config.json").is_file() and (out / "adapter_model.safetensors").is_file()
-    assert list((out / "tb").glob("events.out.tfevents.*"))
+    try:
+        import tensorboard  # noqa: F401
+        assert list((out / "tb").glob("events.out.tfevents.*"))
+    except ImportError:   # optional: the store still has every metric
+        pass
 
     store = Store(ws.db_path)
     job = store.job(result["job_id"])

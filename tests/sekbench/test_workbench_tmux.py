@@ -39,8 +39,13 @@ def wait_pane(name: str, text: str, timeout: float = 20.0) -> str:
 
 def test_person_curates_a_trajectory_in_tmux(workspace):
     name = f"sekbench-{uuid.uuid4().hex[:8]}"
+    # the real entry point where it is installed beside this Python (scripts/setup.sh's venv),
+    # else the same main() through -m
+    script = Path(sys.executable).parent / "sekbench"
+    launch = shlex.quote(str(script)) if script.exists() else \
+        f"{shlex.quote(sys.executable)} -m sekbench.cli"
     command = (f"cd {shlex.quote(str(ROOT))} && SEKBENCH_HOME={shlex.quote(str(workspace.root))} "
-               f"PYTHONPATH={shlex.quote(str(ROOT))} {shlex.quote(sys.executable)} -m sekbench.app")
+               f"PYTHONPATH={shlex.quote(str(ROOT))} {launch}")
     subprocess.run(["tmux", "new-session", "-d", "-s", name, "-x", "140", "-y", "40", command],
                    check=True, env={**os.environ, "TERM": "xterm-256color"})
     try:
