@@ -186,8 +186,13 @@ def _drive(res: SessionResult, rec: Recorder, sandbox, operator: Operator, scena
             return
         res.transcript.banner = res.banner
         rec.event("banner", res.banner)
-        operator.begin(SessionContext(scenario=scenario, seed=seed, session_id=res.session_id,
-                                      options=options))
+        try:
+            operator.begin(SessionContext(scenario=scenario, seed=seed, session_id=res.session_id,
+                                          options=options))
+        except (SekbenchError, OperatorError) as e:
+            res.end_reason, res.detail = "operator_error", str(e)
+            res.void = getattr(e, "void", True)
+            return
         while True:
             idx = len(res.turns)
             elapsed = time.monotonic() - started

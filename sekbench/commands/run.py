@@ -42,7 +42,10 @@ def run_one(args, ws, operator) -> dict:
 
 
 def run(args, ws) -> dict:
+    from pipeline.errors import SekbenchError
     from pipeline.operators import make_operator
+    if args.operator == "reference" and not args.scenario:
+        raise SekbenchError("the reference operator needs a scenario (--scenario ID_OR_FILE)")
     options = {"model": args.model} if args.model else {}
     operator = make_operator(args.operator, **options)
     return run_one(args, ws, operator)
