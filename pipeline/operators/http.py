@@ -61,11 +61,16 @@ class HttpOperator:
         self.format = get_format(format)
         self.prefix = list(prefix or [])
         self._session_seed: int | None = seed
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._client = httpx.Client(headers=headers, timeout=httpx.Timeout(timeout),
-                                    follow_redirects=False, trust_env=False)
+        self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._client = self._new_client()
+
+    def _new_client(self) -> httpx.Client:
+        return httpx.Client(headers=self._headers, timeout=httpx.Timeout(self.timeout),
+                            follow_redirects=False, trust_env=False)
 
     def begin(self, ctx: SessionContext) -> None:
+        if self._client.is_closed:  # the same operator may serve session after session
+            self._client = self._new_client()
         opts = ctx.options or {}
         if "format" in opts:
             self.format = get_format(opts["format"])

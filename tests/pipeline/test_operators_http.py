@@ -64,7 +64,7 @@ def canned():
     """A loopback server answering with canned replies; yields (base URL, handler class)."""
     handler = type("Handler", (_Canned,), {"replies": [], "seen": []})
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     try:
         yield f"http://127.0.0.1:{server.server_address[1]}", handler
@@ -134,6 +134,17 @@ def test_request_and_first_line(canned, monkeypatch):
     assert body["max_tokens"] == 32 and body["seed"] == 5
     assert [m["role"] for m in body["messages"]] == ["system", "user", "user", "assistant", "user", "user"]
     assert body["messages"][-1]["content"] == PROMPT
+
+
+def test_operator_serves_another_session_after_close(canned):
+    url, handler = canned
+    handler.replies = [(200, completion("id"))]
+    op = quick(url)
+    op.begin(SessionContext())
+    assert op.next_command(transcript()) == "id"
+    op.close()
+    op.begin(SessionContext())
+    assert op.next_command(transcript()) == "id"
 
 
 def test_empty_and_null_content_is_an_empty_command(canned):
