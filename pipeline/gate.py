@@ -33,7 +33,7 @@ PROSE_OPENERS = {
     "system", "answer:", "output:", "command:", "step",
 }
 SHELL_META = re.compile(r"[|;&<>$`=*]|\\\S|^\S*/")
-PROMPT_ECHO = re.compile(r"^\s*(?:[\w.-]+@[\w.-]+:[^\s]*\s?[$#]|[$#%>])\s")
+PROMPT_ECHO = re.compile(r"^\s*(?:[\w.-]+@[\w.-]+:[^\s]*?[$#]|[$#%>])(?:\s|$)")
 TEMPLATE_TOKEN = re.compile(r"<\|[a-z_]+\|>|\[/?INST\]|<s>|</s>")
 WORK_VERBS = {"mkdir", "mv", "cp", "rm", "rmdir", "chmod", "chown", "touch", "tar", "gzip",
               "gunzip", "ln", "tee", "truncate", "install", "unzip", "zip", "dd"}

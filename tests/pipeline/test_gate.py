@@ -29,6 +29,8 @@ LABELLED = [
     ("To find your assignments, run orders --help", "prose"),
     ("", "prose"),
     ("sek@box:~$ ls", "over_imitation"),
+    ("sek@box:~$", "over_imitation"),                 # SmolLM2's favourite: typing the prompt
+    ("sek@box:/tmp#", "over_imitation"),
     ("$ ls -la", "over_imitation"),
     ("ls<|im_end|>", "over_imitation"),
     ("ls\ncat notes.txt", "over_imitation"),
