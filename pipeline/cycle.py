@@ -1,0 +1,231 @@
+"""The whole loop on local defaults: author -> rollout -> export -> sft -> eval -> lift.
+
+Procedural scenarios over the nine archetypes, two whole archetypes held out;
+the reference operator rolled through the training split; its kept trajectories
+(this cycle's only, never a held-out archetype) exported; a LoRA fitted on the
+default model (SmolLM2-135M-Instruct on the CPU); base and tuned evaluated on the
+held-out scenarios. Every stage reports progress through a `CycleUI` and its
+wall time; the result carries the eval's lift table, whatever it says.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from pipeline.errors import SekbenchError
+
+STAGES = ("author", "rollout", "export", "sft", "eval")
+
+
+def _f(default, help: str, **kw):
+    return field(default=default, metadata={"help": help}, **kw)
+
+
+@dataclass
+class CycleConfig:
+    count: int = _f(90, "scenarios to author (round-robin over the nine archetypes)")
+    seed: int = _f(0, "authoring seed; also the rollout and eval seed")
+    holdout_archetypes: list[str] = field(default_factory=lambda: ["search_count", "file_transform"],
+                                          metadata={"help": "archetypes kept out of training"})
+    per_scenario: int = _f(2, "reference rollouts per training scenario (seeded variation)")
+    workers: int = _f(2, "sandboxes at once while authoring and rolling out")
+    model: str = _f("default", "base model (default: the prepared SmolLM2-135M-Instruct)")
+    max_steps: int = _f(120, "SFT optimizer steps (sized so the cycle fits 30 min on 2 cores)")
+    lr: float = _f(1e-3, "SFT peak learning rate")
+    batch_tokens: int = _f(4096, "SFT token budget per batch")
+    max_len: int = _f(2048, "SFT longest trajectory in tokens")
+    device: str = _f("auto", "SFT and eval device: auto, cpu, cuda")
+    eval_limit: int | None = _f(None, "at most this many held-out scenarios in the eval")
+    eval_max_turns: int = _f(15, "eval turn budget")
+    eval_workers: int = _f(4, "eval sessions at once")
+    backend: str | None = _f(None, "docker or bwrap")
+
+    def __post_init__(self):
+        from pipeline.author.procedural import ARCHETYPES
+        unknown = set(self.holdout_archetypes) - set(ARCHETYPES)
+        if unknown:
+            raise SekbenchError(f"unknown holdout archetypes: {', '.join(sorted(unknown))}")
+        if len(set(self.holdout_archetypes)) >= len(ARCHETYPES):
+            raise SekbenchError("hold out fewer archetypes than there are")
+        if self.count < len(ARCHETYPES):
+            raise SekbenchError(f"count must be at least {len(ARCHETYPES)} (one per archetype)")
+        if self.max_steps < 1:
+            raise SekbenchError("max_steps must be >= 1")
+
+
+class CycleUI(Protocol):
+    def stage(self, name: str, total: int | None, note: str = "") -> None: ...
+    def advance(self, name: str, done: int, **fields) -> None: ...
+    def stage_done(self, name: str, seconds: float, summary: dict) -> None: ...
+    def eval_progress(self, side: str, p: dict) -> None: ...
+
+
+class _Quiet:
+    def stage(self, name, total, note=""): pass
+    def advance(self, name, done, **fields): pass
+    def stage_done(self, name, seconds, summary): pass
+    def eval_progress(self, side, p): pass
+
+
+# ----------------------------------------------------------------- stages
+def author(ws, store, backend, cfg: CycleConfig, ui: CycleUI, batch: str) -> dict:
+    from pipeline.admit import admit_many
+    from pipeline.author.procedural import generate
+    scenarios = generate(cfg.count, cfg.seed)
+    holdout = set(cfg.holdout_archetypes)
+    for s in scenarios:
+        s["split"] = "holdout" if s["archetype"] in holdout else "train"
+    ui.stage("author", len(scenarios), f"{len(scenarios)} scenarios, holdout "
+                                       f"{', '.join(sorted(holdout))}")
+    verdicts = []
+    chunk = max(1, cfg.workers * 2)
+    for i in range(0, len(scenarios), chunk):
+        verdicts += admit_many(((s, None, None) for s in scenarios[i:i + chunk]), backend,
+                               store=store, workers=cfg.workers, source="procedural", batch_id=batch)
+        ui.advance("author", len(verdicts), admitted=sum(v.admitted for v in verdicts))
+    admitted = [v.scenario for v in verdicts if v.admitted and v.scenario]
+    by_arch: dict[str, dict[str, int]] = {}
+    for v in verdicts:
+        row = by_arch.setdefault(v.archetype or "?", {"admitted": 0, "attempted": 0})
+        row["attempted"] += 1
+        row["admitted"] += int(v.admitted)
+    return {"admitted": len(admitted), "rejected": len(verdicts) - len(admitted),
+            "by_archetype": by_arch,
+            "rejected_by_reason": dict(Counter(r for v in verdicts if not v.admitted for r in v.reasons)),
+            "train": [s["id"] for s in admitted if s["split"] == "train"],
+            "holdout": [s["id"] for s in admitted if s["split"] == "holdout"]}
+
+
+def rollout(ws, store, backend, cfg: CycleConfig, ui: CycleUI, train_ids: list[str], batch: str) -> dict:
+    from pipeline.operators import make_operator
+    from pipeline.rollout import RolloutConfig, run_rollouts
+    from pipeline.session import Budget
+    scenarios = [store.scenario(i) for i in train_ids]
+    total = len(scenarios) * cfg.per_scenario
+    ui.stage("rollout", total, f"reference operator, {cfg.per_scenario} per scenario")
+    rcfg = RolloutConfig(operator="reference", per_scenario=cfg.per_scenario, workers=cfg.workers,
+                         seed=cfg.seed, budget=Budget(max_turns=30, max_seconds=300))
+    return run_rollouts(scenarios=scenarios, backend=backend, store=store, cfg=rcfg,
+                        make_operator=lambda: make_operator("reference"), batch_id=batch,
+                        progress=lambda p: ui.advance("rollout", p["done"], kept=p["kept"]))
+
+
+def export(store, out: Path, batch: str, holdout: set[str]) -> dict:
+    """This cycle's kept trajectories (curator decisions applied), in export's line shape;
+    a held-out archetype never gets in."""
+    from pipeline.gate import GATE_VERSION
+    from pipeline.record import selected
+    out.parent.mkdir(parents=True, exist_ok=True)
+    counts: Counter = Counter()
+    lines = []
+    for r in selected(store, "train"):
+        if r["batch_id"] != batch:
+            continue
+        if r["archetype"] in holdout:
+            raise SekbenchError(f"held-out archetype {r['archetype']} in the training rollouts")
+        lines.append(json.dumps({
+            "messages": r["messages"], "scenario_id": r["scenario_id"], "archetype": r["archetype"],
+            "split": r["split"], "rollout_id": r["id"], "operator": r["operator"],
+            "outcome": {"end_reason": r["end_reason"], "verified": bool(r["verified"]),
+                        "verdict": r["verdict"], "reasons": r["reasons"],
+                        "decision": r["decision"], "turns": r["turns"]}}, ensure_ascii=False) + "\n")
+        counts[r["archetype"]] += 1
+    if not lines:
+        raise SekbenchError("the reference rollouts kept no trajectory; nothing to train on")
+    data = "".join(lines).encode()
+    out.write_bytes(data)
+    manifest = {"path": str(out), "sha256": hashlib.sha256(data).hexdigest(),
+                "trajectories": len(lines), "split": "train", "batch_id": batch,
+                "by_archetype": dict(sorted(counts.items())), "holdout_archetypes": sorted(holdout),
+                "config": {"render_format": ["ccpty"], "gate_version": GATE_VERSION,
+                           "decisions_applied": True},
+                "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    Path(str(out) + ".manifest.json").write_text(json.dumps(manifest, indent=2))
+    return manifest
+
+
+def sft(ws, cfg: CycleConfig, ui: CycleUI, data: str, out: Path) -> dict:
+    from pipeline import sft as sft_mod
+    from pipeline.models import resolve_model
+    ui.stage("sft", cfg.max_steps, f"LoRA on {cfg.model}, {cfg.max_steps} steps")
+    scfg = sft_mod.SFTConfig(data=data, out=str(out), model=str(resolve_model(cfg.model, ws)),
+                             max_steps=cfg.max_steps, lr=cfg.lr, batch_tokens=cfg.batch_tokens,
+                             max_len=cfg.max_len, device=cfg.device, seed=cfg.seed,
+                             checkpoint_every=0)
+    result = sft_mod.run_job(ws, scfg)
+    if result["status"] != "succeeded":
+        raise KeyboardInterrupt  # the fit was stopped by a signal: the cycle stops with it
+    return result
+
+
+def evaluate(ws, cfg: CycleConfig, ui: CycleUI, adapter: str, holdout_ids: list[str], backend) -> dict:
+    from pipeline.eval import EvalConfig, run_job
+    ecfg = EvalConfig(model=cfg.model, adapter=adapter, scenario_ids=holdout_ids,
+                      limit=cfg.eval_limit, seed=cfg.seed, max_turns=cfg.eval_max_turns,
+                      workers=cfg.eval_workers, backend=cfg.backend)
+    n = min(len(holdout_ids), cfg.eval_limit or len(holdout_ids))
+    ui.stage("eval", n * 2, f"base vs tuned on {n} held-out scenarios")
+    return run_job(ws, ecfg, progress=ui.eval_progress, backend=backend)
+
+
+# ----------------------------------------------------------------- the cycle
+def run_cycle(ws, cfg: CycleConfig, ui: CycleUI | None = None, job_id: str | None = None) -> dict:
+    from pipeline.sandbox import start_backend
+    from pipeline.store import Store, new_id, now
+
+    ui = ui or _Quiet()
+    store = Store(ws.db_path)
+    job_id = job_id or store.job_create("cycle", {"config": asdict(cfg)})
+    store.job_update(job_id, status="running", pid=os.getpid(), host=socket.gethostname(),
+                     started_at=now())
+    tag = f"cycle-{time.strftime('%Y%m%d-%H%M%S')}-{new_id()[:4]}"
+    seconds: dict[str, float] = {}
+    result: dict = {"job_id": job_id, "tag": tag, "config": asdict(cfg), "seconds": seconds}
+    t_all = time.monotonic()
+
+    def timed(name, fn, *a):
+        t0 = time.monotonic()
+        out = fn(*a)
+        seconds[name] = round(time.monotonic() - t0, 1)
+        ui.stage_done(name, seconds[name], out if isinstance(out, dict) else {})
+        return out
+
+    try:
+        backend = start_backend(cfg.backend, ws, store)
+        authored = timed("author", author, ws, store, backend, cfg, ui, f"{tag}-author")
+        if not authored["train"] or not authored["holdout"]:
+            raise SekbenchError("authoring admitted no training or no held-out scenario")
+        result["author"] = {k: v for k, v in authored.items() if k not in ("train", "holdout")}
+        rolled = timed("rollout", rollout, ws, store, backend, cfg, ui, authored["train"],
+                       f"{tag}-rollout")
+        result["rollout"] = rolled
+        ui.stage("export", None, "kept trajectories of this cycle")
+        manifest = timed("export", export, store, ws.exports / f"{tag}.jsonl", f"{tag}-rollout",
+                         set(cfg.holdout_archetypes))
+        result["export"] = {k: manifest[k] for k in ("path", "trajectories", "sha256", "by_archetype")}
+        fitted = timed("sft", sft, ws, cfg, ui, manifest["path"], ws.adapters / tag)
+        result["sft"] = {k: fitted.get(k) for k in ("adapter", "steps", "first_loss", "final_loss",
+                                                    "tokens_per_s", "job_id")}
+        evald = timed("eval", evaluate, ws, cfg, ui, fitted["adapter"], authored["holdout"], backend)
+        result["eval"] = evald
+        seconds["total"] = round(time.monotonic() - t_all, 1)
+    except KeyboardInterrupt:
+        store.job_update(job_id, status="interrupted", ended_at=now(), error="interrupted",
+                         result=result)
+        raise
+    except BaseException as e:
+        store.job_update(job_id, status="failed", ended_at=now(), error=str(e) or type(e).__name__,
+                         result=result)
+        raise
+    store.job_update(job_id, status="succeeded", ended_at=now(),
+                     result={"seconds": seconds, "base": evald["base"], "tuned": evald["tuned"],
+                             "lift": evald["lift"], "report": evald["report"], "sft": result["sft"]})
+    return result

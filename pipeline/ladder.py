@@ -1,0 +1,256 @@
+"""The priming ladder: synthetic-history configs C0-C6 x operators x N sessions.
+
+Each config (assets/ladder/CN.json) is a list of fabricated messages put before
+the live session (the `prefix` option of the http and hf operators), a render
+format, and a stop sequence. Every session is classified on the study's two
+axes, reported apart because they dissociate:
+
+- command-mode: the model kept issuing command-like turns with no drift into
+  raw prose (at least one `command` turn and no `prose` turn; over-imitation
+  and `echo` of prose still count, as in the study);
+- exit: the session ended with `exit` typed by the model.
+
+The seeds are written in the study's names (alice@sek). By default the user,
+home and prompt are replaced with the live sandbox's, because what the study
+found to be the lever is a prompt turn token-identical to what the live shell
+emits; `literal=True` keeps the study's names.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from pipeline.errors import SekbenchError
+from pipeline.gate import classify_turn
+
+LADDER_DIR = Path(__file__).resolve().parent.parent / "assets" / "ladder"
+CONFIGS = ("C0", "C1", "C2", "C3", "C4", "C5", "C6")
+VARIABLES = ("device", "user", "home", "prompt")
+LIMITATIONS = [
+    "The http and hf operators cut every completion at its first newline and the session runs only "
+    "the first line, whatever the config's stop says: configs without stop-at-newline (all but C5) "
+    "cannot over-imitate across lines here, so C4 and C5 run alike.",
+]
+
+
+# ----------------------------------------------------------------- configs
+def load_config(name: str) -> dict:
+    """A ladder config by name (C0..C6) or path to a JSON file of the same shape."""
+    path = Path(name)
+    if not path.suffix:
+        path = LADDER_DIR / f"{name.upper()}.json"
+    if not path.is_file():
+        raise SekbenchError(f"no ladder config {name!r} (known: {', '.join(CONFIGS)})")
+    try:
+        cfg = json.loads(path.read_text())
+    except ValueError as e:
+        raise SekbenchError(f"{path}: not JSON ({e})") from None
+    for key in ("name", "description", "format", "stop", "prefix"):
+        if key not in cfg:
+            raise SekbenchError(f"{path}: ladder config lacks {key!r}")
+    return cfg
+
+
+def live_variables() -> dict[str, str]:
+    """The values the live sandbox shows: its user, home, and the prompt the model reads."""
+    from pipeline.sandbox import SESSION_HOME, SESSION_USER
+    from pipeline.shell import display_prompt
+    return {"user": SESSION_USER, "home": SESSION_HOME, "prompt": display_prompt(SESSION_HOME)}
+
+
+def prefix(cfg: dict, *, literal: bool = False) -> list[dict]:
+    """The config's messages with its variables filled in (live sandbox values unless literal)."""
+    values = dict(cfg.get("variables") or {})
+    if not literal:
+        values.update(live_variables())
+    out = []
+    for m in cfg["prefix"]:
+        text = m["content"]
+        for k, v in values.items():
+            text = text.replace("{" + k + "}", v)
+        out.append({"role": m["role"], "content": text})
+    return out
+
+
+# ----------------------------------------------------------------- classification
+def classify_session(commands: list[str], end_reason: str) -> dict:
+    classes = [classify_turn(c) for c in commands]
+    command_mode = "command" in classes and "prose" not in classes
+    exited = end_reason == "exit"
+    return {"command_mode": command_mode, "exit": exited, "clean": command_mode and exited,
+            "strict": bool(classes) and all(c == "command" for c in classes), "classes": classes}
+
+
+VOID_ENDS = {"sandbox_died", "interrupted"}
+
+
+# ----------------------------------------------------------------- the run
+@dataclass
+class LadderConfig:
+    operators: list[str] = field(default_factory=lambda: ["hf:default"])
+    configs: list[str] = field(default_factory=lambda: list(CONFIGS))
+    n: int = 5
+    scenario_ids: list[str] | None = None      # sessions cycle through these; None: an empty sandbox
+    temperature: float = 0.7                   # the study's
+    max_new_tokens: int = 64
+    max_turns: int = 20
+    max_seconds: float = 120.0                 # the study's per-session budget
+    command_timeout: float = 15.0
+    workers: int = 4
+    seed: int = 0
+    literal: bool = False
+    backend: str | None = None
+
+    def __post_init__(self):
+        if self.n < 1 or self.workers < 1:
+            raise SekbenchError("n and workers must be >= 1")
+        if not self.operators:
+            raise SekbenchError("the ladder needs at least one --operator")
+
+
+def label(spec: str) -> str:
+    """A short column name: hf:default@/long/path/adapter-x -> hf:default@adapter-x."""
+    head, at, adapter = spec.partition("@")
+    return head + (at + Path(adapter).name if at else "")
+
+
+def run_ladder(*, ws, store, cfg: LadderConfig, backend=None, job_id: str | None = None,
+               progress: Callable[[dict], None] | None = None,
+               stop: threading.Event | None = None) -> dict:
+    from pipeline.operators import make_operator
+    from pipeline.sandbox import Limits, start_backend
+    from pipeline.session import Budget, run_session
+    from pipeline.store import new_id
+
+    configs = {c: load_config(c) for c in cfg.configs}
+    scenarios = [store.scenario(i) for i in (cfg.scenario_ids or [])]
+    if any(s is None for s in scenarios):
+        raise SekbenchError("a --scenario given is not in the store")
+    base_opts = {"temperature": cfg.temperature, "max_new_tokens": cfg.max_new_tokens,
+                 "max_tokens": cfg.max_new_tokens}
+    for spec in cfg.operators:  # fail fast, one line, before any sandbox starts
+        make_operator(spec, **base_opts).close()
+    backend = backend or start_backend(cfg.backend, ws, store)
+    budget = Budget(max_turns=cfg.max_turns, max_seconds=cfg.max_seconds,
+                    command_timeout=cfg.command_timeout)
+    batch = f"ladder-{new_id()[:10]}"
+    stop = stop or threading.Event()
+    jobs = [(spec, c, i) for c in configs for spec in cfg.operators for i in range(cfg.n)]
+
+    def one(spec: str, c: str, i: int) -> dict | None:
+        if stop.is_set():
+            return None
+        conf = configs[c]
+        options = {**base_opts, "format": conf["format"], "prefix": prefix(conf, literal=cfg.literal),
+                   "stop": conf["stop"]}
+        op = make_operator(spec, **options)
+        scenario = scenarios[i % len(scenarios)] if scenarios else None
+        res = run_session(backend=backend, operator=op, store=store, scenario=scenario,
+                          budget=budget, limits=Limits(), seed=cfg.seed * 1000 + i,
+                          options=options, batch_id=batch, should_stop=stop.is_set)
+        commands = [t.command for t in res.turns]
+        return {"operator": spec, "config": c, "run": i, "session_id": res.session_id,
+                "scenario_id": res.scenario_id, "end_reason": res.end_reason,
+                "void": res.void or res.end_reason in VOID_ENDS, "turns": len(commands),
+                "verified": res.verified, "commands": commands[:50],
+                **classify_session(commands, res.end_reason)}
+
+    runs: list[dict] = []
+    pool = ThreadPoolExecutor(max_workers=cfg.workers)
+    try:
+        futures = [pool.submit(one, *j) for j in jobs]
+        for fut in as_completed(futures):
+            row = fut.result()
+            if row is None:
+                continue
+            runs.append(row)
+            if progress is not None:
+                progress({"done": len(runs), "total": len(jobs), "row": row})
+    except KeyboardInterrupt:
+        stop.set()
+        try:
+            backend.remove_own()
+        except Exception:
+            pass
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+    body = {"matrices": matrices(runs, list(configs), cfg.operators),
+            "configs": {c: {"title": configs[c].get("title", ""), "description": configs[c]["description"],
+                            "stop": configs[c]["stop"], "format": configs[c]["format"]}
+                        for c in configs},
+            "operators": cfg.operators, "labels": {s: label(s) for s in cfg.operators},
+            "runs": sorted(runs, key=lambda r: (r["config"], r["operator"], r["run"])),
+            "batch_id": batch, "config": asdict(cfg), "limitations": LIMITATIONS,
+            "definitions": {"command_mode": "at least one command turn and no prose turn "
+                                            "(pipeline.gate.classify_turn)",
+                            "exit": "the session ended with exit typed by the model"},
+            "job_id": job_id}
+    rid = store.put_report("ladder", body, markdown(body), job_id=job_id)
+    body["report"] = rid
+    ws.reports.mkdir(parents=True, exist_ok=True)
+    (ws.reports / f"ladder-{rid}.json").write_text(json.dumps(body, indent=1, default=str))
+    (ws.reports / f"ladder-{rid}.md").write_text(markdown(body))
+    return body
+
+
+def matrices(runs: list[dict], configs: list[str], operators: list[str]) -> dict:
+    """{axis: {config: {operator: k}}} for command_mode, exit and clean, plus n (void left out)."""
+    out: dict = {"command_mode": {}, "exit": {}, "clean": {}, "n": {}, "void": {}}
+    for c in configs:
+        for axis in out:
+            out[axis][c] = {}
+        for op in operators:
+            cell = [r for r in runs if r["config"] == c and r["operator"] == op]
+            counted = [r for r in cell if not r["void"]]
+            for axis in ("command_mode", "exit", "clean"):
+                out[axis][c][op] = sum(r[axis] for r in counted)
+            out["n"][c][op] = len(counted)
+            out["void"][c][op] = len(cell) - len(counted)
+    return out
+
+
+def markdown(body: dict) -> str:
+    ops = body["operators"]
+    m = body["matrices"]
+    lines = ["# Priming ladder", "",
+             f"{body['config']['n']} sessions per config and operator, temperature "
+             f"{body['config']['temperature']}, at most {body['config']['max_turns']} turns / "
+             f"{body['config']['max_seconds']:g} s. Cells are k/n.", ""]
+    for axis, title in (("command_mode", "Command-mode"), ("exit", "Exit")):
+        lines += [f"## {title}", "", "| config | " + " | ".join(body["labels"][o] for o in ops) + " |",
+                  "| --- |" + " --- |" * len(ops)]
+        for c in m[axis]:
+            name = f"{c} {body['configs'][c]['title']}".strip()
+            lines.append(f"| {name} | " + " | ".join(f"{m[axis][c][o]}/{m['n'][c][o]}" for o in ops) + " |")
+        lines.append("")
+    lines += ["Limitations:", *(f"- {x}" for x in body["limitations"])]
+    return "\n".join(lines) + "\n"
+
+
+def run_job(ws, cfg: LadderConfig, *, job_id: str | None = None, progress=None) -> dict:
+    """The ladder registered in the jobs table: running (with our pid) -> succeeded or failed."""
+    from pipeline.store import Store, now
+    store = Store(ws.db_path)
+    job_id = job_id or store.job_create("ladder", {"config": asdict(cfg)})
+    store.job_update(job_id, status="running", pid=os.getpid(), host=socket.gethostname(),
+                     started_at=now())
+    try:
+        body = run_ladder(ws=ws, store=store, cfg=cfg, job_id=job_id, progress=progress)
+    except KeyboardInterrupt:
+        store.job_update(job_id, status="interrupted", ended_at=now(), error="interrupted")
+        raise
+    except BaseException as e:
+        store.job_update(job_id, status="failed", ended_at=now(), error=str(e) or type(e).__name__)
+        raise
+    store.job_update(job_id, status="succeeded", ended_at=now(),
+                     result={"matrices": body["matrices"], "report": body["report"]})
+    body["job_id"] = job_id
+    return body

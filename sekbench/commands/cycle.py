@@ -1,0 +1,108 @@
+"""`sekbench cycle`: author, roll out, export, fit and eval, end to end on local defaults."""
+
+from __future__ import annotations
+
+import os
+import time
+
+NAME = "cycle"
+HELP = "the whole loop on local defaults: author, reference rollouts, export, LoRA fit, eval, lift table"
+
+
+def add_arguments(p) -> None:
+    import argparse
+    p.add_argument("--count", type=int, default=90, help="scenarios to author (default 90)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--holdout-archetypes", default="search_count,file_transform",
+                   help="archetypes held out of training and evaluated on")
+    p.add_argument("--per-scenario", type=int, default=2, help="reference rollouts per training scenario")
+    p.add_argument("--workers", type=int, default=2, help="sandboxes at once (author, rollout)")
+    p.add_argument("--model", default="default", help="base model (default: the prepared SmolLM2)")
+    p.add_argument("--max-steps", type=int, default=None, help="SFT steps (default 120)")
+    p.add_argument("--lr", type=float, default=None, help="SFT peak learning rate (default 1e-3)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda")
+    p.add_argument("--eval-limit", type=int, help="at most this many held-out scenarios")
+    p.add_argument("--eval-max-turns", type=int, default=15)
+    p.add_argument("--eval-workers", type=int, default=4)
+    p.add_argument("--backend", choices=["docker", "bwrap"])
+    p.add_argument("--job-id", help=argparse.SUPPRESS)
+
+
+class RichUI:
+    """Stage headers and one progress bar per stage on stderr; the eval gets its two bars."""
+
+    def __init__(self, console):
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn,
+                                   TextColumn, TimeElapsedColumn)
+        self.console = console
+        self.progress = Progress(SpinnerColumn(), TextColumn("[bold]{task.description:<8}[/]"),
+                                 BarColumn(), MofNCompleteColumn(),
+                                 TextColumn("{task.fields[info]}"), TimeElapsedColumn(),
+                                 console=console)
+        self.tasks: dict[str, int] = {}
+        self.eval_counts: dict[str, dict] = {}
+        self.t0 = time.monotonic()
+
+    def __enter__(self):
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self.progress.__exit__(*exc)
+
+    def stage(self, name, total, note=""):
+        self.console.log(f"[bold cyan]stage {name}[/]: {note}")
+        if name == "eval":
+            for side in ("base", "tuned"):
+                self.tasks[side] = self.progress.add_task(f"eval {side}", total=total // 2, info="")
+                self.eval_counts[side] = {"operate": 0, "terminate": 0, "verified": 0}
+        else:
+            self.tasks[name] = self.progress.add_task(name, total=total, info="")
+
+    def advance(self, name, done, **fields):
+        info = " · ".join(f"{k} {v}" for k, v in fields.items())
+        self.progress.update(self.tasks[name], completed=done, info=info)
+
+    def stage_done(self, name, seconds, summary):
+        if name in self.tasks:
+            task = self.progress.tasks[self.tasks[name]]
+            if task.total is None:
+                self.progress.update(self.tasks[name], total=1, completed=1)
+        brief = {k: summary[k] for k in ("admitted", "rejected", "rollouts", "kept", "trajectories",
+                                          "steps", "first_loss", "final_loss") if k in summary}
+        self.console.log(f"[bold cyan]stage {name}[/] done in {seconds:.0f} s "
+                         f"(total {time.monotonic() - self.t0:.0f} s) {brief}")
+
+    def eval_progress(self, side, p):
+        from pipeline.eval import outcome
+        o = outcome(p["row"])
+        for m in self.eval_counts[side]:
+            self.eval_counts[side][m] += int(o[m])
+        self.advance(side, p["done"], **self.eval_counts[side])
+        if not self.console.is_terminal:
+            r = p["row"]
+            self.console.log(f"eval {side} {p['done']}/{p['total']} {r['scenario_id']}: "
+                             f"{r['end_reason']} after {r['turns']} turns, verified {bool(r['verified'])}")
+
+
+def run(args, ws) -> dict:
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see sekbench/commands/eval.py
+    from rich.console import Console
+
+    from pipeline.cycle import CycleConfig, run_cycle
+    from sekbench.commands.eval import print_table
+
+    overrides = {k: getattr(args, k) for k in ("max_steps", "lr") if getattr(args, k) is not None}
+    cfg = CycleConfig(count=args.count, seed=args.seed,
+                      holdout_archetypes=[a for a in args.holdout_archetypes.split(",") if a],
+                      per_scenario=args.per_scenario, workers=args.workers, model=args.model,
+                      device=args.device, eval_limit=args.eval_limit,
+                      eval_max_turns=args.eval_max_turns, eval_workers=args.eval_workers,
+                      backend=args.backend, **overrides)
+    console = Console(stderr=True)
+    with RichUI(console) as ui:
+        result = run_cycle(ws, cfg, ui, job_id=args.job_id)
+    print_table(result["eval"], console)
+    secs = result["seconds"]
+    console.print("wall time: " + " · ".join(f"{k} {v:.0f} s" for k, v in secs.items()))
+    return result
