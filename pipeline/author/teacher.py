@@ -10,7 +10,8 @@ the store shows the admitted/attempted yield per archetype.
 
 A teacher that is slow, dead, or babbling costs one attempt, never the batch:
 each request has a hard deadline, transport errors and 5xx are retried with
-backoff, and a reply larger than `max_reply_bytes` is refused unread.
+backoff (a request that ran out its deadline is not repeated: a slow teacher
+stays slow), and a reply larger than `max_reply_bytes` is refused unread.
 """
 
 from __future__ import annotations
@@ -59,8 +60,8 @@ def _env_int(name: str, default: int) -> int:
 
 @dataclass
 class TeacherConfig:
-    url: str = field(metadata={"help": "the endpoint: a base URL, `.../v1`, or the full chat-completions URL"})
-    model: str | None = field(default=None, metadata={"help": "model name; $SEKBENCH_TEACHER_MODEL or 'default'"})
+    url: str = field(metadata={"help": "a base URL, `.../v1`, or the full chat-completions URL"})
+    model: str | None = field(default=None, metadata={"help": "$SEKBENCH_TEACHER_MODEL or 'default'"})
     api_key: str | None = field(default=None, metadata={"help": "bearer key; $SEKBENCH_API_KEY"})
     timeout: float = field(default=120.0, metadata={"help": "hard deadline per request, seconds"})
     repair_rounds: int = field(default=2, metadata={"help": "times a rejected scenario goes back"})
@@ -331,12 +332,12 @@ class TeacherClient:
                         raise TeacherError(f"teacher reply larger than {cap} bytes; refused unread",
                                            raw=head + f"\n[... refused: over {cap} bytes]")
                     if time.monotonic() > deadline:
-                        raise TeacherError(f"teacher timed out: no complete reply within {timeout:g} s",
-                                           retry=True)
+                        raise TeacherError(f"teacher timed out: no complete reply within {timeout:g} s")
                     chunks.append(chunk)
                 status = resp.status_code
         except httpx.TimeoutException:
-            raise TeacherError(f"teacher timed out: no reply within {timeout:g} s", retry=True) from None
+            # Not retried: a request that used its whole deadline would most likely use the next one too.
+            raise TeacherError(f"teacher timed out: no reply within {timeout:g} s") from None
         except httpx.ConnectError as e:
             raise TeacherError(f"teacher unreachable: {str(e) or 'connection failed'}", retry=True,
                                connect=True) from None

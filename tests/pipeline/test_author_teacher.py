@@ -289,10 +289,10 @@ def assert_recorded(verdicts, store, words: str, *, count: int = 2):
 def test_hanging_teacher_times_out_and_the_batch_goes_on(tmp_path, hanging):
     t0 = time.monotonic()
     verdicts, store = run_batch(tmp_path, hanging)
-    # two workers, each: 2 tries x 1 s + 0.1 s backoff
-    assert time.monotonic() - t0 < 8
-    rows = assert_recorded(verdicts, store, "teacher timed out")
-    assert all(r["raw"] is None for r in rows) and "(2 tries)" in verdicts[0].messages["invalid"]
+    # two workers, each one try of 1 s: a request that ran out its deadline is not repeated
+    assert time.monotonic() - t0 < 5
+    rows = assert_recorded(verdicts, store, "teacher timed out: no reply within 1 s")
+    assert all(r["raw"] is None for r in rows)
 
 
 def test_megabyte_reply_is_refused_unread(tmp_path, teacher):
@@ -357,7 +357,8 @@ def served_model():
     if exe is None:
         pytest.skip("no `transformers` CLI (pip install 'sekbench[serve]')")
     port = free_port()
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    # One thread: on a busy shared CPU, more threads make decoding many times slower, not faster.
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen([exe, "serve", "--host", "127.0.0.1", "--port", str(port), "--device", "cpu",
                              model_dir], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env,
                             start_new_session=True)
@@ -391,10 +392,13 @@ def served_model():
 @pytest.mark.docker
 def test_small_local_model_as_teacher(ws, served_model):
     base, model_dir = served_model
+    # The 135M model decodes ~8 tokens/s on one busy core after ~20 s of prefill; 256 tokens keep
+    # a request near a minute, one at a time. Its replies are cut-off junk: rejection and repair.
+    t0 = time.monotonic()
     proc = sekbench("author", "--teacher", base, "--model", model_dir, "--count", "2",
                     "--archetypes", "file_transform,search_count", "--repair-rounds", "1",
-                    "--timeout", "120", "--workers", "2", "--json",
-                    env={"SEKBENCH_TEACHER_MAX_TOKENS": "512"}, timeout=1200)
+                    "--timeout", "120", "--workers", "1", "--json",
+                    env={"SEKBENCH_TEACHER_MAX_TOKENS": "256"}, timeout=900)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr
     out = json.loads(proc.stdout)
@@ -402,6 +406,7 @@ def test_small_local_model_as_teacher(ws, served_model):
     rows = Store(ws.db_path).admissions()
     assert {r["scenario_id"] for r in rows} == {"file_transform-t000-0000", "search_count-t000-0001"}
     assert 2 <= len(rows) <= 4
+    assert time.monotonic() - t0 < 4 * 120 + 60
     for r in rows:
         assert r["source"] == "teacher" and r["reasons"]
         # A reply that came back is kept whole; only a request that got none has no raw.
