@@ -363,7 +363,7 @@ def train(cfg: SFTConfig, *, resume: bool = False, recorder: Recorder | None = N
     # the loop
     model.train()
     epoch_batches: dict[int, list[list[int]]] = {}
-    tokens_seen, t_start = 0, time.perf_counter()
+    tokens_seen, t_start, cpu_start = 0, time.perf_counter(), time.process_time()
     with StopRequest() as stop:
         while step < total and stop.signum is None:
             epoch, k = divmod(step, n_batches)
@@ -421,7 +421,7 @@ def train(cfg: SFTConfig, *, resume: bool = False, recorder: Recorder | None = N
     # the adapter: peft files, then the record of where it came from, written last
     metrics = {"steps": step, "first_loss": first_loss, "final_loss": loss_val,
                "tokens_per_s": tokens_seen / elapsed if elapsed > 0 else None,
-               "train_seconds": elapsed}
+               "train_seconds": elapsed, "train_cpu_seconds": time.process_time() - cpu_start}
     model.save_pretrained(str(out))
     tokenizer.save_pretrained(str(out))
     record = {**run, "dataset": {k: v for k, v in data.report().items() if k != "path"},
@@ -432,7 +432,8 @@ def train(cfg: SFTConfig, *, resume: bool = False, recorder: Recorder | None = N
     os.replace(tmp, out / ADAPTER_FILE)
     recorder.close()
     return {"status": "succeeded", "adapter": str(out), "steps": step, "first_loss": first_loss,
-            "final_loss": loss_val, "tokens_per_s": metrics["tokens_per_s"],
+            "final_loss": loss_val, "tokens_per_s": metrics["tokens_per_s"], "tokens": tokens_seen,
+            "train_seconds": elapsed, "train_cpu_seconds": metrics["train_cpu_seconds"],
             "overlong": data.overlong, "empty": data.empty, "dataset_sha256": data.sha256,
             "resumed_from": resumed_from}
 

@@ -60,6 +60,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         ws = Workspace.from_env(args.home)
+        # Jobs and sessions whose process died are closed (failed / interrupted) before any
+        # verb reads them, so nothing is ever left `running` by a dead process.
+        from pipeline.store import Store
+        Store(ws.db_path).mark_interrupted()
         if not args.verb:
             from sekbench.app import run_app
             run_app(ws)
