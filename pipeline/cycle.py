@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import socket
+import threading
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -35,17 +36,17 @@ class CycleConfig:
     seed: int = _f(0, "authoring seed; also the rollout and eval seed")
     holdout_archetypes: list[str] = field(default_factory=lambda: ["search_count", "file_transform"],
                                           metadata={"help": "archetypes kept out of training"})
-    per_scenario: int = _f(2, "reference rollouts per training scenario (seeded variation)")
+    per_scenario: int = _f(1, "reference rollouts per training scenario (seeded variation)")
     workers: int = _f(2, "sandboxes at once while authoring and rolling out")
     model: str = _f("default", "base model (default: the prepared SmolLM2-135M-Instruct)")
-    max_steps: int = _f(120, "SFT optimizer steps (sized so the cycle fits 30 min on 2 cores)")
+    max_steps: int = _f(36, "SFT optimizer steps (sized so the cycle fits 30 min on 2 cores)")
     lr: float = _f(1e-3, "SFT peak learning rate")
-    batch_tokens: int = _f(4096, "SFT token budget per batch")
+    batch_tokens: int = _f(2048, "SFT token budget per batch (about five trajectories)")
     max_len: int = _f(2048, "SFT longest trajectory in tokens")
     device: str = _f("auto", "SFT and eval device: auto, cpu, cuda")
     eval_limit: int | None = _f(None, "at most this many held-out scenarios in the eval")
     eval_max_turns: int = _f(15, "eval turn budget")
-    eval_workers: int = _f(4, "eval sessions at once")
+    eval_workers: int = _f(8, "eval sessions at once; the hf operator decodes them as one batch")
     backend: str | None = _f(None, "docker or bwrap")
 
     def __post_init__(self):
@@ -160,7 +161,27 @@ def sft(ws, cfg: CycleConfig, ui: CycleUI, data: str, out: Path) -> dict:
                              max_steps=cfg.max_steps, lr=cfg.lr, batch_tokens=cfg.batch_tokens,
                              max_len=cfg.max_len, device=cfg.device, seed=cfg.seed,
                              checkpoint_every=0)
-    result = sft_mod.run_job(ws, scfg)
+    # The fit registers its metrics in the store step by step; a watcher turns them into progress.
+    from pipeline.store import Store
+    store = Store(ws.db_path)
+    job_id = store.job_create("sft", {"config": asdict(scfg), "resume": False}, out=scfg.out)
+    done = threading.Event()
+
+    def watch():
+        after = 0
+        while not done.wait(2.0):
+            rows = store.metrics(job_id, after)
+            if rows:
+                after = rows[-1]["id"]
+                v = rows[-1]["values"]
+                ui.advance("sft", rows[-1]["step"], loss=f"{v.get('loss', 0):.3f}",
+                           tok_s=f"{v.get('tokens_per_s', 0):.0f}")
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        result = sft_mod.run_job(ws, scfg, job_id=job_id)
+    finally:
+        done.set()
     if result["status"] != "succeeded":
         raise KeyboardInterrupt  # the fit was stopped by a signal: the cycle stops with it
     return result
@@ -170,7 +191,7 @@ def evaluate(ws, cfg: CycleConfig, ui: CycleUI, adapter: str, holdout_ids: list[
     from pipeline.eval import EvalConfig, run_job
     ecfg = EvalConfig(model=cfg.model, adapter=adapter, scenario_ids=holdout_ids,
                       limit=cfg.eval_limit, seed=cfg.seed, max_turns=cfg.eval_max_turns,
-                      workers=cfg.eval_workers, backend=cfg.backend)
+                      workers=cfg.eval_workers, backend=cfg.backend, device=cfg.device)
     n = min(len(holdout_ids), cfg.eval_limit or len(holdout_ids))
     ui.stage("eval", n * 2, f"base vs tuned on {n} held-out scenarios")
     return run_job(ws, ecfg, progress=ui.eval_progress, backend=backend)

@@ -131,6 +131,7 @@ class EvalConfig:
     max_seconds: float = _f(300.0, "time budget per session")
     command_timeout: float = _f(30.0, "per-command timeout")
     backend: str | None = _f(None, "docker or bwrap (default: docker where reachable)")
+    device: str = _f("auto", "hf operators: auto, cpu, cuda")
 
     def __post_init__(self):
         if self.split not in ("train", "holdout"):
@@ -197,8 +198,11 @@ def operator_specs(cfg: EvalConfig, ws) -> tuple[str, str, dict]:
 
 
 def operator_options(cfg: EvalConfig) -> dict:
-    return {"temperature": cfg.temperature, "max_new_tokens": cfg.max_new_tokens,
+    opts = {"temperature": cfg.temperature, "max_new_tokens": cfg.max_new_tokens,
             "max_tokens": cfg.max_new_tokens}
+    if cfg.device != "auto":
+        opts["device"] = cfg.device
+    return opts
 
 
 def select_scenarios(store, cfg: EvalConfig) -> list[dict]:

@@ -15,15 +15,15 @@ def add_arguments(p) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--holdout-archetypes", default="search_count,file_transform",
                    help="archetypes held out of training and evaluated on")
-    p.add_argument("--per-scenario", type=int, default=2, help="reference rollouts per training scenario")
+    p.add_argument("--per-scenario", type=int, default=1, help="reference rollouts per training scenario")
     p.add_argument("--workers", type=int, default=2, help="sandboxes at once (author, rollout)")
     p.add_argument("--model", default="default", help="base model (default: the prepared SmolLM2)")
-    p.add_argument("--max-steps", type=int, default=None, help="SFT steps (default 120)")
+    p.add_argument("--max-steps", type=int, default=None, help="SFT steps (default 36)")
     p.add_argument("--lr", type=float, default=None, help="SFT peak learning rate (default 1e-3)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda")
     p.add_argument("--eval-limit", type=int, help="at most this many held-out scenarios")
     p.add_argument("--eval-max-turns", type=int, default=15)
-    p.add_argument("--eval-workers", type=int, default=4)
+    p.add_argument("--eval-workers", type=int, default=8, help="eval sessions at once (default 8)")
     p.add_argument("--backend", choices=["docker", "bwrap"])
     p.add_argument("--job-id", help=argparse.SUPPRESS)
 
@@ -62,6 +62,10 @@ class RichUI:
     def advance(self, name, done, **fields):
         info = " · ".join(f"{k} {v}" for k, v in fields.items())
         self.progress.update(self.tasks[name], completed=done, info=info)
+        total = self.progress.tasks[self.tasks[name]].total or 0
+        if not self.console.is_terminal and name not in ("base", "tuned") and \
+                (done >= total or done % max(1, int(total) // 10) == 0):
+            self.console.log(f"{name} {done}/{int(total)} {info}")  # a log file gets lines, not bars
 
     def stage_done(self, name, seconds, summary):
         if name in self.tasks:
