@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 
 from pipeline.store import Store
@@ -86,7 +87,8 @@ def fill(store: Store, *, rollouts: int = 40, seed: int = 7) -> dict:
         sid = store.session_start(id=f"sess{i:04d}abcdef", scenario_id=scenario(i)["id"],
                                   operator="reference" if i % 2 else "hf:smollm2", backend="docker",
                                   max_turns=30, max_seconds=600.0, batch_id="batch-1",
-                                  pid=None if not running else 999_999)
+                                  # a live owner: verbs close sessions whose process is gone
+                                  pid=None if not running else os.getpid())
         store.session_update(sid, started_at=T0 - 300 + i * 20)
         session_events(store, sid, T0 - 300 + i * 20, turns=3 + i)
         for k in range(3 + i):
