@@ -1,0 +1,151 @@
+"""Eval: Wilson intervals, the four outcomes on hand-made rows, and a small real eval
+(base and a tiny adapter on two held-out scenarios, through the CLI)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from pipeline.eval import by_archetype, lift, metrics, outcome, spread, wilson
+
+
+def approx(x, want):
+    return x == pytest.approx(want, abs=5e-5)
+
+
+@pytest.mark.parametrize("k,n,lo,hi", [
+    (0, 10, 0.0, 0.2775),      # the textbook "rule of three" companion: 0/10 -> [0, 0.278]
+    (5, 10, 0.2366, 0.7634),
+    (1, 5, 0.0362, 0.6245),
+    (10, 10, 0.7225, 1.0),
+    (0, 16, 0.0, 0.1936),      # the seed write-up's base termination, 0/16
+    (9, 16, 0.3318, 0.7690),   # ... and its tuned one, 9/16
+])
+def test_wilson_interval_known_values(k, n, lo, hi):
+    got_lo, got_hi = wilson(k, n)
+    assert approx(got_lo, lo) and approx(got_hi, hi)
+
+
+def test_wilson_of_nothing_is_no_interval():
+    assert wilson(0, 0) == (None, None)
+
+
+def row(commands, end, verified, archetype="a", void=False):
+    return {"commands": commands, "end_reason": end, "verified": verified, "archetype": archetype,
+            "verdict": "void" if void else "rejected"}
+
+
+def test_outcomes_follow_their_definitions():
+    clean = outcome(row(["orders --help", "orders --pending", "sort x > y", "exit"], "exit", 1))
+    assert clean == {"operate": True, "terminate": True, "verified": True, "clean": True}
+    # panic terminates but is never clean, even verified
+    assert outcome(row(["ls", "panic stuck"], "panic", 1)) == \
+        {"operate": True, "terminate": True, "verified": True, "clean": False}
+    # one prose turn and the session did not operate; the budget ended it
+    drift = outcome(row(["ls", "Let me look at the files first."], "max_turns", 0))
+    assert drift == {"operate": False, "terminate": False, "verified": False, "clean": False}
+    # no turn at all is not operating
+    assert outcome(row([], "operator_error", None))["operate"] is False
+    # exit without the work: terminate, not clean
+    assert outcome(row(["exit"], "exit", 0)) == \
+        {"operate": True, "terminate": True, "verified": False, "clean": False}
+
+
+def test_outcome_reads_stored_gate_classes_first():
+    stored = {"meta": {"classes": ["command", "prose"]}, "messages": [], "end_reason": "exit",
+              "verified": 1}
+    assert outcome(stored)["operate"] is False
+
+
+def test_metrics_count_void_apart_and_carry_intervals():
+    rows = [row(["ls", "exit"], "exit", 1), row(["ls", "exit"], "exit", 0),
+            row(["Sure, here is the command."], "max_turns", 0), row(["ls"], "max_turns", 1),
+            row([], "sandbox_died", None, void=True)]
+    m = metrics(rows)
+    assert m["n"] == 4 and m["void"] == 1
+    assert (m["operate"]["k"], m["terminate"]["k"], m["verified"]["k"], m["clean"]["k"]) == (3, 2, 2, 1)
+    for name in ("operate", "terminate", "verified", "clean"):
+        cell = m[name]
+        assert set(cell) == {"rate", "k", "n", "lo", "hi"} and cell["n"] == 4
+        assert cell["lo"] <= cell["rate"] <= cell["hi"]
+    assert m["clean"]["rate"] == 0.25
+
+
+def test_lift_and_by_archetype():
+    base = [row(["Hello!"], "max_turns", 0, "x"), row(["ls"], "max_turns", 0, "y")]
+    tuned = [row(["ls", "exit"], "exit", 1, "x"), row(["ls", "exit"], "exit", 0, "y")]
+    lb, lt = metrics(base), metrics(tuned)
+    assert lift(lb, lt) == {"operate": 0.5, "terminate": 1.0, "verified": 0.5, "clean": 0.5}
+    arch = by_archetype(base, tuned)
+    assert set(arch) == {"x", "y"}
+    assert arch["x"]["lift"]["clean"] == 1.0 and arch["y"]["lift"]["clean"] == 0.0
+    assert lift(metrics([]), lt)["operate"] is None
+
+
+def test_spread_takes_archetypes_in_turn():
+    scenarios = [{"id": f"a{i}", "archetype": "a"} for i in range(3)] + \
+                [{"id": f"b{i}", "archetype": "b"} for i in range(3)]
+    assert [s["id"] for s in spread(scenarios, 3)] == ["a0", "b0", "a1"]
+
+
+# ----------------------------------------------------------------- a real eval
+def cli(*args, timeout=900):
+    done = subprocess.run([sys.executable, "-m", "sekbench.cli", *args], capture_output=True,
+                          text=True, timeout=timeout, env=os.environ.copy())
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout)
+
+
+def tiny_adapter(model_dir, out):
+    """A LoRA adapter straight from peft's init: enough to exercise base vs tuned plumbing."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir))
+    peft_model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"],
+                                                  task_type="CAUSAL_LM", init_lora_weights=False))
+    peft_model.save_pretrained(str(out))
+    return out
+
+
+@pytest.mark.docker
+@pytest.mark.model
+@pytest.mark.slow
+def test_small_real_eval_keeps_the_json_contract(ws):
+    from pipeline.errors import MissingComponent
+    from pipeline.models import prepare_base_model
+    from pipeline.store import Store
+    try:
+        model_dir = prepare_base_model(ws)
+    except MissingComponent as e:
+        pytest.skip(f"the local model cannot be prepared: {e}")
+    authored = cli("author", "--count", "2", "--seed", "11", "--archetypes", "search_count,file_transform",
+                   "--holdout-archetypes", "search_count,file_transform", "--json")
+    assert authored["admitted"] == 2
+    tiny_adapter(model_dir, ws.adapters / "tiny")
+    out = cli("eval", "--split", "holdout", "--limit", "2", "--max-turns", "4", "--max-new-tokens", "24",
+              "--workers", "2", "--json")
+    for side in ("base", "tuned"):
+        m = out[side]
+        assert m["n"] == 2
+        for name in ("operate", "terminate", "verified", "clean"):
+            assert {"rate", "k", "n", "lo", "hi"} <= set(m[name])
+            assert m[name]["n"] == 2 and m[name]["lo"] is not None and m[name]["hi"] is not None
+    assert set(out["lift"]) == {"operate", "terminate", "verified", "clean"}
+    assert set(out["by_archetype"]) == {"search_count", "file_transform"}
+    assert out["operators"]["tuned"].endswith("/tiny") and out["operators"]["base"] == "hf:default"
+    store = Store(ws.db_path)
+    job = store.job(out["job_id"])
+    assert job["kind"] == "eval" and job["status"] == "succeeded" and job["pid"]
+    report = store.reports("eval")[0]
+    assert report["id"] == out["report"] and report["job_id"] == out["job_id"]
+    assert "| operate |" in report["markdown"]
+    assert (ws.reports / f"eval-{out['report']}.json").is_file()
+    # the same scenarios and session seeds on both sides, stored under their own batches
+    for side in ("base", "tuned"):
+        rows = store.rollouts(batch_id=out["batches"][side], limit=10)
+        assert sorted(r["scenario_id"] for r in rows) == sorted(out["scenarios"])
+        assert all(r["split"] == "holdout" for r in rows)
