@@ -10,8 +10,6 @@ wall time; the result carries the eval's lift table, whatever it says.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import socket
 import threading
@@ -120,36 +118,11 @@ def rollout(ws, store, backend, cfg: CycleConfig, ui: CycleUI, train_ids: list[s
 
 
 def export(store, out: Path, batch: str, holdout: set[str]) -> dict:
-    """This cycle's kept trajectories (curator decisions applied), in export's line shape;
-    a held-out archetype never gets in."""
-    from pipeline.gate import GATE_VERSION
-    from pipeline.record import selected
-    out.parent.mkdir(parents=True, exist_ok=True)
-    counts: Counter = Counter()
-    lines = []
-    for r in selected(store, "train"):
-        if r["batch_id"] != batch:
-            continue
-        if r["archetype"] in holdout:
-            raise SekbenchError(f"held-out archetype {r['archetype']} in the training rollouts")
-        lines.append(json.dumps({
-            "messages": r["messages"], "scenario_id": r["scenario_id"], "archetype": r["archetype"],
-            "split": r["split"], "rollout_id": r["id"], "operator": r["operator"],
-            "outcome": {"end_reason": r["end_reason"], "verified": bool(r["verified"]),
-                        "verdict": r["verdict"], "reasons": r["reasons"],
-                        "decision": r["decision"], "turns": r["turns"]}}, ensure_ascii=False) + "\n")
-        counts[r["archetype"]] += 1
-    if not lines:
+    """This cycle's kept trajectories (curator decisions applied); a held-out archetype never gets in."""
+    from pipeline.record import export as export_file
+    manifest = export_file(store, out, split="train", batch_id=batch, exclude_archetypes=holdout)
+    if not manifest["trajectories"]:
         raise SekbenchError("the reference rollouts kept no trajectory; nothing to train on")
-    data = "".join(lines).encode()
-    out.write_bytes(data)
-    manifest = {"path": str(out), "sha256": hashlib.sha256(data).hexdigest(),
-                "trajectories": len(lines), "split": "train", "batch_id": batch,
-                "by_archetype": dict(sorted(counts.items())), "holdout_archetypes": sorted(holdout),
-                "config": {"render_format": ["ccpty"], "gate_version": GATE_VERSION,
-                           "decisions_applied": True},
-                "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    Path(str(out) + ".manifest.json").write_text(json.dumps(manifest, indent=2))
     return manifest
 
 

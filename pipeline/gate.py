@@ -33,7 +33,8 @@ PROSE_OPENERS = {
     "system", "answer:", "output:", "command:", "step",
 }
 SHELL_META = re.compile(r"[|;&<>$`=*]|\\\S|^\S*/")
-PROMPT_ECHO = re.compile(r"^\s*(?:[\w.-]+@[\w.-]+:[^\s]*?[$#]|[$#%>])(?:\s|$)")
+PROMPT_ECHO = re.compile(r"^\s*(?:[\w.-]+@[\w.-]+:[^\s]*?[$#]:?|[$#%>])(?:\s|$)")
+CODE_SPAN = re.compile(r"`[^`]*`")
 TEMPLATE_TOKEN = re.compile(r"<\|[a-z_]+\|>|\[/?INST\]|<s>|</s>")
 WORK_VERBS = {"mkdir", "mv", "cp", "rm", "rmdir", "chmod", "chown", "touch", "tar", "gzip",
               "gunzip", "ln", "tee", "truncate", "install", "unzip", "zip", "dd"}
@@ -48,13 +49,15 @@ def classify_turn(text: str) -> str:
         return "prose"
     words = line.split()
     first = words[0]
+    # `inline code` inside a sentence is still a sentence: judge the words around it
+    plain = CODE_SPAN.sub("x", line) if line.count("`") >= 2 and first[0] != "`" else line
     if re.sub(r"[^\w']", "", first.lower()) in PROSE_OPENERS and (first[0].isupper() or len(words) >= 3) \
             and not SHELL_META.search(" ".join(words[:2])):
         return "prose"
     if first[0].isupper() and not re.match(r"^[A-Z_][A-Z0-9_]*=", first) and len(words) >= 2 \
-            and not SHELL_META.search(line):
+            and not SHELL_META.search(plain):
         return "prose"  # "Sort the names into out/sorted.txt." is a sentence, not a program
-    if re.search(r"[.!?:]$", line) and len(words) >= 5 and not SHELL_META.search(line) \
+    if re.search(r"[.!?:]$", line) and len(words) >= 5 and not SHELL_META.search(plain) \
             and sum(w.isalpha() for w in words) >= 0.8 * len(words):
         return "prose"
     return "command"

@@ -23,12 +23,13 @@ from pipeline.store import Store
 PAGE = 500
 
 
-def selected(store: Store, split: str):
+def selected(store: Store, split: str, batch_id: str | None = None):
     """Rollouts to export, in a stable order: gate verdict with curator decisions applied."""
     decisions = store.current_decisions()
     offset = 0
     while True:
-        rows = store.rollouts(split=split, offset=offset, limit=PAGE, with_messages=True)
+        rows = store.rollouts(split=split, batch_id=batch_id, offset=offset, limit=PAGE,
+                              with_messages=True)
         if not rows:
             return
         for r in rows:
@@ -40,7 +41,10 @@ def selected(store: Store, split: str):
         offset += PAGE
 
 
-def export(store: Store, out: str | os.PathLike, *, split: str = "train") -> dict:
+def export(store: Store, out: str | os.PathLike, *, split: str = "train",
+           batch_id: str | None = None, exclude_archetypes: set[str] | frozenset = frozenset()) -> dict:
+    """Write the file and its manifest; `batch_id` limits it to one rollout batch, and an
+    archetype in `exclude_archetypes` is an error, never a line (held-out task types)."""
     if split not in ("train", "holdout"):
         raise SekbenchError("split must be train or holdout")
     out = Path(out)
@@ -51,8 +55,10 @@ def export(store: Store, out: str | os.PathLike, *, split: str = "train") -> dic
     formats: set[str] = set()
     n = 0
     with open(tmp, "w", encoding="utf-8") as f:
-        for r in selected(store, split):
+        for r in selected(store, split, batch_id):
             assert r["split"] == split  # train and holdout never mix
+            if r["archetype"] in exclude_archetypes:
+                raise SekbenchError(f"held-out archetype {r['archetype']} in the {split} rollouts")
             line = {
                 "messages": r["messages"], "scenario_id": r["scenario_id"],
                 "archetype": r["archetype"], "split": r["split"], "rollout_id": r["id"],
@@ -70,6 +76,7 @@ def export(store: Store, out: str | os.PathLike, *, split: str = "train") -> dic
     tmp.replace(out)
     manifest = {
         "path": str(out), "sha256": digest, "trajectories": n, "split": split,
+        "batch_id": batch_id, "excluded_archetypes": sorted(exclude_archetypes),
         "by_archetype": dict(sorted(counts.items())), "by_operator": dict(operators),
         "config": {"render_format": sorted(formats) or ["ccpty"], "gate_version": GATE_VERSION,
                    "decisions_applied": True},

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import pkgutil
 import signal
 import sys
@@ -53,6 +54,9 @@ def emit(result, as_json: bool) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Before torch loads: OpenMP threads that spin while idle starve each other on small
+    # shared machines (decoding measured 1.2 tok/s spinning vs 7.4 tok/s passive on 2 cores).
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     # SIGTERM ends work the same way Ctrl-C does, so sessions close as `interrupted`.
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     verbs = _verbs()

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from pipeline.errors import MissingComponent, SekbenchError
-from pipeline.sandbox import (SESSION_HOME, SESSION_USER, WRITABLE, ExecResult, Limits, Login,
+from pipeline.sandbox import (SESSION_HOME, WRITABLE, ExecResult, Limits, Login,
                               cap_output, owner_labels)
 from pipeline.store import pid_alive
 from pipeline.workspace import Workspace

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from pipeline.errors import MissingComponent, SekbenchError
 from pipeline.sandbox import (SESSION_HOME, SESSION_USER, ExecResult, Limits, Login, cap_output,
-                              owner_labels, workspace_key)
+                              owner_labels)
 from pipeline.store import pid_alive
 from pipeline.workspace import Workspace
 

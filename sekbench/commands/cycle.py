@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 
 NAME = "cycle"
@@ -90,7 +89,6 @@ class RichUI:
 
 
 def run(args, ws) -> dict:
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see sekbench/commands/eval.py
     from rich.console import Console
 
     from pipeline.cycle import CycleConfig, run_cycle

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 
 NAME = "eval"
@@ -107,9 +106,6 @@ def print_table(body: dict, console=None) -> None:
 
 
 def run(args, ws) -> dict:
-    # Idle OpenMP threads sleep instead of spinning: on two shared cores a spinning torch
-    # thread starves the other one (measured: 1.2 tok/s spinning, 7.4 tok/s passive, under load).
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from pipeline.eval import run_job, select_scenarios, spawn_verb
     from pipeline.store import Store
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
 
 NAME = "ladder"
 HELP = "run the priming ladder (synthetic-history configs C0-C6) and print command-mode and exit matrices"
@@ -51,7 +50,6 @@ def print_matrices(body: dict, console) -> None:
 
 
 def run(args, ws) -> dict:
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see sekbench/commands/eval.py
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 
 NAME = "rollout"
 HELP = "run K rollouts per admitted scenario over N parallel sandboxes, then verify and gate them"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Iterable
 
-from rich.segment import Segment
 from rich.style import Style
 from rich.text import Text
 from textual.geometry import Size

@@ -28,6 +28,9 @@ LABELLED = [
     ("The file has been sorted successfully.", "prose"),
     ("To find your assignments, run orders --help", "prose"),
     ("", "prose"),
+    ("The `ssh` command is used to log in to other machines.", "prose"),
+    ("echo `date`", "command"),
+    ("sek@box:~$: not found", "over_imitation"),
     ("sek@box:~$ ls", "over_imitation"),
     ("sek@box:~$", "over_imitation"),                 # SmolLM2's favourite: typing the prompt
     ("sek@box:/tmp#", "over_imitation"),
