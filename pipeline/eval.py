@@ -22,8 +22,6 @@ import json
 import math
 import os
 import socket
-import subprocess
-import sys
 import threading
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -374,20 +372,3 @@ def run_job(ws, cfg: EvalConfig, *, job_id: str | None = None, kind: str = "eval
     return result
 
 
-def spawn_verb(ws, verb: str, argv: list[str], kind: str | None = None) -> dict:
-    """Start `sekbench VERB ARGV --json --job-id ID` as its own process (its own session, so
-    closing the terminal or the TUI does not end it); return at once with its job id."""
-    from pipeline.store import Store
-    store = Store(ws.db_path)
-    job_id = store.job_create(kind or verb, {"argv": argv})
-    log_path = ws.jobs / f"{job_id}.log"
-    repo = str(Path(__file__).resolve().parent.parent)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        [repo] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])}
-    cmd = [sys.executable, "-m", "sekbench.cli", "--home", str(ws.root), verb, *argv,
-           "--json", "--job-id", job_id]
-    with open(log_path, "ab") as logf:
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
-                                start_new_session=True, env=env, cwd=repo)
-    store.job_update(job_id, pid=proc.pid, log=str(log_path))
-    return {"job_id": job_id, "pid": proc.pid, "log": str(log_path)}

@@ -18,7 +18,6 @@ import os
 import shutil
 import signal
 import socket
-import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field, fields
@@ -464,36 +463,3 @@ def run_job(ws, cfg: SFTConfig, *, resume: bool = False, job_id: str | None = No
     result["job_id"] = job_id
     store.job_update(job_id, status=result["status"], ended_at=now(), result=result)
     return result
-
-
-def spawn_job(ws, argv: list[str]) -> dict:
-    """Start `sekbench sft ARGV` as its own process (its own session, so closing the
-    terminal or the TUI does not end it) and return at once with its job id."""
-    from pipeline.store import Store
-
-    store = Store(ws.db_path)
-    job_id = store.job_create("sft", {"argv": argv})
-    log_path = ws.jobs / f"{job_id}.log"
-    repo = str(Path(__file__).resolve().parent.parent)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        [repo] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])}
-    cmd = [sys.executable, "-m", "sekbench.cli", "--home", str(ws.root), "sft", *argv,
-           "--json", "--job-id", job_id]
-    with open(log_path, "ab") as logf:
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
-                                start_new_session=True, env=env, cwd=repo)
-    store.job_update(job_id, pid=proc.pid, log=str(log_path))
-    return {"job_id": job_id, "pid": proc.pid, "log": str(log_path)}
-
-
-def stop_job(ws, job_id: str) -> bool:
-    """Ask a running SFT job to stop: it finishes its step, checkpoints and ends `interrupted`."""
-    from pipeline.store import Store, pid_alive
-
-    job = Store(ws.db_path).job(job_id)
-    if not job or job["status"] not in ("queued", "running") or not pid_alive(job["pid"], job["host"]):
-        return False
-    if job["host"] and job["host"] != socket.gethostname():
-        raise SekbenchError(f"job {job_id} runs on {job['host']}, not on this machine")
-    os.kill(int(job["pid"]), signal.SIGTERM)
-    return True

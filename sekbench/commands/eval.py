@@ -106,7 +106,8 @@ def print_table(body: dict, console=None) -> None:
 
 
 def run(args, ws) -> dict:
-    from pipeline.eval import run_job, select_scenarios, spawn_verb
+    from pipeline.eval import run_job, select_scenarios
+    from pipeline.jobs import spawn_verb
     from pipeline.store import Store
 
     cfg = config(args)

@@ -86,13 +86,14 @@ def _config(args, ws):
 
 
 def run(args, ws) -> dict:
-    from pipeline.sft import run_job, spawn_job
+    from pipeline.jobs import spawn_verb
+    from pipeline.sft import run_job
 
     if args.background:
         cfg = _config(args, ws)  # refuse bad input here, not in a log nobody reads
         if not args.resume:
             args.out = cfg.out
-        return spawn_job(ws, _argv_for_child(args))
+        return spawn_verb(ws, "sft", _argv_for_child(args))
     cfg = _config(args, ws)
     result = run_job(ws, cfg, resume=bool(args.resume), job_id=args.job_id)
     if result["status"] == "interrupted":
