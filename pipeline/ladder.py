@@ -34,9 +34,9 @@ LADDER_DIR = Path(__file__).resolve().parent.parent / "assets" / "ladder"
 CONFIGS = ("C0", "C1", "C2", "C3", "C4", "C5", "C6")
 VARIABLES = ("device", "user", "home", "prompt")
 LIMITATIONS = [
-    "The http and hf operators cut every completion at its first newline and the session runs only "
-    "the first line, whatever the config's stop says: configs without stop-at-newline (all but C5) "
-    "cannot over-imitate across lines here, so C4 and C5 run alike.",
+    "One turn types one line: without stop-at-newline (all configs but C5) the model's whole reply "
+    "is kept and classified (a reply that runs on past its first line is over-imitation, which "
+    "still counts as command-mode), while the shell receives its first line.",
 ]
 
 
@@ -155,7 +155,7 @@ def run_ladder(*, ws, store, cfg: LadderConfig, backend=None, job_id: str | None
         res = run_session(backend=backend, operator=op, store=store, scenario=scenario,
                           budget=budget, limits=Limits(), seed=cfg.seed * 1000 + i,
                           options=options, batch_id=batch, should_stop=stop.is_set)
-        commands = [t.command for t in res.turns]
+        commands = [t.reply if t.reply is not None else t.command for t in res.turns]
         return {"operator": spec, "config": c, "run": i, "session_id": res.session_id,
                 "scenario_id": res.scenario_id, "end_reason": res.end_reason,
                 "void": res.void or res.end_reason in VOID_ENDS, "turns": len(commands),

@@ -19,6 +19,7 @@ class Turn:
     exit_status: int | None = None
     seconds: float = 0.0
     timed_out: bool = False
+    reply: str | None = None    # the operator's whole reply, where it ran past the typed line
 
 
 @dataclass

@@ -39,7 +39,7 @@ class RolloutConfig:
 def rollout_row(res: SessionResult, scenario: dict, operator_name: str, batch_id: str,
                 fmt: str = "ccpty", extra: dict | None = None) -> dict:
     """Gate a finished session and shape it into a rollouts row (messages in the render format)."""
-    commands = [t.command for t in res.turns]
+    commands = [t.reply if t.reply is not None else t.command for t in res.turns]
     verdict = gate(commands=commands, end_reason=res.end_reason, verified=res.verified,
                    retrieve=scenario["provider"]["retrieve"], void=res.void)
     messages = get_format(fmt).messages(res.transcript)

@@ -215,7 +215,10 @@ def _drive(res: SessionResult, rec: Recorder, sandbox, operator: Operator, scena
             except OperatorError as e:
                 res.end_reason, res.detail, res.void = "operator_error", str(e), e.void
                 return
-            command = (command or "").replace("\r", "").split("\n")[0]
+            # One turn types one line; a reply that runs on (no stop sequence) is kept whole
+            # for the gate, which calls it over-imitation.
+            reply = (command or "").replace("\r", "")
+            command = reply.split("\n")[0]
             rec.event("command", command, turn=idx)
             streamed.update(turn=idx, bytes=0)
             terminal = terminal_of(command)
@@ -226,6 +229,8 @@ def _drive(res: SessionResult, rec: Recorder, sandbox, operator: Operator, scena
             except ShellDied as e:
                 ended = e
                 turn = e.partial or TurnResult(command=command)
+            if reply.strip("\n") != command:
+                turn.reply = reply
             _record_turn(res, rec, shell, idx, turn, streamed.get("bytes", 0))
             if ended is not None:
                 if should_stop is not None and should_stop():
@@ -247,7 +252,7 @@ def _record_turn(res: SessionResult, rec: Recorder, shell: Shell, idx: int, turn
     prompt = res.transcript.prompt or shell.prompt
     res.transcript.turns.append(Turn(prompt=prompt, command=turn.command, output=turn.output,
                                      exit_status=turn.exit_status, seconds=turn.seconds,
-                                     timed_out=turn.timed_out))
+                                     timed_out=turn.timed_out, reply=turn.reply))
     res.transcript.prompt = None
     if rec.store is not None:
         rec.store.record_turn(res.session_id, idx, prompt=prompt, command=turn.command,

@@ -50,6 +50,7 @@ class TurnResult:
     timed_out: bool = False
     truncated: bool = False
     notes: list[str] = field(default_factory=list)
+    reply: str | None = None    # the operator's whole reply, where it ran past the typed line
 
 
 class OutputBuffer:

@@ -82,6 +82,7 @@ class _Request:
     max_new: int
     temperature: float
     reuse: bool
+    stop_newline: bool = True   # False: the model writes on past newlines (the ladder's no-stop configs)
     done: threading.Event = field(default_factory=threading.Event)
     command: str | None = None
     error: BaseException | None = None
@@ -334,7 +335,7 @@ class Resident:
             command = self.decode(row.gen[:-1])
         else:
             text = self.decode(row.gen)
-            if "\n" in text:
+            if "\n" in text and req.stop_newline:
                 command = text.split("\n", 1)[0]
             elif len(row.gen) >= req.max_new:
                 command = text
@@ -397,6 +398,7 @@ class HfOperator:
         self.format = get_format(format)
         self.prefix = list(prefix or [])
         self.state = SessionState()
+        self.stop_newline = True
 
     def begin(self, ctx: SessionContext) -> None:
         import torch
@@ -405,6 +407,8 @@ class HfOperator:
             self.format = get_format(opts["format"])
         if "prefix" in opts:
             self.prefix = list(opts["prefix"] or [])
+        if "stop" in opts:  # None or [] means no stop sequence: a whole multi-line reply comes back
+            self.stop_newline = "\n" in (opts["stop"] or [])
         self.state = SessionState()
         if self.temperature > 0:
             gen = torch.Generator(device=self.resident.device)
@@ -416,7 +420,8 @@ class HfOperator:
             self.begin(SessionContext())
         prompt = self.resident.encode(self.format.messages(transcript, self.prefix))
         return self.resident.generate(_Request(prompt, self.state, self.adapter, self.max_new_tokens,
-                                               self.temperature, self.kv_reuse), self.timeout)
+                                               self.temperature, self.kv_reuse,
+                                               self.stop_newline), self.timeout)
 
     def close(self) -> None:
         self.state = SessionState()

@@ -76,15 +76,19 @@ class HttpOperator:
             self.format = get_format(opts["format"])
         if "prefix" in opts:
             self.prefix = list(opts["prefix"] or [])
+        # None or [] means no stop sequence: the whole reply comes back, lines and all
+        self.stop = list(self.format.stop) if "stop" not in opts else list(opts["stop"] or [])
         self._session_seed = self.seed if self.seed is not None else ctx.seed
 
     def request_body(self, transcript: Transcript) -> dict:
         body = {"model": self.model,
                 "messages": self.format.messages(transcript, self.prefix),
-                "stop": list(self.format.stop),
+                "stop": list(getattr(self, "stop", self.format.stop)),
                 "temperature": self.temperature,
                 "max_tokens": self.max_tokens,
                 "stream": False}
+        if not body["stop"]:
+            del body["stop"]
         if self._session_seed is not None:
             body["seed"] = self._session_seed
         return body
@@ -95,7 +99,8 @@ class HttpOperator:
         reason = ""
         for i in range(attempts):
             try:
-                return first_line(self._post(body))
+                text = self._post(body)
+                return first_line(text) if "\n" in body.get("stop", []) else text.replace("\r", "")
             except _Attempt as e:
                 reason = str(e)
                 if not e.retry:

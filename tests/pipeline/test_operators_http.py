@@ -136,6 +136,15 @@ def test_request_and_first_line(canned, monkeypatch):
     assert body["messages"][-1]["content"] == PROMPT
 
 
+def test_no_stop_sequence_returns_the_whole_reply(canned):
+    url, handler = canned
+    handler.replies = [(200, completion("ls -la\r\ntotal 0\nsek@box:~$ exit"))]
+    op = make_operator(f"http:{url}", model="smol")
+    op.begin(SessionContext(options={"stop": None}))  # a priming-ladder config without stop
+    assert op.next_command(transcript()) == "ls -la\ntotal 0\nsek@box:~$ exit"
+    assert "stop" not in handler.seen[0]["body"]
+
+
 def test_operator_serves_another_session_after_close(canned):
     url, handler = canned
     handler.replies = [(200, completion("id"))]

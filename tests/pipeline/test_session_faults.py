@@ -243,3 +243,33 @@ def test_run_json_contract(ws, tmp_path):
                                "timed_out": False}
     prompts = [t["prompt"] for t in Store(ws.db_path).turns(out["session_id"])]
     assert prompts == ["sek@box:~$ ", "sek@box:~$ ", "sek@box:/tmp$ "]
+
+
+class _RunOn:
+    """Replies that run past their first line, as a model without a stop sequence writes."""
+    name = "run-on"
+
+    def __init__(self):
+        self.replies = ["echo one\none\nsek@box:~$ echo two", "exit\n"]
+
+    def begin(self, ctx):
+        pass
+
+    def next_command(self, transcript):
+        return self.replies.pop(0)
+
+    def close(self):
+        pass
+
+
+def test_a_run_on_reply_types_one_line_and_is_kept_whole_for_the_gate(ws):
+    from pipeline.rollout import rollout_row
+    res = run_session(backend=get_backend("docker", ws), operator=_RunOn(), store=None,
+                      budget=Budget(command_timeout=2.0))
+    first, last = res.turns
+    assert first.command == "echo one" and first.output == "one\n"  # the shell got one line
+    assert first.reply == "echo one\none\nsek@box:~$ echo two" and last.reply is None
+    scenario = {"id": "s", "archetype": "a", "provider": {"retrieve": "echo one"}}
+    row = rollout_row(res, scenario, "run-on", "b")
+    assert row["meta"]["classes"] == ["over_imitation", "command"]
+    assert "over_imitation" in row["reasons"]
