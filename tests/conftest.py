@@ -70,3 +70,61 @@ def pytest_collection_modifyitems(config, items):
                 ok = False
             if not ok:
                 item.add_marker(pytest.mark.skip(reason="no CUDA device on this machine"))
+
+
+def _transformers_cli() -> str | None:
+    # the CLI installed beside this Python (scripts/setup.sh's venv is not on PATH), else PATH
+    import sys
+    beside = Path(sys.executable).parent / "transformers"
+    return str(beside) if beside.exists() else shutil.which("transformers")
+
+
+@pytest.fixture(scope="session")
+def served_model():
+    """`transformers serve` on loopback, pinned to the prepared SmolLM2; started once per test
+    run and always terminated. Yields (base URL, model folder)."""
+    import socket
+    import time
+
+    import httpx
+
+    from pipeline.errors import MissingComponent
+    from pipeline.models import prepare_base_model
+    try:
+        model_dir = str(prepare_base_model(_REAL))
+    except MissingComponent as e:
+        pytest.skip(f"the local model cannot be prepared: {e}")
+    exe = _transformers_cli()
+    if exe is None:
+        pytest.skip("no `transformers` CLI (pip install 'sekbench[serve]')")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    # One thread: on a busy shared CPU, more threads make decoding many times slower, not faster.
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([exe, "serve", "--host", "127.0.0.1", "--port", str(port),
+                             "--device", "cpu", model_dir], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, env=env, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            if proc.poll() is not None:
+                tail = proc.stderr.read().decode(errors="replace").strip().splitlines()[-1:]
+                pytest.skip(f"transformers serve exited: {tail[0] if tail else proc.returncode}")
+            try:
+                if httpx.get(f"{base}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.skip("transformers serve did not become ready within 180 s")
+            time.sleep(0.5)
+        yield base, model_dir
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import socket
 import subprocess
 import sys
@@ -14,7 +13,6 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-import httpx
 import pytest
 
 from pipeline.author.teacher import (TeacherConfig, ask_messages, author_with_teacher, parse_reply,
@@ -345,46 +343,7 @@ def test_unreachable_teacher_is_a_missing_component(tmp_path):
 
 # ------------------------------------------------------------------ (d) a real `transformers serve`
 
-@pytest.fixture(scope="module")
-def served_model():
-    """`transformers serve` on loopback, pinned to the prepared SmolLM2; always terminated."""
-    from pipeline.models import prepare_base_model
-    try:
-        model_dir = str(prepare_base_model())
-    except MissingComponent as e:
-        pytest.skip(f"the local model cannot be prepared: {e}")
-    exe = shutil.which("transformers")
-    if exe is None:
-        pytest.skip("no `transformers` CLI (pip install 'sekbench[serve]')")
-    port = free_port()
-    # One thread: on a busy shared CPU, more threads make decoding many times slower, not faster.
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([exe, "serve", "--host", "127.0.0.1", "--port", str(port), "--device", "cpu",
-                             model_dir], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env,
-                            start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            if proc.poll() is not None:
-                tail = proc.stderr.read().decode(errors="replace").strip().splitlines()[-1:]
-                pytest.skip(f"transformers serve exited: {tail[0] if tail else proc.returncode}")
-            try:
-                if httpx.get(f"{base}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.skip("transformers serve did not become ready within 180 s")
-            time.sleep(0.5)
-        yield base, model_dir
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
+# `served_model` (a real `transformers serve`) is a session fixture in tests/conftest.py
 
 
 @pytest.mark.model
