@@ -72,11 +72,21 @@ class Store:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(str(self.path), timeout=timeout, isolation_level=None,
                                check_same_thread=False)
-        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
+        # Switching a new database to WAL needs a moment alone with it, and SQLite answers
+        # "locked" at once rather than waiting when another process opens it at the same time.
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                conn.execute("PRAGMA journal_mode=WAL")
+                break
+            except sqlite3.OperationalError as e:
+                if "locked" not in str(e) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
         # NORMAL is durable against a killed process (the WAL survives); only a
         # power cut can lose the last commits.
         conn.execute("PRAGMA synchronous=NORMAL")
-        conn.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
         self.db = sqlite_utils.Database(conn)
         self._lock = threading.Lock()
         self._migrate()

@@ -82,8 +82,9 @@ class JobsScreen(TabScreen):
         with Horizontal(id="jobs-body"):
             with Vertical(id="jobs-left"):
                 yield Static("Jobs", classes="pane-title")
+                # fixed widths: auto-sizing raced the first load and the layout flickered
                 yield DataGrid("Job", "Kind", "Status", "PID", "Started", "Elapsed", "Result",
-                               id="job-table")
+                               widths=(29, 6, 12, 6, 11, 7, 22), id="job-table")
             with Vertical(id="jobs-right"):
                 yield Static("Training", classes="pane-title", id="metrics-title")
                 yield LossChart(id="loss-chart")
