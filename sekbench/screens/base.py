@@ -7,10 +7,10 @@ from typing import Any, Callable
 
 from textual.app import ComposeResult
 from textual.screen import Screen
-from textual.widgets import Footer
 from textual.worker import Worker, WorkerState
 
 from sekbench.screens.data import Launch, WorkbenchData, launch, one_line
+from sekbench.widgets.key_footer import KeyFooter
 from sekbench.widgets.nav_tabs import NavTabs
 
 
@@ -24,7 +24,7 @@ class TabScreen(Screen):
         yield NavTabs(self.MODE)
 
     def compose_footer(self) -> ComposeResult:
-        yield Footer()
+        yield KeyFooter()
 
     @property
     def data(self) -> WorkbenchData:

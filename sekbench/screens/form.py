@@ -12,7 +12,6 @@ from textual.widgets import Input, Label
 class FormScreen(ModalScreen[dict | None]):
     """Returns {name: text} on Enter, None on Escape."""
 
-    CSS_PATH = "form.tcss"
     BINDINGS = [Binding("escape", "cancel", "Cancel", id="form.cancel")]
 
     def __init__(self, title: str, fields: list[tuple[str, str, str]], hint: str = ""):

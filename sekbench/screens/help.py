@@ -15,7 +15,6 @@ ABOUT = ("sekbench teaches a model to operate a shell and leave it. Scenarios ar
 
 
 class HelpScreen(ModalScreen[None]):
-    CSS_PATH = "help.tcss"
     BINDINGS = [Binding("escape,q,question_mark,f1", "dismiss", "Close", id="help.close")]
 
     def __init__(self, rows: list[tuple[str, str, str]], title: str):

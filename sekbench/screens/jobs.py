@@ -9,7 +9,7 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.widgets import DataTable, Static
+from textual.widgets import Static
 
 from pipeline.store import pid_alive
 from sekbench.screens.base import TabScreen
@@ -61,7 +61,6 @@ def adapter_of(job: dict | None) -> str | None:
 
 class JobsScreen(TabScreen):
     MODE = "jobs"
-    CSS_PATH = "jobs.tcss"
     BINDINGS = [
         Binding("f", "fit", "Fit adapter", id="jobs.fit",
                 tooltip="Export the curated trajectories, then fit a LoRA adapter on them"),
@@ -132,8 +131,8 @@ class JobsScreen(TabScreen):
             report["body"] if report else None,
             f"eval {report.get('job_id') or report['id']}" if report else "")
 
-    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
-        if event.row_key is not None:
+    def on_data_grid_row_highlighted(self, event: DataGrid.RowHighlighted) -> None:
+        if event.key:
             self.reload()
 
     # --------------------------------------------------------------- actions

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 
 from rich.text import Text
@@ -10,7 +11,7 @@ from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.widgets import DataTable, Static
+from textual.widgets import Static
 
 from sekbench.screens.base import TabScreen
 from sekbench.screens.data import send_signal
@@ -18,7 +19,9 @@ from sekbench.screens.form import FormScreen
 from sekbench.widgets.data_grid import DataGrid
 from sekbench.widgets.scrollback import Scrollback
 
-TAIL_SECONDS = 0.04   # how often the selected session's new events are read
+TAIL_SECONDS = 0.01      # how often the store's write-ahead log is looked at (a stat)
+RECHECK_SECONDS = 0.1    # how often the store is read even when the log looks unchanged
+ENDED_QUIET_SECONDS = 1.0
 RECENT_ENDED = 30
 
 
@@ -43,7 +46,6 @@ def session_cells(s: dict, now: float) -> tuple:
 
 class LiveScreen(TabScreen):
     MODE = "live"
-    CSS_PATH = "live.tcss"
     BINDINGS = [
         Binding("b", "rollout", "Rollout batch", id="live.rollout",
                 tooltip="Start `sekbench rollout` as its own process"),
@@ -92,9 +94,9 @@ class LiveScreen(TabScreen):
         if self.streaming is None and table.selected_key and self.is_current:
             self.stream(table.selected_key)
 
-    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
-        if event.row_key is not None and event.row_key.value != self.streaming and self.is_current:
-            self.stream(event.row_key.value)
+    def on_data_grid_row_highlighted(self, event: DataGrid.RowHighlighted) -> None:
+        if event.key != self.streaming and self.is_current:
+            self.stream(event.key)
 
     def stream(self, session_id: str) -> None:
         """Show a session's scrollback from its first event, then follow it."""
@@ -115,33 +117,50 @@ class LiveScreen(TabScreen):
 
     @work(exclusive=True, group="live-tail", exit_on_error=False, name="live:tail")
     async def tail(self, session_id: str) -> None:
-        """Read the session's new events every few tens of milliseconds until it has ended."""
+        """Follow the session's new events until it has ended and gone quiet.
+
+        Every TAIL_SECONDS the write-ahead log's size and mtime are looked at (a stat, on the
+        event loop); only when they moved, or every RECHECK_SECONDS in any case (a checkpoint
+        can rewrite the log in place within one mtime tick), does a thread read the store."""
         store = await asyncio.to_thread(self.data.own_store)
         scrollback = self.query_one("#stream", Scrollback)
+        wal = f"{store.path}-wal"
         seen = {"version": None}
 
         def poll(after: int) -> list[dict]:
-            # One thread hop per poll; it costs one pragma unless some process committed.
-            version = store.data_version()
+            version = store.data_version()   # moves only when another process committed
             if version == seen["version"] and after >= 0:
                 return []
             seen["version"] = version
             return store.events(session_id, after)
 
-        quiet = 0
+        def wal_stamp() -> tuple[int, int] | None:
+            try:
+                st = os.stat(wal)
+            except OSError:
+                return None
+            return st.st_mtime_ns, st.st_size
+
+        loop = asyncio.get_running_loop()
+        stamp, read_at, quiet_since = wal_stamp(), 0.0, loop.time()
         try:
             while True:
-                rows = await asyncio.to_thread(poll, self.tail_after)
-                if rows and self.streaming == session_id:
-                    self.tail_after = rows[-1]["seq"]
-                    scrollback.add_events(rows)
-                    quiet = 0
-                    continue
+                now = loop.time()
+                new_stamp = wal_stamp()
+                if new_stamp != stamp or new_stamp is None or now - read_at >= RECHECK_SECONDS \
+                        or self.tail_after < 0:
+                    stamp, read_at = new_stamp, now
+                    rows = await asyncio.to_thread(poll, self.tail_after)
+                    if rows and self.streaming == session_id:
+                        self.tail_after = rows[-1]["seq"]
+                        scrollback.add_events(rows)
+                        quiet_since = loop.time()
+                        continue
                 session = self.sessions.get(session_id)
-                quiet += 1
-                if session and session["status"] != "running" and quiet > 25:
-                    return  # ended, and nothing new for a second: the scrollback is complete
-                await asyncio.sleep(TAIL_SECONDS)
+                if session and session["status"] != "running" and \
+                        loop.time() - quiet_since > ENDED_QUIET_SECONDS:
+                    return  # ended, and nothing new for a while: the scrollback is complete
+                await asyncio.sleep(TAIL_SECONDS if new_stamp is not None else RECHECK_SECONDS)
         finally:
             await asyncio.to_thread(store.close)
 

@@ -9,7 +9,7 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.widgets import DataTable, ProgressBar, Static
+from textual.widgets import ProgressBar, Static
 
 from sekbench.replay import Timeline, export_asciicast
 from sekbench.screens.base import TabScreen
@@ -25,7 +25,6 @@ SEEK_SECONDS = 5.0
 
 class ReplayScreen(TabScreen):
     MODE = "replay"
-    CSS_PATH = "replay.tcss"
     REFRESH_SECONDS = 5.0
     BINDINGS = [
         Binding("space", "play_pause", "Play/Pause", id="replay.play", priority=True,
@@ -94,9 +93,9 @@ class ReplayScreen(TabScreen):
         if self.session_id is None and table.selected_key:
             self.load(table.selected_key)
 
-    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
-        if event.row_key is not None and event.row_key.value != self.session_id:
-            self.load(event.row_key.value)
+    def on_data_grid_row_highlighted(self, event: DataGrid.RowHighlighted) -> None:
+        if event.key != self.session_id:
+            self.load(event.key)
 
     def load(self, session_id: str) -> None:
         self.session_id = session_id

@@ -12,7 +12,7 @@ from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.widgets import DataTable, Select, Static
+from textual.widgets import Select, Static
 
 from sekbench.replay import messages_to_events
 from sekbench.screens.base import TabScreen
@@ -40,7 +40,7 @@ class Page:
 
 
 def fetch_page(store, filters: dict, offset: int) -> Page:
-    total = store.count_rollouts(**filters)
+    total = store.queue_count(**filters)
     offset = max(0, min(offset, (max(total, 1) - 1) // PAGE * PAGE))
     rows = store.rollout_page(**filters, offset=offset, limit=PAGE)
     decided = store.current_decisions()
@@ -76,7 +76,6 @@ def gate_panel(rollout: dict, history: list[dict]) -> Group:
 
 class ReviewScreen(TabScreen):
     MODE = "review"
-    CSS_PATH = "review.tcss"
     REFRESH_SECONDS = 5.0
     BINDINGS = [
         Binding("a", "decide('accept')", "Accept", id="review.accept",
@@ -118,7 +117,7 @@ class ReviewScreen(TabScreen):
         with Horizontal(id="review-body"):
             with Vertical(id="review-left"):
                 yield DataGrid("Rollout", "Archetype", "Operator", "Verdict", "Reasons", "Turns",
-                               "Decision", widths=(12, 15, 11, 14, 16, 5, 8), id="queue")
+                               "Decision", widths=(10, 15, 10, 14, 12, 5, 8), id="queue")
             with Vertical(id="review-right"):
                 yield Static("", id="gate")
                 yield Static("Scrollback", classes="pane-title")
@@ -151,7 +150,7 @@ class ReviewScreen(TabScreen):
             return  # the filters changed while this page was read; a newer read follows
         self.page, self.page_offset = page, page.offset
         table = self.query_one("#queue", DataGrid)
-        table.show_rows([(r["id"], (r["id"][:12], r["archetype"] or "?", r["operator"] or "?",
+        table.show_rows([(r["id"], (r["id"][:10], r["archetype"] or "?", r["operator"] or "?",
                                     verdict_text(r["verdict"]), ", ".join(r["reasons"]),
                                     str(r["turns"] or 0), self._decision_cell(r["id"])))
                          for r in page.rows])
@@ -196,10 +195,10 @@ class ReviewScreen(TabScreen):
         self.page_offset = 0
         self.reload(facets=False)
 
-    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
-        if event.data_table.id == "queue" and event.row_key is not None:
+    def on_data_grid_row_highlighted(self, event: DataGrid.RowHighlighted) -> None:
+        if event.data_grid.id == "queue":
             self.show_progress()
-            self.show_rollout(event.row_key.value)
+            self.show_rollout(event.key)
 
     def show_rollout(self, rollout_id: str) -> None:
         self._selected = rollout_id

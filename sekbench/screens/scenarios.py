@@ -14,7 +14,7 @@ from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.widgets import DataTable, Static
+from textual.widgets import Static
 
 from sekbench.screens.base import TabScreen
 from sekbench.screens.form import FormScreen
@@ -60,7 +60,6 @@ class ScenariosScreen(TabScreen):
     """Authored scenarios with their admission verdicts; hand-edited files are re-admitted."""
 
     MODE = "scenarios"
-    CSS_PATH = "scenarios.tcss"
     BINDINGS = [
         Binding("a", "author", "Author", id="scenarios.author",
                 tooltip="Author new scenarios, procedurally or with a teacher endpoint"),
@@ -111,9 +110,9 @@ class ScenariosScreen(TabScreen):
         if first and table.row_count:
             self.show_detail(table.selected_key)
 
-    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
-        if event.data_table.id == "scenario-table" and event.row_key is not None:
-            self.show_detail(event.row_key.value)
+    def on_data_grid_row_highlighted(self, event: DataGrid.RowHighlighted) -> None:
+        if event.data_grid.id == "scenario-table":
+            self.show_detail(event.key)
 
     def show_detail(self, scenario_id: str | None) -> None:
         if scenario_id is None:

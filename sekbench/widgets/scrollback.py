@@ -10,6 +10,8 @@ from textual.geometry import Size
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
+from sekbench.widgets.virtual import set_virtual_size
+
 # ANSI names follow the theme's terminal palette, so both light and dark themes read well.
 STYLES = {
     "banner": Style(italic=True, dim=True),
@@ -43,7 +45,7 @@ class Scrollback(ScrollView, can_focus=True):
         self._open = False
         self._width = 0
         self.events_shown = 0
-        self.virtual_size = Size(0, 0)
+        set_virtual_size(self, Size(0, 0))
         self.scroll_to(0, 0, animate=False)
         self.refresh()
 
@@ -56,7 +58,7 @@ class Scrollback(ScrollView, can_focus=True):
             self.events_shown += 1
         for i in range(first_changed, len(self.lines)):
             self._strips.pop(i, None)
-        self.virtual_size = Size(self._width, len(self.lines))
+        set_virtual_size(self, Size(self._width, len(self.lines)))
         self.refresh()
         if follow:
             self.scroll_end(animate=False, immediate=True, x_axis=False)
