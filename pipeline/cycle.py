@@ -21,6 +21,11 @@ from typing import Protocol
 
 from pipeline.errors import SekbenchError
 
+
+def _default_holdout() -> tuple[str, ...]:
+    from pipeline.author.procedural import DEFAULT_HOLDOUT
+    return DEFAULT_HOLDOUT
+
 STAGES = ("author", "rollout", "export", "sft", "eval")
 
 
@@ -32,7 +37,7 @@ def _f(default, help: str, **kw):
 class CycleConfig:
     count: int = _f(90, "scenarios to author (round-robin over the nine archetypes)")
     seed: int = _f(0, "authoring seed; also the rollout and eval seed")
-    holdout_archetypes: list[str] = field(default_factory=lambda: ["search_count", "file_transform"],
+    holdout_archetypes: list[str] = field(default_factory=lambda: list(_default_holdout()),
                                           metadata={"help": "archetypes kept out of training"})
     per_scenario: int = _f(1, "reference rollouts per training scenario (seeded variation)")
     workers: int = _f(2, "sandboxes at once while authoring and rolling out")

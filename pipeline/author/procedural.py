@@ -15,6 +15,8 @@ from .archetypes.common import CHECK_PRELUDE, HOME, USER, q
 from .providers import make_announcement, make_provider
 
 ARCHETYPES: list[str] = list(BUILDERS)
+# Task types kept out of training unless told otherwise (the cycle and the workbench's form).
+DEFAULT_HOLDOUT: tuple[str, ...] = ("search_count", "file_transform")
 
 # Directories directly below these are the units setup hands over to the session user.
 _WRITABLE_BASES = (HOME, "/srv", "/opt")

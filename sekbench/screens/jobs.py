@@ -14,6 +14,7 @@ from textual.widgets import Static
 from pipeline.store import pid_alive
 from sekbench.screens.base import TabScreen
 from sekbench.screens.data import send_signal
+from sekbench.screens.form import FormScreen
 from sekbench.screens.live import clock_text
 from sekbench.widgets.data_grid import DataGrid
 from sekbench.widgets.lift_table import LiftTable
@@ -141,17 +142,33 @@ class JobsScreen(TabScreen):
 
     def action_fit(self) -> None:
         ws = self.data.ws
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        export = ws.exports / f"export-{stamp}.jsonl"
 
-        def exported(result) -> None:
-            path = (result or {}).get("path") if isinstance(result, dict) else None
-            n = (result or {}).get("trajectories", "?") if isinstance(result, dict) else "?"
-            self.notify(f"exported {n} trajectories; fitting an adapter")
-            self.start("sft", "sft", "--data", str(path or export), "--out",
-                       str(ws.adapters / f"adapter-{stamp}"), "--json")
+        def submitted(form: dict | None) -> None:
+            if not form:
+                return
+            try:
+                epochs, steps = float(form["epochs"]), int(form["steps"] or 0)
+            except ValueError:
+                self.notify("epochs must be a number and steps a whole number", severity="error")
+                return
+            stamp = time.strftime("%Y%m%d-%H%M%S")
+            export = ws.exports / f"export-{stamp}.jsonl"
+            budget = ["--max-steps", str(steps)] if steps > 0 else ["--epochs", str(epochs)]
 
-        self.start("export", "export", "--out", str(export), "--json", done=exported)
+            def exported(result) -> None:
+                path = (result or {}).get("path") if isinstance(result, dict) else None
+                n = (result or {}).get("trajectories", "?") if isinstance(result, dict) else "?"
+                self.notify(f"exported {n} trajectories; fitting an adapter")
+                self.start("sft", "sft", "--data", str(path or export), "--out",
+                           str(ws.adapters / f"adapter-{stamp}"), *budget, "--json")
+
+            self.start("export", "export", "--out", str(export), "--json", done=exported)
+
+        self.app.push_screen(FormScreen(
+            "Fit a LoRA adapter on the current export",
+            [("epochs", "Epochs", "3"), ("steps", "Steps (0: from the epochs)", "0")],
+            hint="Enter exports the kept and accepted trajectories, then starts `sekbench sft`."),
+            submitted)
 
     def action_eval(self) -> None:
         adapter = adapter_of(self.selected_job())
@@ -162,7 +179,25 @@ class JobsScreen(TabScreen):
         if adapter is None:
             self.notify("no adapter yet: press f to fit one", severity="warning")
             return
-        self.start("eval", "eval", "--adapter", adapter, "--split", "holdout", "--json")
+
+        def submitted(form: dict | None) -> None:
+            if not form:
+                return
+            if not form["limit"].isdigit() or not form["workers"].isdigit():
+                self.notify("limit and workers must be whole numbers", severity="error")
+                return
+            args = ["eval", "--adapter", form["adapter"] or adapter, "--split", "holdout",
+                    "--workers", form["workers"], "--json"]
+            if int(form["limit"]) > 0:
+                args[1:1] = ["--limit", form["limit"]]
+            self.start("eval", *args)
+
+        self.app.push_screen(FormScreen(
+            "Eval base against tuned on the holdout split",
+            [("adapter", "Adapter", adapter), ("limit", "Scenarios (0: all)", "10"),
+             ("workers", "Sessions at once", "2")],
+            hint="Enter starts `sekbench eval`; its lift table appears here when it ends."),
+            submitted)
 
     def action_cancel(self) -> None:
         job = self.selected_job()

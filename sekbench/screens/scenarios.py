@@ -126,6 +126,8 @@ class ScenariosScreen(TabScreen):
         self.reload()
 
     def action_author(self) -> None:
+        from pipeline.author.procedural import DEFAULT_HOLDOUT
+
         def submitted(form: dict | None) -> None:
             if not form:
                 return
@@ -135,6 +137,9 @@ class ScenariosScreen(TabScreen):
                 self.notify("count and seed must be whole numbers", severity="error")
                 return
             args = ["author", "--count", str(count), "--seed", str(seed), "--json"]
+            holdout = ",".join(a.strip() for a in form["holdout"].split(",") if a.strip())
+            if holdout:
+                args[1:1] = ["--holdout-archetypes", holdout]
             if form.get("teacher"):
                 args[1:1] = ["--teacher", form["teacher"]]
             self.start("author", *args)
@@ -142,6 +147,8 @@ class ScenariosScreen(TabScreen):
         self.app.push_screen(FormScreen(
             "Author scenarios",
             [("count", "How many", "20"), ("seed", "Seed", "0"),
+             ("holdout", "Held-out archetypes (their scenarios go to the holdout split)",
+              ",".join(DEFAULT_HOLDOUT)),
              ("teacher", "Teacher endpoint (blank: procedural)",
               os.environ.get("SEKBENCH_TEACHER", ""))],
             hint="Enter starts `sekbench author`; Escape cancels."), submitted)

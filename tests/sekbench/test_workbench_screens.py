@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from textual.widgets import Select, Static
+from textual.widgets import Input, Select, Static
 
 from conftest import settle, wait_for
 from pipeline.store import Store
@@ -103,6 +103,25 @@ async def test_scenarios_table_yield_and_detail(make_app):
         assert isinstance(app.screen, FormScreen)
         await pilot.press("escape")
         assert not isinstance(app.screen, FormScreen)
+
+
+@pytest.mark.asyncio
+async def test_author_form_starts_a_batch_with_held_out_archetypes(make_app, monkeypatch,
+                                                                   tmp_path):
+    launched = fake_cli(tmp_path, monkeypatch, "print('{}')\n")
+    app = make_app("scenarios")
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("a")
+        app.screen.query_one("#field-count", Input).value = "12"
+        app.screen.query_one("#field-holdout", Input).value = "log_triage, csv_column"
+        await pilot.press("enter")
+        assert await wait_for(pilot, lambda: len(launched()) == 1, 10)
+        argv = launched()[0]
+        assert argv[0] == "author" and argv[argv.index("--count") + 1] == "12"
+        assert argv[argv.index("--holdout-archetypes") + 1] == "log_triage,csv_column"
+        assert "--teacher" not in argv
+        assert await wait_for(pilot, lambda: any("author finished" in n for n in notes(app)), 10)
 
 
 @pytest.mark.asyncio
@@ -258,22 +277,70 @@ async def test_jobs_metrics_lift_and_cancel(make_app, workspace, ids, sleeper):
         assert any("is not running" in n for n in notes(app))
 
 
-@pytest.mark.asyncio
-async def test_jobs_fit_launches_export_and_reports_failure(make_app, monkeypatch, tmp_path):
-    # A stand-in CLI that fails the way an unavailable component does: one line on stderr.
+def fake_cli(tmp_path, monkeypatch, body: str):
+    """A stand-in `sekbench` for the workbench to launch: it logs its argv, then runs body."""
     fake = tmp_path / "fakecli" / "sekbench"
     fake.mkdir(parents=True)
     (fake / "__init__.py").write_text("")
-    (fake / "cli.py").write_text("import sys\nsys.stderr.write('no trajectories to export\\n')\n"
-                                 "sys.exit(2)\n")
+    log = tmp_path / "argv.jsonl"
+    (fake / "cli.py").write_text(
+        "import json, sys\n"
+        f"open({str(log)!r}, 'a').write(json.dumps(sys.argv[1:]) + '\\n')\n" + body)
     monkeypatch.setenv("PYTHONPATH", str(fake.parent))
     monkeypatch.setattr("sekbench.screens.data.PACKAGE_ROOT", fake.parent)
+    return lambda: [json.loads(line) for line in log.read_text().splitlines()] \
+        if log.exists() else []
+
+
+@pytest.mark.asyncio
+async def test_jobs_fit_launches_export_and_reports_failure(make_app, monkeypatch, tmp_path):
+    # Fails the way an unavailable component does: one line on stderr.
+    fake_cli(tmp_path, monkeypatch, "sys.stderr.write('no trajectories to export\\n')\n"
+                                    "sys.exit(2)\n")
     app = make_app("jobs")
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
         await pilot.press("f")
+        assert isinstance(app.screen, FormScreen)
+        await pilot.press("enter")
         assert await wait_for(pilot, lambda: any("export failed: no trajectories to export" in n
                                                  for n in notes(app)), 10)
+
+
+@pytest.mark.asyncio
+async def test_jobs_fit_and_eval_forms_shape_the_commands(make_app, workspace, monkeypatch,
+                                                          tmp_path):
+    launched = fake_cli(tmp_path, monkeypatch,
+                        "if sys.argv[1] == 'export':\n"
+                        "    print(json.dumps({'path': sys.argv[3], 'trajectories': 7}))\n"
+                        "else:\n"
+                        "    print('{}')\n")
+    app = make_app("jobs")
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("f")
+        form = app.screen
+        assert isinstance(form, FormScreen)
+        form.query_one("#field-steps", Input).value = "5"
+        await pilot.press("enter")
+        assert await wait_for(pilot, lambda: len(launched()) == 2, 10)
+        export, sft = launched()
+        assert export[:2] == ["export", "--out"]
+        assert sft[:3] == ["sft", "--data", export[2]] and "--max-steps" in sft
+        assert sft[sft.index("--max-steps") + 1] == "5" and "--epochs" not in sft
+        adapter = sft[sft.index("--out") + 1]
+        (workspace.adapters / "adapter-older").mkdir(parents=True)
+        await pilot.press("e")
+        form = app.screen
+        assert isinstance(form, FormScreen)
+        assert form.query_one("#field-adapter", Input).value.endswith("adapter-older")
+        form.query_one("#field-adapter", Input).value = adapter
+        form.query_one("#field-limit", Input).value = "3"
+        await pilot.press("enter")
+        assert await wait_for(pilot, lambda: len(launched()) == 3, 10)
+        ev = launched()[2]
+        assert ev[0] == "eval" and ev[ev.index("--limit") + 1] == "3"
+        assert ev[ev.index("--adapter") + 1] == adapter and ev[ev.index("--split") + 1] == "holdout"
 
 
 # ---------------------------------------------------------------------- replay
