@@ -356,8 +356,18 @@ def run_job(ws, cfg: EvalConfig, *, job_id: str | None = None, kind: str = "eval
     job_id = job_id or store.job_create(kind, {"config": asdict(cfg)})
     store.job_update(job_id, status="running", pid=os.getpid(), host=socket.gethostname(),
                      started_at=now())
+    step = {"n": 0}
+
+    def recorded(side: str, p: dict) -> None:
+        # Each finished session is a metrics row, so a watcher (the workbench) shows progress.
+        step["n"] += 1
+        store.add_metrics(job_id, step["n"], {"side": side, "done": p["done"], "total": p["total"],
+                                             "kept": p.get("kept")})
+        if progress is not None:
+            progress(side, p)
+
     try:
-        body = run_eval(ws=ws, store=store, cfg=cfg, job_id=job_id, progress=progress,
+        body = run_eval(ws=ws, store=store, cfg=cfg, job_id=job_id, progress=recorded,
                         backend=backend)
     except KeyboardInterrupt:
         store.job_update(job_id, status="interrupted", ended_at=now(), error="interrupted")

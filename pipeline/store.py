@@ -522,6 +522,16 @@ class WorkbenchStore(Store):
         cache[key] = (stamp, n)
         return n
 
+    def last_metrics(self, job_ids: Iterable[str]) -> dict[str, dict]:
+        """job id -> the values of its newest metrics row (progress of running jobs)."""
+        ids = list(job_ids)
+        if not ids:
+            return {}
+        rows = self.query('select job_id, "values" from metrics where id in (select max(id) '
+                          "from metrics where job_id in (select value from json_each(?)) "
+                          "group by job_id)", [_dumps(ids)])
+        return {r["job_id"]: _loads(r["values"], {}) for r in rows}
+
     def data_version(self) -> int:
         """Changes whenever another connection commits; lets a poller skip unchanged reads."""
         return self.query("pragma data_version")[0]["data_version"]

@@ -31,8 +31,10 @@ def job_status(job: dict) -> Text:
     return Text(status, style=STATUS_STYLE.get(status, ""))
 
 
-def job_summary(job: dict) -> str:
+def job_summary(job: dict, last: dict | None = None) -> str:
     result = job.get("result") if isinstance(job.get("result"), dict) else {}
+    if job["status"] == "running" and job["kind"] == "eval" and last and "total" in last:
+        return f"{last.get('side', '?')} {last.get('done', 0)}/{last['total']} sessions"
     if job.get("error"):
         return " ".join(str(job["error"]).split())[:60]
     if job["kind"] == "sft" and result.get("final_loss") is not None:
@@ -45,12 +47,12 @@ def job_summary(job: dict) -> str:
     return ""
 
 
-def job_cells(job: dict, now: float) -> tuple:
+def job_cells(job: dict, now: float, last: dict | None = None) -> tuple:
     started = job["started_at"] or job["created_at"]
     end = job["ended_at"] or (now if job["status"] in ("running", "queued") else started)
     return (job["id"], job["kind"] or "?", job_status(job), str(job["pid"] or "-"),
             time.strftime("%m-%d %H:%M", time.localtime(started)) if started else "-",
-            clock_text(end - started if started else None), job_summary(job))
+            clock_text(end - started if started else None), job_summary(job, last))
 
 
 def adapter_of(job: dict | None) -> str | None:
@@ -106,15 +108,17 @@ class JobsScreen(TabScreen):
                 next((j["id"] for j in jobs if j["kind"] == "sft"), None)
             after = known_after if chosen == known_for else 0
             metrics = store.metrics(chosen, after) if chosen else []
-            return jobs, selected, chosen, metrics, store.reports("eval", limit=50)
+            last = store.last_metrics(j["id"] for j in jobs
+                                      if j["kind"] == "eval" and j["status"] == "running")
+            return jobs, selected, chosen, metrics, store.reports("eval", limit=50), last
         self.read(fetch, self.show)
 
     def show(self, result) -> None:
-        jobs, selected, chosen, metrics, reports = result
+        jobs, selected, chosen, metrics, reports, last = result
         self.jobs = {j["id"]: j for j in jobs}
         now = self.now()
         self.query_one("#job-table", DataGrid).show_rows(
-            [(j["id"], job_cells(j, now)) for j in jobs])
+            [(j["id"], job_cells(j, now, last.get(j["id"]))) for j in jobs])
         chart = self.query_one("#loss-chart", LossChart)
         if chosen != self.metrics_for:
             self.metrics_for, self.metrics_after = chosen, 0

@@ -69,8 +69,8 @@ class LiveScreen(TabScreen):
                 yield DataGrid("Session", "Operator", "Scenario", "Turns", "Elapsed", "Budget",
                                "Status", id="session-table")
             with Vertical(id="live-right"):
-                yield Static("Select a session to stream it.", classes="pane-title",
-                             id="stream-title")
+                yield Static("Select a session to stream it; b starts a rollout batch.",
+                             classes="pane-title", id="stream-title")
                 yield Scrollback(id="stream")
         yield from self.compose_footer()
 

@@ -29,7 +29,7 @@ def verdict_cell(admitted: int, reasons: list[str]) -> Text:
 
 def scenario_detail(scenario: dict | None) -> Group | Text:
     if not scenario:
-        return Text("No scenario selected.", style="dim")
+        return Text("No scenario selected. An empty table? Press a to author a batch.", style="dim")
     provider = scenario.get("provider") or {}
     ann = scenario.get("announcement") or {}
     where = ann.get("var") or ann.get("path") or ""
@@ -147,7 +147,7 @@ class ScenariosScreen(TabScreen):
         self.app.push_screen(FormScreen(
             "Author scenarios",
             [("count", "How many", "20"), ("seed", "Seed", "0"),
-             ("holdout", "Held-out archetypes (their scenarios go to the holdout split)",
+             ("holdout", "Held-out archetypes (comma-separated; scenarios go to holdout)",
               ",".join(DEFAULT_HOLDOUT)),
              ("teacher", "Teacher endpoint (blank: procedural)",
               os.environ.get("SEKBENCH_TEACHER", ""))],

@@ -277,6 +277,22 @@ async def test_jobs_metrics_lift_and_cancel(make_app, workspace, ids, sleeper):
         assert any("is not running" in n for n in notes(app))
 
 
+@pytest.mark.asyncio
+async def test_running_eval_shows_its_session_progress(make_app, workspace, sleeper):
+    store = Store(workspace.db_path)
+    jid = store.job_create("eval", {"config": {}}, id="eval-running")
+    store.job_update(jid, status="running", pid=sleeper.pid, started_at=1_767_000_000.0 - 30)
+    store.add_metrics(jid, 1, {"side": "base", "done": 1, "total": 6, "kept": 0})
+    app = make_app("jobs")
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        table = app.screen.query_one("#job-table", DataGrid)
+        assert "base 1/6 sessions" in [str(c) for c in table.get_row(jid)]
+        store.add_metrics(jid, 2, {"side": "tuned", "done": 4, "total": 6, "kept": 1})
+        assert await wait_for(pilot, lambda: "tuned 4/6 sessions" in
+                              [str(c) for c in table.get_row(jid)], 4)
+
+
 def fake_cli(tmp_path, monkeypatch, body: str):
     """A stand-in `sekbench` for the workbench to launch: it logs its argv, then runs body."""
     fake = tmp_path / "fakecli" / "sekbench"
