@@ -1,17 +1,23 @@
 """Workbench speed: Review over 100,000 trajectories, and Live with 8 sessions streaming.
 
-    python bench/bench_workbench.py [--rollouts 100000] [--sessions 8] [--seconds 6]
+    python bench/bench_workbench.py [--rollouts 100000] [--sessions 8] [--seconds 10]
 
 Targets (from the workbench issue): Review opens and pages in under 200 ms with 100,000
 trajectories in the store; with 8 sessions streaming at once, an event reaches the screen
-within 100 ms at p95. The 100k store is filled once through Store.put_rollout and kept under
-the system temp folder for later runs.
+within 100 ms at p95. Every time is taken until the frame that shows the change is drawn.
+
+Side by side, in one run, each in its own process: the workbench as shipped, and the same
+workbench on Textual's stock parts (DataTable for its tables, Footer, a layout reflow each
+time a scroll view grows, the garbage collector left to walk the whole heap): the ratio is
+stock / shipped. The 100k store is filled once through Store.put_rollout and kept under the
+system temp folder for later runs.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import statistics
 import subprocess
@@ -35,13 +41,6 @@ GATE = ("kept", "kept", "kept", "no_operation", "prose_drift", "premature_exit",
 def pct(values: list[float], q: float) -> float:
     values = sorted(values)
     return values[min(len(values) - 1, int(round(q * (len(values) - 1))))]
-
-
-def summary(name: str, ms: list[float], target: float) -> str:
-    p95 = pct(ms, 0.95)
-    return (f"{name:<34} n={len(ms):<5} median={statistics.median(ms):7.1f} ms  "
-            f"p95={p95:7.1f} ms  max={max(ms):7.1f} ms  target<{target:.0f} ms  "
-            f"{'OK' if p95 < target else 'OVER'}")
 
 
 # ----------------------------------------------------------------------- fill
@@ -111,14 +110,13 @@ async def shown(screen, t0: float, timeout: float = 10.0) -> float:
     return (min(end for start, end in PAINTS if start >= screen.page_shown_at) - t0) * 1000
 
 
-async def bench_review(ws: Workspace) -> list[str]:
+async def bench_review(ws: Workspace) -> dict[str, list[float]]:
     from sekbench.app import SekbenchApp
     from sekbench.screens.review import PAGE
 
     record_paints()
-    lines = []
     cold = []
-    for _ in range(3):  # the screen built when the tab is first opened (no prewarm)
+    for _ in range(6):  # the screen built when the tab is first opened (no prewarm)
         app = SekbenchApp(ws, watch_files=False, mode="scenarios", prewarm=False)
         async with app.run_test(size=(140, 40)) as pilot:
             await pilot.pause(0.3)
@@ -157,12 +155,10 @@ async def bench_review(ws: Workspace) -> list[str]:
             t0 = time.perf_counter()
             screen.reload(facets=False)
             filtered.append(await shown(screen, t0))
-        lines.append(f"Review over {total:,} trajectories (until the frame with the page is drawn)")
-        lines.append(summary("  open, prewarmed (as shipped)", opened, 200))
-        lines.append(summary("  open, cold (screen built on open)", cold, 200))
-        lines.append(summary("  next page", paging, 200))
-        lines.append(summary("  page with two filters", filtered, 200))
-    return lines
+    return {"Review open (screens prewarmed)": opened,
+            "Review open (screen built on open)": cold,
+            "Review next page": paging, "Review page with two filters": filtered,
+            "_total": [total]}
 
 
 # ----------------------------------------------------------------------- live
@@ -183,7 +179,7 @@ store.session_end(sid, "exit", terminal="exit")
 """
 
 
-async def bench_live(sessions: int, seconds: float) -> list[str]:
+async def bench_live(sessions: int, seconds: float) -> dict[str, list[float]]:
     from sekbench.app import SekbenchApp
     from sekbench.widgets.scrollback import Scrollback
 
@@ -231,9 +227,77 @@ async def bench_live(sessions: int, seconds: float) -> list[str]:
         finally:
             for w in writers:
                 await asyncio.to_thread(w.wait, 60)
-    return [f"Live with {sessions} sessions streaming (3 events per 0.09 s each)",
-            summary("  event to screen (frame drawn)", latencies, 100),
-            summary("  event to widget (handed over)", handed, 100)]
+    return {f"Live, {sessions} streaming: event to screen": latencies,
+            f"Live, {sessions} streaming: event to widget": handed}
+
+
+# --------------------------------------------------------------- the stock parts
+def use_stock_parts() -> None:
+    """The workbench on Textual's stock widgets, as it was before these were replaced."""
+    from textual.widgets import DataTable, Footer
+
+    import sekbench.app
+    import sekbench.screens.base
+    import sekbench.widgets.scrollback
+    from sekbench.widgets.data_grid import DataGrid
+
+    class StockGrid(DataTable):
+        """DataGrid's interface over a DataTable (the workbench's first table)."""
+
+        def __init__(self, *columns, widths=None, id=None, classes=None):
+            super().__init__(id=id, classes=classes, cursor_type="row", zebra_stripes=True)
+            self._columns, self._widths, self._shown = columns, widths, []
+
+        def on_mount(self) -> None:
+            for i, label in enumerate(self._columns):
+                self.add_column(label, width=self._widths[i] if self._widths else None)
+
+        @property
+        def selected_key(self):
+            if not self.row_count:
+                return None
+            try:
+                return self.coordinate_to_cell_key(self.cursor_coordinate).row_key.value
+            except Exception:
+                return None
+
+        def show_rows(self, rows, *, keep=None) -> bool:
+            snapshot = [(key, tuple(cells)) for key, cells in rows]
+            if snapshot == self._shown:
+                return False
+            keep = keep if keep is not None else self.selected_key
+            self._shown = snapshot
+            self.clear()
+            for key, cells in snapshot:
+                self.add_row(*cells, key=key)
+            index = next((i for i, (key, _) in enumerate(snapshot) if key == keep), None)
+            if index is not None:
+                self.move_cursor(row=index, animate=False)
+            return True
+
+        def keys(self):
+            return [key for key, _ in self._shown]
+
+        def on_data_table_row_highlighted(self, event) -> None:
+            if event.row_key is not None:
+                self.post_message(DataGrid.RowHighlighted(self, event.cursor_row,
+                                                          event.row_key.value))
+
+    for module in ("review", "live", "jobs", "scenarios", "replay"):
+        setattr(sys.modules.get(f"sekbench.screens.{module}") or
+                __import__(f"sekbench.screens.{module}", fromlist=["x"]), "DataGrid", StockGrid)
+    sekbench.screens.base.KeyFooter = Footer
+    sekbench.widgets.scrollback.set_virtual_size = lambda w, size: setattr(w, "virtual_size", size)
+    sekbench.app.freeze_heap = lambda: None
+
+
+def run_variant(args) -> dict[str, list[float]]:
+    if args.variant == "stock":
+        use_stock_parts()
+    ws = filled_workspace(args.rollouts)
+    results = asyncio.run(bench_review(ws))
+    results.update(asyncio.run(bench_live(args.sessions, args.seconds)))
+    return results
 
 
 def main() -> None:
@@ -241,11 +305,35 @@ def main() -> None:
     ap.add_argument("--rollouts", type=int, default=100_000)
     ap.add_argument("--sessions", type=int, default=8)
     ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--variant", choices=["shipped", "stock"], help=argparse.SUPPRESS)
     args = ap.parse_args()
-    ws = filled_workspace(args.rollouts)
-    lines = asyncio.run(bench_review(ws))
-    lines += asyncio.run(bench_live(args.sessions, args.seconds))
-    print("\n".join(lines))
+    if args.variant:
+        print(json.dumps(run_variant(args)))
+        return
+    filled_workspace(args.rollouts)   # fill once, outside the timed processes
+    runs = {}
+    for variant in ("shipped", "stock"):
+        out = subprocess.run([sys.executable, __file__, "--variant", variant, "--rollouts",
+                              str(args.rollouts), "--sessions", str(args.sessions),
+                              "--seconds", str(args.seconds)],
+                             capture_output=True, text=True, check=True).stdout
+        runs[variant] = json.loads(out.strip().splitlines()[-1])
+    shipped, stock = runs["shipped"], runs["stock"]
+    total = int(shipped.pop("_total")[0])
+    stock.pop("_total", None)
+    print(f"Workbench over {total:,} trajectories, {os.cpu_count()} CPUs, load "
+          f"{os.getloadavg()[0]:.1f}; times until the frame is drawn (ms)")
+    print(f"{'measure':<42} {'n':>4} {'median':>8} {'p95':>8} {'target':>7}   "
+          f"{'stock med':>9} {'stock p95':>9}  {'p95 ratio':>9}")
+    for name, ms in shipped.items():
+        target = 100 if name.startswith("Live") else 200
+        verdict = "OK" if pct(ms, 0.95) < target else "OVER"
+        old = stock.get(name) or [float("nan")]
+        print(f"{name:<42} {len(ms):>4} {statistics.median(ms):8.1f} {pct(ms, 0.95):8.1f} "
+              f"{'<' + str(target):>7} {verdict:<4} {statistics.median(old):8.1f} "
+              f"{pct(old, 0.95):9.1f}  {pct(old, 0.95) / pct(ms, 0.95):8.1f}x")
+    print("reproduce: python bench/bench_workbench.py "
+          f"--rollouts {args.rollouts} --sessions {args.sessions} --seconds {args.seconds:g}")
 
 
 if __name__ == "__main__":

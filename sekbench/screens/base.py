@@ -35,7 +35,8 @@ class TabScreen(Screen):
 
     # ------------------------------------------------------------ lifecycle
     def on_mount(self) -> None:
-        self.reload()
+        if not self.is_current:
+            self.reload()   # built ahead of time (prewarm): read now; shown ones read on resume
         # A screen built ahead of time stays quiet until it is shown (ScreenResume).
         self._ticker = self.set_interval(self.REFRESH_SECONDS, self.reload,
                                          pause=not self.is_current)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import threading
 
 from rich.text import Text
 from textual import work
@@ -126,13 +127,21 @@ class LiveScreen(TabScreen):
         scrollback = self.query_one("#stream", Scrollback)
         wal = f"{store.path}-wal"
         seen = {"version": None}
+        # A cancelled tail (another session was selected) stops awaiting its read, but the
+        # read's thread runs on: closing the connection under it crashed the process.
+        using = threading.Lock()
 
         def poll(after: int) -> list[dict]:
-            version = store.data_version()   # moves only when another process committed
-            if version == seen["version"] and after >= 0:
-                return []
-            seen["version"] = version
-            return store.events(session_id, after)
+            with using:
+                version = store.data_version()   # moves only when another process committed
+                if version == seen["version"] and after >= 0:
+                    return []
+                seen["version"] = version
+                return store.events(session_id, after)
+
+        def close() -> None:
+            with using:
+                store.close()
 
         def wal_stamp() -> tuple[int, int] | None:
             try:
@@ -162,7 +171,7 @@ class LiveScreen(TabScreen):
                     return  # ended, and nothing new for a while: the scrollback is complete
                 await asyncio.sleep(TAIL_SECONDS if new_stamp is not None else RECHECK_SECONDS)
         finally:
-            await asyncio.to_thread(store.close)
+            await asyncio.to_thread(close)
 
     # --------------------------------------------------------------- actions
     def action_follow(self) -> None:

@@ -12,6 +12,7 @@ from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.lazy import Lazy
 from textual.widgets import Select, Static
 
 from sekbench.replay import messages_to_events
@@ -105,14 +106,31 @@ class ReviewScreen(TabScreen):
         self._selected: str | None = None
         self.writes: asyncio.Queue[tuple[str, str, str]] = asyncio.Queue()
         self.decisions_written = 0
+        # The first page is read while the screen is still being built (compose, styles, the
+        # first layout take longer than the read), so its first drawn frame already shows it.
+        self._early: asyncio.Future | None = None
+        try:
+            data = self.app.data   # type: ignore[attr-defined]
+            self._early = asyncio.get_running_loop().run_in_executor(
+                None, lambda: self._read_now(data, lambda s: fetch_page(s, {}, 0)))
+        except Exception:  # built outside a running workbench: the first reload reads it
+            self._early = None
+
+    @staticmethod
+    def _read_now(data, fetch):
+        with data.store() as store:
+            return fetch(store)
 
     def compose(self) -> ComposeResult:
         yield from self.compose_frame()
-        with Horizontal(id="review-filters"):
-            yield Select([(c, c) for c in GATE_CODES], prompt="verdict: any", id="filter-verdict")
-            yield Select([(c, c) for c in GATE_CODES], prompt="reason: any", id="filter-reason")
-            yield Select([], prompt="archetype: any", id="filter-archetype")
-            yield Select([], prompt="operator: any", id="filter-operator")
+        # The four Selects are the heaviest part of the screen to build: they are mounted just
+        # after the first frame, which shows the queue.
+        yield Lazy(Horizontal(
+            Select([(c, c) for c in GATE_CODES], prompt="verdict: any", id="filter-verdict"),
+            Select([(c, c) for c in GATE_CODES], prompt="reason: any", id="filter-reason"),
+            Select([], prompt="archetype: any", id="filter-archetype"),
+            Select([], prompt="operator: any", id="filter-operator"),
+            id="review-filters"))
         yield Static("", id="review-progress", classes="pane-title")
         with Horizontal(id="review-body"):
             with Vertical(id="review-left"):
@@ -130,10 +148,28 @@ class ReviewScreen(TabScreen):
     def on_mount(self) -> None:
         self.write_decisions()
         self.query_one("#queue", DataGrid).focus()
+        if self.is_current and self._early is not None:
+            self.reload()   # the page read during compose is ready, or nearly: show it now
 
     # ------------------------------------------------------------------ data
     def reload(self, facets: bool | None = None) -> None:
         filters, offset = dict(self.filters), self.page_offset
+        if self._early is not None and not filters and not offset:
+            early, self._early = self._early, None
+
+            async def first() -> None:
+                try:
+                    page = await early
+                except Exception:   # the regular read below says why, as a notification
+                    self.read(lambda s: fetch_page(s, filters, offset), self.show)
+                    return
+                self.show(page)
+
+            self.run_worker(first, exclusive=True, group="review-read", exit_on_error=False,
+                            name="review:read")
+            self.read(self.fetch_facets, self.show_facets, group="facets")
+            return
+        self._early = None
         if facets or (facets is None and self.page is None):
             self.read(self.fetch_facets, self.show_facets, group="facets")
         self.read(lambda s: fetch_page(s, filters, offset), self.show)
@@ -142,6 +178,9 @@ class ReviewScreen(TabScreen):
         return store.rollout_facets()
 
     def show_facets(self, facets: dict) -> None:
+        if not self.query("#filter-operator"):   # the filter bar is not mounted yet (Lazy)
+            self.call_after_refresh(self.show_facets, facets)
+            return
         self._set_options("#filter-archetype", facets.get("archetypes", []))
         self._set_options("#filter-operator", facets.get("operators", []))
 
@@ -227,8 +266,8 @@ class ReviewScreen(TabScreen):
             self.reload(facets=False)
 
     def action_clear_filters(self) -> None:
-        for name in ("verdict", "reason", "archetype", "operator"):
-            self.query_one(f"#filter-{name}", Select).clear()
+        for select in self.query("#review-filters Select").results(Select):
+            select.clear()
 
     def action_decide(self, decision: str, note: str = "") -> None:
         rollout_id = self.query_one("#queue", DataGrid).selected_key
