@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 
 import pytest
 from textual.widgets import Input, Select, Static
@@ -158,6 +159,40 @@ async def test_live_lists_sessions_and_streams_new_events(make_app, workspace, i
         assert await wait_for(pilot, lambda: "sek@box:/tmp$ echo streamed" in view.plain(), 3)
         assert view.plain().endswith("streamed")
         assert last >= 0
+
+
+@pytest.mark.asyncio
+async def test_live_switching_sessions_fast_while_they_stream(make_app, workspace, ids):
+    # Each switch cancels the tail of the last session while its read may still run in a
+    # thread; closing its connection under that read once crashed the whole process.
+    import threading
+    running = ids["sessions"][:2]
+    stop = threading.Event()
+
+    def write() -> None:
+        store, seq = Store(workspace.db_path), 5000
+        while not stop.is_set():
+            for sid in running:
+                store.append_event(sid, seq, "output", f"line {seq}\n")
+            seq += 1
+            time.sleep(0.002)
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    app = make_app("live")
+    try:
+        async with app.run_test(size=SIZE) as pilot:
+            await settle(pilot)
+            for k in range(120):
+                app.screen.stream(running[k % 2])
+                await pilot.pause(0.001 * (k % 4))
+            app.screen.stream(running[0])
+            view = app.screen.query_one("#stream", Scrollback)
+            assert await wait_for(pilot, lambda: "line 50" in view.plain(), 10)
+            assert app.screen.streaming == running[0]
+    finally:
+        stop.set()
+        writer.join()
 
 
 @pytest.mark.asyncio
