@@ -50,8 +50,7 @@ def job_summary(job: dict, last: dict | None = None) -> str:
 def job_cells(job: dict, now: float, last: dict | None = None) -> tuple:
     started = job["started_at"] or job["created_at"]
     end = job["ended_at"] or (now if job["status"] in ("running", "queued") else started)
-    return (job["id"], job["kind"] or "?", job_status(job), str(job["pid"] or "-"),
-            time.strftime("%m-%d %H:%M", time.localtime(started)) if started else "-",
+    return (f"{job['kind'] or '?'} {job['id'][-6:]}", job_status(job),
             clock_text(end - started if started else None), job_summary(job, last))
 
 
@@ -84,9 +83,10 @@ class JobsScreen(TabScreen):
         with Horizontal(id="jobs-body"):
             with Vertical(id="jobs-left"):
                 yield Static("Jobs", classes="pane-title")
-                # fixed widths: auto-sizing raced the first load and the layout flickered
-                yield DataGrid("Job", "Kind", "Status", "PID", "Started", "Elapsed", "Result",
-                               widths=(29, 6, 12, 6, 11, 7, 22), id="job-table")
+                # fixed widths that fit two fifths of a 140-column terminal (the lift table
+                # needs the rest); the row key is the whole job id
+                yield DataGrid("Job", "Status", "Time", "Result",
+                               widths=(11, 9, 6, 22), id="job-table")
             with Vertical(id="jobs-right"):
                 yield Static("Training", classes="pane-title", id="metrics-title")
                 yield LossChart(id="loss-chart")

@@ -35,14 +35,15 @@ def clock_text(seconds: float | None) -> str:
 
 
 def session_cells(s: dict, now: float) -> tuple:
+    """Session, operator, scenario, turns of the budget, time of the budget, status."""
     running = s["status"] == "running"
     elapsed = (now if running else (s["ended_at"] or now)) - (s["started_at"] or now)
-    budget = f"{s['turns'] or 0}/{s['max_turns'] or '∞'} turns · " \
-             f"{clock_text(s['max_seconds']) if s['max_seconds'] else '∞'}"
     status = Text("● running", style="green") if running else \
         Text(s["end_reason"] or "ended", style="dim")
-    return (s["id"][:10], s["operator"] or "?", s["scenario_id"] or "?", str(s["turns"] or 0),
-            clock_text(elapsed), budget, status)
+    return (s["id"][:8], s["operator"] or "?", s["scenario_id"] or "?",
+            f"{s['turns'] or 0}/{s['max_turns'] or '∞'}",
+            f"{clock_text(elapsed)}/{clock_text(s['max_seconds']) if s['max_seconds'] else '∞'}",
+            status)
 
 
 class LiveScreen(TabScreen):
@@ -67,8 +68,10 @@ class LiveScreen(TabScreen):
         with Horizontal(id="live-body"):
             with Vertical(id="live-left"):
                 yield Static("Sessions", classes="pane-title", id="live-count")
-                yield DataGrid("Session", "Operator", "Scenario", "Turns", "Elapsed", "Budget",
-                               "Status", id="session-table")
+                # fixed widths that fit half of a 140-column terminal; turns and time are
+                # shown against their budget
+                yield DataGrid("Session", "Operator", "Scenario", "Turns", "Time", "Status",
+                               widths=(8, 9, 19, 5, 11, 9), id="session-table")
             with Vertical(id="live-right"):
                 yield Static("Select a session to stream it; b starts a rollout batch.",
                              classes="pane-title", id="stream-title")

@@ -12,6 +12,7 @@ from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.css.query import NoMatches
 from textual.lazy import Lazy
 from textual.widgets import Select, Static
 
@@ -178,11 +179,11 @@ class ReviewScreen(TabScreen):
         return store.rollout_facets()
 
     def show_facets(self, facets: dict) -> None:
-        if not self.query("#filter-operator"):   # the filter bar is not mounted yet (Lazy)
+        try:
+            self._set_options("#filter-archetype", facets.get("archetypes", []))
+            self._set_options("#filter-operator", facets.get("operators", []))
+        except NoMatches:   # the filter bar (Lazy) is still being mounted: after the next frame
             self.call_after_refresh(self.show_facets, facets)
-            return
-        self._set_options("#filter-archetype", facets.get("archetypes", []))
-        self._set_options("#filter-operator", facets.get("operators", []))
 
     def show(self, page: Page) -> None:
         if page.filters != self.filters:

@@ -25,6 +25,16 @@ def notes(app) -> list[str]:
     return [str(n.message) for n in app._notifications]
 
 
+def choose(select: Select, value: str) -> bool:
+    """Pick a Select's option once it is offered."""
+    from textual.widgets._select import InvalidSelectValueError
+    try:
+        select.value = value
+    except InvalidSelectValueError:
+        return False
+    return True
+
+
 def text_of(app, selector: str) -> str:
     """What a Static shows, as plain text."""
     from rich.console import Console
@@ -274,7 +284,9 @@ async def test_review_filters_and_paging(make_app, workspace):
         screen.query_one("#filter-verdict", Select).value = "premature_exit"
         await settle(pilot)
         assert "Queue 4 " in text_of(app, "#review-progress")
-        screen.query_one("#filter-operator", Select).value = "hf:smollm2"
+        # the operator choices arrive with the store's facets, as a person would wait for them
+        assert await wait_for(pilot, lambda: choose(screen.query_one("#filter-operator", Select),
+                                                    "hf:smollm2"))
         await settle(pilot)
         assert set(screen.query_one("#queue", DataGrid).keys()) == {"roll00005", "roll00023"}
         await pilot.press("x")
