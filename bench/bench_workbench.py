@@ -116,7 +116,7 @@ async def bench_review(ws: Workspace) -> dict[str, list[float]]:
 
     record_paints()
     cold = []
-    for _ in range(6):  # the screen built when the tab is first opened (no prewarm)
+    for _ in range(10):  # the screen built when the tab is first opened (no prewarm)
         app = SekbenchApp(ws, watch_files=False, mode="scenarios", prewarm=False)
         async with app.run_test(size=(140, 40)) as pilot:
             await pilot.pause(0.3)

@@ -104,6 +104,16 @@ class SekbenchApp(App):
                 return
         freeze_heap()
 
+    def _init_mode(self, mode: str):
+        """Textual refreshes the whole app's CSS when a new screen is created, and again when
+        it is first shown because the new screen was not mounted the first time: the second
+        pass (tens of ms here) finds nothing new, so the screen is marked as up to date."""
+        mounted = super()._init_mode(mode)
+        stack = self._screen_stacks.get(mode)
+        if stack and hasattr(stack[0], "_css_update_count"):
+            stack[0]._css_update_count = self._css_update_count
+        return mounted
+
     async def _lay_out(self, mode: str, mounted) -> None:
         """Once a prewarmed screen is mounted, lay it out and draw it off screen, then go on
         to the next one."""
