@@ -10,8 +10,6 @@ wall time; the result carries the eval's lift table, whatever it says.
 
 from __future__ import annotations
 
-import os
-import socket
 import threading
 import time
 from collections import Counter
@@ -178,13 +176,12 @@ def evaluate(ws, cfg: CycleConfig, ui: CycleUI, adapter: str, holdout_ids: list[
 # ----------------------------------------------------------------- the cycle
 def run_cycle(ws, cfg: CycleConfig, ui: CycleUI | None = None, job_id: str | None = None) -> dict:
     from pipeline.sandbox import start_backend
+    from pipeline.jobs import running
     from pipeline.store import Store, new_id, now
 
     ui = ui or _Quiet()
     store = Store(ws.db_path)
     job_id = job_id or store.job_create("cycle", {"config": asdict(cfg)})
-    store.job_update(job_id, status="running", pid=os.getpid(), host=socket.gethostname(),
-                     started_at=now())
     tag = f"cycle-{time.strftime('%Y%m%d-%H%M%S')}-{new_id()[:4]}"
     seconds: dict[str, float] = {}
     result: dict = {"job_id": job_id, "tag": tag, "config": asdict(cfg), "seconds": seconds}
@@ -197,7 +194,7 @@ def run_cycle(ws, cfg: CycleConfig, ui: CycleUI | None = None, job_id: str | Non
         ui.stage_done(name, seconds[name], out if isinstance(out, dict) else {})
         return out
 
-    try:
+    with running(store, job_id, partial=result):
         backend = start_backend(cfg.backend, ws, store)
         authored = timed("author", author, ws, store, backend, cfg, ui, f"{tag}-author")
         if not authored["train"] or not authored["holdout"]:
@@ -216,14 +213,6 @@ def run_cycle(ws, cfg: CycleConfig, ui: CycleUI | None = None, job_id: str | Non
         evald = timed("eval", evaluate, ws, cfg, ui, fitted["adapter"], authored["holdout"], backend)
         result["eval"] = evald
         seconds["total"] = round(time.monotonic() - t_all, 1)
-    except KeyboardInterrupt:
-        store.job_update(job_id, status="interrupted", ended_at=now(), error="interrupted",
-                         result=result)
-        raise
-    except BaseException as e:
-        store.job_update(job_id, status="failed", ended_at=now(), error=str(e) or type(e).__name__,
-                         result=result)
-        raise
     store.job_update(job_id, status="succeeded", ended_at=now(),
                      result={"seconds": seconds, "base": evald["base"], "tuned": evald["tuned"],
                              "lift": evald["lift"], "report": evald["report"], "sft": result["sft"]})

@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import socket
 import threading
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -351,11 +349,10 @@ def summary(body: dict) -> dict:
 def run_job(ws, cfg: EvalConfig, *, job_id: str | None = None, kind: str = "eval",
             progress=None, backend=None) -> dict:
     """Run the eval registered in the jobs table: running (with our pid) -> succeeded or failed."""
+    from pipeline.jobs import running
     from pipeline.store import Store, now
     store = Store(ws.db_path)
     job_id = job_id or store.job_create(kind, {"config": asdict(cfg)})
-    store.job_update(job_id, status="running", pid=os.getpid(), host=socket.gethostname(),
-                     started_at=now())
     step = {"n": 0}
 
     def recorded(side: str, p: dict) -> None:
@@ -366,15 +363,9 @@ def run_job(ws, cfg: EvalConfig, *, job_id: str | None = None, kind: str = "eval
         if progress is not None:
             progress(side, p)
 
-    try:
+    with running(store, job_id):
         body = run_eval(ws=ws, store=store, cfg=cfg, job_id=job_id, progress=recorded,
                         backend=backend)
-    except KeyboardInterrupt:
-        store.job_update(job_id, status="interrupted", ended_at=now(), error="interrupted")
-        raise
-    except BaseException as e:
-        store.job_update(job_id, status="failed", ended_at=now(), error=str(e) or type(e).__name__)
-        raise
     result = summary(body)
     result["job_id"] = job_id
     store.job_update(job_id, status="succeeded", ended_at=now(),

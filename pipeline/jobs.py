@@ -12,12 +12,35 @@ import signal
 import socket
 import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 from pipeline.errors import SekbenchError
-from pipeline.store import Store, pid_alive
+from pipeline.store import Store, now, pid_alive
 
 REPO = str(Path(__file__).resolve().parent.parent)
+
+
+@contextmanager
+def running(store: Store, job_id: str, *, interrupted: str = "interrupted",
+            partial: dict | None = None, **fields) -> Iterator[None]:
+    """The job runs in this process: its row says so (with our pid) while the body runs, and
+    is closed as `interrupted` (Ctrl-C, SIGTERM) or `failed` with its one-line reason when the
+    body raises. `partial`, when given, is stored as the result on the way out. Closing as
+    `succeeded` is the caller's, with its own result."""
+    store.job_update(job_id, status="running", pid=os.getpid(), host=socket.gethostname(),
+                     started_at=now(), **fields)
+    extra = {} if partial is None else {"result": partial}
+    try:
+        yield
+    except KeyboardInterrupt:
+        store.job_update(job_id, status="interrupted", ended_at=now(), error=interrupted, **extra)
+        raise
+    except BaseException as e:
+        store.job_update(job_id, status="failed", ended_at=now(),
+                         error=str(e) or type(e).__name__, **extra)
+        raise
 
 
 def spawn_verb(ws, verb: str, argv: list[str], kind: str | None = None) -> dict:

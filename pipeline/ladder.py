@@ -19,8 +19,6 @@ emits; `literal=True` keeps the study's names.
 from __future__ import annotations
 
 import json
-import os
-import socket
 import threading
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
@@ -237,19 +235,12 @@ def markdown(body: dict) -> str:
 
 def run_job(ws, cfg: LadderConfig, *, job_id: str | None = None, progress=None) -> dict:
     """The ladder registered in the jobs table: running (with our pid) -> succeeded or failed."""
+    from pipeline.jobs import running
     from pipeline.store import Store, now
     store = Store(ws.db_path)
     job_id = job_id or store.job_create("ladder", {"config": asdict(cfg)})
-    store.job_update(job_id, status="running", pid=os.getpid(), host=socket.gethostname(),
-                     started_at=now())
-    try:
+    with running(store, job_id):
         body = run_ladder(ws=ws, store=store, cfg=cfg, job_id=job_id, progress=progress)
-    except KeyboardInterrupt:
-        store.job_update(job_id, status="interrupted", ended_at=now(), error="interrupted")
-        raise
-    except BaseException as e:
-        store.job_update(job_id, status="failed", ended_at=now(), error=str(e) or type(e).__name__)
-        raise
     store.job_update(job_id, status="succeeded", ended_at=now(),
                      result={"matrices": body["matrices"], "report": body["report"]})
     body["job_id"] = job_id

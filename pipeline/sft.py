@@ -17,7 +17,6 @@ import math
 import os
 import shutil
 import signal
-import socket
 import sys
 import time
 from dataclasses import asdict, dataclass, field, fields
@@ -442,24 +441,15 @@ def run_job(ws, cfg: SFTConfig, *, resume: bool = False, job_id: str | None = No
     """Train in this process, registered in the store: running (with our pid) ->
     succeeded, interrupted or failed. A process killed outright is closed as `failed`
     by Store.mark_interrupted()."""
+    from pipeline.jobs import running
     from pipeline.store import Store, now
 
     store = Store(ws.db_path)
     args = {"config": asdict(cfg), "resume": resume}
     job_id = job_id or store.job_create("sft", args, out=cfg.out)
-    store.job_update(job_id, status="running", pid=os.getpid(), host=socket.gethostname(),
-                     started_at=now(), out=cfg.out)
-    try:
+    with running(store, job_id, interrupted="stopped before training began", out=cfg.out):
         result = train(cfg, resume=resume,
                        recorder=Recorder(store, job_id, Path(cfg.out) / "tb"))
-    except KeyboardInterrupt:
-        store.job_update(job_id, status="interrupted", ended_at=now(),
-                         error="stopped before training began")
-        raise
-    except BaseException as e:
-        store.job_update(job_id, status="failed", ended_at=now(),
-                         error=str(e) or type(e).__name__)
-        raise
     result["job_id"] = job_id
     store.job_update(job_id, status=result["status"], ended_at=now(), result=result)
     return result

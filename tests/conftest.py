@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -158,3 +161,55 @@ def hanging():
         for conn in held:
             conn.close()
         srv.close()
+
+
+class _ChatServer(BaseHTTPRequestHandler):
+    """Answers POSTs with `respond(body, n)` when set, else with `replies` in order (the last one
+    repeating); every request is kept in `seen`."""
+
+    replies: list = []
+    respond = None
+    seen: list = []
+
+    def do_POST(self):
+        cls = type(self)
+        body = json.loads(self.rfile.read(int(self.headers.get("content-length", 0))))
+        cls.seen.append({"path": self.path, "headers": dict(self.headers), "body": body})
+        n = len(cls.seen)
+        status, payload = cls.respond(body, n) if cls.respond else \
+            cls.replies[min(n, len(cls.replies)) - 1]
+        self.send_response(status)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def chat_server():
+    """A chat-completions server on loopback that says what the test tells it to (recorded
+    replies; only where a real model cannot do the test's part); yields (base URL, handler)."""
+    handler = type("Handler", (_ChatServer,), {"replies": [], "respond": None, "seen": []})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
+                              daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", handler
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture(scope="module")
+def model_dir():
+    """The local SmolLM2 directory, prepared once (skips, saying why, when it cannot be)."""
+    from pipeline.errors import MissingComponent
+    from pipeline.models import prepare_base_model
+    try:
+        return prepare_base_model()
+    except MissingComponent as e:
+        pytest.skip(f"the local model cannot be prepared: {e}")

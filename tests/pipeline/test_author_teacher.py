@@ -8,9 +8,7 @@ import re
 import socket
 import subprocess
 import sys
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -121,37 +119,10 @@ def test_prompts_carry_the_format_and_the_sandbox_facts():
 
 # ------------------------------------------------------------------ a loopback teacher
 
-class _Teacher(BaseHTTPRequestHandler):
-    respond = staticmethod(lambda body, n: (200, completion("")))
-    seen: list = []
-
-    def do_POST(self):
-        body = json.loads(self.rfile.read(int(self.headers.get("content-length", 0))))
-        seen = type(self).seen
-        seen.append({"path": self.path, "headers": dict(self.headers), "body": body})
-        status, payload = type(self).respond(body, len(seen))
-        self.send_response(status)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
-
-    def log_message(self, *args):
-        pass
-
-
 @pytest.fixture
-def teacher():
+def teacher(chat_server):
     """A chat-completions server on loopback; set `.respond(body, n) -> (status, bytes)`."""
-    handler = type("Teacher", (_Teacher,), {"seen": []})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", handler
-    finally:
-        server.shutdown()
-        server.server_close()
+    return chat_server
 
 
 # `hanging` (a socket that accepts and never answers) is in tests/conftest.py

@@ -21,14 +21,7 @@ OUTPUTS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def model_dir():
-    from pipeline.errors import MissingComponent
-    from pipeline.models import prepare_base_model
-    try:
-        return prepare_base_model()
-    except MissingComponent as e:
-        pytest.skip(f"the local model cannot be prepared: {e}")
+# `model_dir` (the prepared local model) is in tests/conftest.py
 
 
 def drive(op, banner: str, outputs=OUTPUTS, typed=None) -> list[str]:

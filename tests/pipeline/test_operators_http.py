@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -37,36 +35,10 @@ def quick(url: str, **options):
 
 # ----------------------------------------------------------------- fake endpoints
 
-class _Canned(BaseHTTPRequestHandler):
-    replies: list = []   # (status, body bytes), served in order; the last one repeats
-    seen: list = []
-
-    def do_POST(self):
-        body = self.rfile.read(int(self.headers.get("content-length", 0)))
-        type(self).seen.append({"path": self.path, "headers": dict(self.headers), "body": json.loads(body)})
-        status, payload = self.replies[min(len(self.seen) - 1, len(self.replies) - 1)]
-        self.send_response(status)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
-
-    def log_message(self, *args):
-        pass
-
-
 @pytest.fixture
-def canned():
-    """A loopback server answering with canned replies; yields (base URL, handler class)."""
-    handler = type("Handler", (_Canned,), {"replies": [], "seen": []})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", handler
-    finally:
-        server.shutdown()
-        server.server_close()
+def canned(chat_server):
+    """A loopback server answering with canned replies (`.replies`); yields (URL, handler)."""
+    return chat_server
 
 
 def completion(content) -> bytes:

@@ -22,14 +22,7 @@ REPO = Path(__file__).resolve().parents[2]
 EOT = "<|im_end|>"
 
 
-@pytest.fixture(scope="module")
-def model_dir():
-    from pipeline.errors import MissingComponent
-    from pipeline.models import prepare_base_model
-    try:
-        return prepare_base_model()
-    except MissingComponent as e:
-        pytest.skip(f"the local model cannot be prepared: {e}")
+# `model_dir` (the prepared local model) is in tests/conftest.py
 
 
 @pytest.fixture(scope="module")
