@@ -153,6 +153,15 @@ class Store:
                     "who": str,
                 }, pk="id")
                 t("decisions").create_index(["rollout_id"])
+            if not t("decided").exists():
+                # Each rollout's decision in force (undos applied), kept by decide() in the
+                # same transaction as the history; filled from the history once, for stores
+                # made before it existed.
+                t("decided").create({"rollout_id": str, "decision": str}, pk="rollout_id")
+                self.db.conn.executemany(
+                    "insert into decided(rollout_id, decision) values (?, ?)",
+                    _in_force(self.query("select rollout_id, decision from decisions "
+                                         "order by id")).items())
             if not t("jobs").exists():
                 t("jobs").create({
                     "id": str, "kind": str, "status": str, "pid": int, "host": str,
@@ -395,24 +404,29 @@ class Store:
         """Append a curator decision: accept, reject, or undo (which retracts the last one)."""
         if decision not in ("accept", "reject", "undo"):
             raise ValueError(f"unknown decision {decision!r}")
-        return self._write(self.db["decisions"].insert, {"rollout_id": rollout_id,
-                                                         "decision": decision, "note": note,
-                                                         "who": who, "ts": now()}).last_pk
+        conn = self.db.conn
+        with self._lock, conn:
+            conn.execute("BEGIN IMMEDIATE")
+            pk = conn.execute("insert into decisions(rollout_id, decision, note, who, ts) "
+                              "values (?, ?, ?, ?, ?)",
+                              [rollout_id, decision, note, who, now()]).lastrowid
+            history = self.query("select rollout_id, decision from decisions "
+                                 "where rollout_id = ? order by id", [rollout_id])
+            in_force = _in_force(history).get(rollout_id)
+            if in_force is None:
+                conn.execute("delete from decided where rollout_id = ?", [rollout_id])
+            else:
+                conn.execute("insert or replace into decided(rollout_id, decision) values (?, ?)",
+                             [rollout_id, in_force])
+        return pk
 
     def decisions(self, rollout_id: str) -> list[dict]:
         return self.query("select * from decisions where rollout_id = ? order by id", [rollout_id])
 
     def current_decisions(self) -> dict[str, str]:
         """rollout id -> 'accept' or 'reject', after applying undos in order."""
-        stacks: dict[str, list[str]] = {}
-        for r in self.query("select rollout_id, decision from decisions order by id"):
-            stack = stacks.setdefault(r["rollout_id"], [])
-            if r["decision"] == "undo":
-                if stack:
-                    stack.pop()
-            else:
-                stack.append(r["decision"])
-        return {rid: s[-1] for rid, s in stacks.items() if s}
+        return {r["rollout_id"]: r["decision"]
+                for r in self.query("select rollout_id, decision from decided")}
 
     # ------------------------------------------------------------------ jobs
     def job_create(self, kind: str, args: dict, **fields: Any) -> str:
@@ -473,6 +487,20 @@ class Store:
         return rows
 
 
+def _in_force(history: Iterable[dict]) -> dict[str, str]:
+    """rollout id -> its decision in force, from decisions in the order they were made (an
+    undo retracts the one before it)."""
+    stacks: dict[str, list[str]] = {}
+    for r in history:
+        stack = stacks.setdefault(r["rollout_id"], [])
+        if r["decision"] == "undo":
+            if stack:
+                stack.pop()
+        else:
+            stack.append(r["decision"])
+    return {rid: stack[-1] for rid, stack in stacks.items() if stack}
+
+
 def iter_jsonl(path: str | os.PathLike) -> Iterator[dict]:
     with open(path, encoding="utf-8") as f:
         for line in f:
@@ -497,30 +525,40 @@ class WorkbenchStore(Store):
                                           "where operator is not null order by o")]
         return {"archetypes": arch, "operators": ops}
 
-    def count_rollouts_among(self, ids: Iterable[str], **filters: Any) -> int:
-        """How many of `ids` match the Review filters (queue progress: decided / in queue)."""
-        ids = list(ids)
-        if not ids:
-            return 0
+    def _remembered(self, key: tuple, compute) -> Any:
+        """compute(), remembered until anything is committed, here or by another process."""
+        stamp = (self.data_version(), self.db.conn.total_changes)
+        cache = self.__dict__.setdefault("_remembered_results", {})
+        if key in cache and cache[key][0] == stamp:
+            return cache[key][1]
+        value = compute()
+        cache[key] = (stamp, value)
+        return value
+
+    def queue_count(self, **filters: Any) -> int:
+        """count_rollouts, remembered until something is committed: paging through a filtered
+        queue counts it once."""
+        key = ("count", *sorted((k, v) for k, v in filters.items() if v))
+        return self._remembered(key, lambda: self.count_rollouts(**filters))
+
+    def queue_decided(self, **filters: Any) -> int:
+        """How many rollouts matching the Review filters have a decision in force (queue
+        progress); remembered like queue_count."""
         where, params = self._rollout_filter(filters.get("verdict"), filters.get("reason"),
                                              filters.get("archetype"), filters.get("operator"),
                                              filters.get("split"), filters.get("batch_id"))
-        # The ids drive the loop (CROSS JOIN keeps that order): a lookup each, never a scan.
         where = where.replace(" where ", " and ", 1)
-        return self.query(f"select count(*) n from json_each(?) j cross join rollouts "
-                          f"on rollouts.id = j.value{where}", [_dumps(ids), *params])[0]["n"]
+        key = ("decided", *sorted((k, v) for k, v in filters.items() if v))
+        # Decided rollouts drive the loop (CROSS JOIN keeps that order): a lookup each.
+        return self._remembered(key, lambda: self.query(
+            f"select count(*) n from decided cross join rollouts on rollouts.id = "
+            f"decided.rollout_id{where}", params)[0]["n"])
 
-    def queue_count(self, **filters: Any) -> int:
-        """count_rollouts, remembered until anything is committed, here or elsewhere: paging
-        through a filtered queue counts it once."""
-        key = tuple(sorted((k, v) for k, v in filters.items() if v))
-        stamp = (self.data_version(), self.db.conn.total_changes)
-        cache = self.__dict__.setdefault("_queue_counts", {})
-        if key in cache and cache[key][0] == stamp:
-            return cache[key][1]
-        n = self.count_rollouts(**filters)
-        cache[key] = (stamp, n)
-        return n
+    def decisions_for(self, ids: Iterable[str]) -> dict[str, str]:
+        """The decisions in force for these rollouts (a page of the queue)."""
+        return {r["rollout_id"]: r["decision"] for r in self.query(
+            "select rollout_id, decision from decided where rollout_id in "
+            "(select value from json_each(?))", [_dumps(list(ids))])}
 
     def last_metrics(self, job_ids: Iterable[str]) -> dict[str, dict]:
         """job id -> the values of its newest metrics row (progress of running jobs)."""

@@ -37,7 +37,7 @@ class Page:
     offset: int
     total: int
     rows: list[dict]
-    decided: dict[str, str]
+    decided: dict[str, str]   # the decisions in force for the rows on this page
     decided_in_queue: int
 
 
@@ -45,9 +45,8 @@ def fetch_page(store, filters: dict, offset: int) -> Page:
     total = store.queue_count(**filters)
     offset = max(0, min(offset, (max(total, 1) - 1) // PAGE * PAGE))
     rows = store.rollout_page(**filters, offset=offset, limit=PAGE)
-    decided = store.current_decisions()
-    return Page(filters, offset, total, rows, decided,
-                store.count_rollouts_among(decided, **filters))
+    return Page(filters, offset, total, rows, store.decisions_for(r["id"] for r in rows),
+                store.queue_decided(**filters))
 
 
 def verdict_text(verdict: str | None) -> Text:

@@ -60,6 +60,9 @@ FILTERS = [{}, {"verdict": "kept"}, {"archetype": "log_triage"},
 
 def test_queue_pages_and_counts_match_a_plain_filter(tmp_path):
     store, rows = _queue_store(tmp_path / "q.db")
+    decided = {r["id"] for r in rows[::5]}
+    for rid in sorted(decided):
+        store.decide(rid, "accept")
     for filters in FILTERS:
         expect = [r["id"] for r in rows if _matches(r, filters)]
         assert store.count_rollouts(**filters) == len(expect), filters
@@ -67,8 +70,7 @@ def test_queue_pages_and_counts_match_a_plain_filter(tmp_path):
         for offset in (0, 100, max(0, len(expect) - 7)):
             page = [r["id"] for r in store.rollout_page(**filters, offset=offset, limit=100)]
             assert page == expect[offset:offset + 100], (filters, offset)
-        decided = {r["id"] for r in rows[::5]}
-        assert store.count_rollouts_among(decided, **filters) == \
+        assert store.queue_decided(**filters) == \
             sum(1 for r in rows if r["id"] in decided and _matches(r, filters)), filters
     plan = " ".join(str(r) for r in store.query(
         "explain query plan select rowid from rollouts indexed by idx_rollouts_queue "
@@ -91,3 +93,25 @@ def test_queue_count_is_remembered_until_anyone_commits(tmp_path):
     for _ in range(3):
         assert store.queue_count(verdict="kept") == kept + 2
     assert calls == []                                            # nothing new: no recount
+
+
+def test_decisions_in_force_follow_undos_and_fill_in_for_older_stores(tmp_path):
+    import sqlite3
+
+    from pipeline.store import WorkbenchStore
+    store, rows = _queue_store(tmp_path / "q.db")
+    a, b, c = (r["id"] for r in rows[:3])
+    for rid, decision in ((a, "accept"), (a, "reject"), (b, "reject"), (a, "undo"), (b, "undo"),
+                          (c, "undo"), (c, "reject")):
+        store.decide(rid, decision)
+    expect = {a: "accept", c: "reject"}        # b's only decision was retracted
+    assert store.current_decisions() == expect
+    assert store.decisions_for([a, b, rows[5]["id"]]) == {a: "accept"}
+    assert store.queue_decided() == 2
+    store.close()
+    # A store made before the table existed: it is filled from the history when opened.
+    conn = sqlite3.connect(tmp_path / "q.db")
+    conn.execute("drop table decided")
+    conn.commit()
+    conn.close()
+    assert WorkbenchStore(tmp_path / "q.db").current_decisions() == expect
