@@ -44,8 +44,8 @@ def pct(values: list[float], q: float) -> float:
 
 
 # ----------------------------------------------------------------------- fill
-def filled_workspace(n: int) -> Workspace:
-    root = Path(tempfile.gettempdir()) / f"sekbench-bench-{n}"
+def filled_workspace(n: int, decisions: int) -> Workspace:
+    root = Path(tempfile.gettempdir()) / f"sekbench-bench-{n}-d{decisions}"
     ws = Workspace.from_env(root)
     marker = root / "filled"
     if marker.exists():
@@ -70,8 +70,12 @@ def filled_workspace(n: int) -> Workspace:
             "seconds": 12.5, "messages": msgs, "created_at": 1.7e9 + i})
         if i and i % 20000 == 0:
             print(f"  filled {i:,} rollouts ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
-    for i in range(0, 2000, 3):
-        store.decide(f"b{i:07d}", "accept" if i % 2 else "reject", "")
+    # A curator part of the way through: every other rollout decided, one in ten undone.
+    for k in range(decisions):
+        rid = f"b{(2 * k) % n:07d}"
+        store.decide(rid, "accept" if k % 3 else "reject", "")
+        if k % 10 == 9:
+            store.decide(rid, "undo", "")
     store.close()
     marker.write_text(str(n))
     return ws
@@ -294,7 +298,7 @@ def use_stock_parts() -> None:
 def run_variant(args) -> dict[str, list[float]]:
     if args.variant == "stock":
         use_stock_parts()
-    ws = filled_workspace(args.rollouts)
+    ws = filled_workspace(args.rollouts, args.decisions)
     results = asyncio.run(bench_review(ws))
     results.update(asyncio.run(bench_live(args.sessions, args.seconds)))
     return results
@@ -303,6 +307,8 @@ def run_variant(args) -> dict[str, list[float]]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rollouts", type=int, default=100_000)
+    ap.add_argument("--decisions", type=int, default=50_000,
+                    help="curator decisions already in the store")
     ap.add_argument("--sessions", type=int, default=8)
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--variant", choices=["shipped", "stock"], help=argparse.SUPPRESS)
@@ -310,18 +316,20 @@ def main() -> None:
     if args.variant:
         print(json.dumps(run_variant(args)))
         return
-    filled_workspace(args.rollouts)   # fill once, outside the timed processes
+    filled_workspace(args.rollouts, args.decisions)   # fill once, outside the timed processes
     runs = {}
     for variant in ("shipped", "stock"):
         out = subprocess.run([sys.executable, __file__, "--variant", variant, "--rollouts",
-                              str(args.rollouts), "--sessions", str(args.sessions),
+                              str(args.rollouts), "--decisions", str(args.decisions),
+                              "--sessions", str(args.sessions),
                               "--seconds", str(args.seconds)],
                              capture_output=True, text=True, check=True).stdout
         runs[variant] = json.loads(out.strip().splitlines()[-1])
     shipped, stock = runs["shipped"], runs["stock"]
     total = int(shipped.pop("_total")[0])
     stock.pop("_total", None)
-    print(f"Workbench over {total:,} trajectories, {os.cpu_count()} CPUs, load "
+    print(f"Workbench over {total:,} trajectories and {args.decisions:,} decisions, "
+          f"{os.cpu_count()} CPUs, load "
           f"{os.getloadavg()[0]:.1f}; times until the frame is drawn (ms)")
     print(f"{'measure':<42} {'n':>4} {'median':>8} {'p95':>8} {'target':>7}   "
           f"{'stock med':>9} {'stock p95':>9}  {'p95 ratio':>9}")
@@ -332,8 +340,9 @@ def main() -> None:
         print(f"{name:<42} {len(ms):>4} {statistics.median(ms):8.1f} {pct(ms, 0.95):8.1f} "
               f"{'<' + str(target):>7} {verdict:<4} {statistics.median(old):8.1f} "
               f"{pct(old, 0.95):9.1f}  {pct(old, 0.95) / pct(ms, 0.95):8.1f}x")
-    print("reproduce: python bench/bench_workbench.py "
-          f"--rollouts {args.rollouts} --sessions {args.sessions} --seconds {args.seconds:g}")
+    print("reproduce: python bench/bench_workbench.py --rollouts "
+          f"{args.rollouts} --decisions {args.decisions} --sessions {args.sessions} "
+          f"--seconds {args.seconds:g}")
 
 
 if __name__ == "__main__":

@@ -547,12 +547,14 @@ class WorkbenchStore(Store):
         where, params = self._rollout_filter(filters.get("verdict"), filters.get("reason"),
                                              filters.get("archetype"), filters.get("operator"),
                                              filters.get("split"), filters.get("batch_id"))
-        where = where.replace(" where ", " and ", 1)
         key = ("decided", *sorted((k, v) for k, v in filters.items() if v))
-        # Decided rollouts drive the loop (CROSS JOIN keeps that order): a lookup each.
-        return self._remembered(key, lambda: self.query(
-            f"select count(*) n from decided cross join rollouts on rollouts.id = "
-            f"decided.rollout_id{where}", params)[0]["n"])
+        if not where:   # each decided rollout looked up once (16 ms for 50,000)
+            sql = ("select count(*) n from decided cross join rollouts "
+                   "on rollouts.id = decided.rollout_id")
+        else:           # the covering index scanned once, the decided ones probed (54 ms)
+            sql = (f"select count(*) n from rollouts indexed by idx_rollouts_queue{where} "
+                   "and id in (select rollout_id from decided)")
+        return self._remembered(key, lambda: self.query(sql, params)[0]["n"])
 
     def decisions_for(self, ids: Iterable[str]) -> dict[str, str]:
         """The decisions in force for these rollouts (a page of the queue)."""

@@ -38,15 +38,14 @@ class Page:
     total: int
     rows: list[dict]
     decided: dict[str, str]   # the decisions in force for the rows on this page
-    decided_in_queue: int
+    decided_in_queue: int | None = None   # read after the page is shown (progress line)
 
 
 def fetch_page(store, filters: dict, offset: int) -> Page:
     total = store.queue_count(**filters)
     offset = max(0, min(offset, (max(total, 1) - 1) // PAGE * PAGE))
     rows = store.rollout_page(**filters, offset=offset, limit=PAGE)
-    return Page(filters, offset, total, rows, store.decisions_for(r["id"] for r in rows),
-                store.queue_decided(**filters))
+    return Page(filters, offset, total, rows, store.decisions_for(r["id"] for r in rows))
 
 
 def verdict_text(verdict: str | None) -> Text:
@@ -195,9 +194,18 @@ class ReviewScreen(TabScreen):
                          for r in page.rows])
         self.show_progress()
         self.page_shown_at = time.perf_counter()
+        filters = dict(page.filters)
+        self.read(lambda s: s.queue_decided(**filters),
+                  lambda n: self._show_decided(page, n), group="progress")
         key = table.selected_key
         if key and key != self._selected:
             self.show_rollout(key)
+
+    def _show_decided(self, page: Page, n: int) -> None:
+        """The queue's decided count, read apart from the page (it is the slower count)."""
+        page.decided_in_queue = n
+        if page is self.page:
+            self.show_progress()
 
     def _decision_cell(self, rollout_id: str) -> Text:
         decision = self.page.decided.get(rollout_id) if self.page else None
@@ -210,9 +218,13 @@ class ReviewScreen(TabScreen):
         table = self.query_one("#queue", DataGrid)
         at = page.offset + table.cursor_row + 1 if page.rows else 0
         pages = max(1, (page.total + PAGE - 1) // PAGE)
-        pct = 100 * page.decided_in_queue / page.total if page.total else 0
+        if page.decided_in_queue is None:
+            decided = "decided …"
+        else:
+            pct = 100 * page.decided_in_queue / page.total if page.total else 0
+            decided = f"decided {page.decided_in_queue:,} ({pct:.1f}%)"
         self.query_one("#review-progress", Static).update(
-            f"Queue {page.total:,} · decided {page.decided_in_queue:,} ({pct:.1f}%) · "
+            f"Queue {page.total:,} · {decided} · "
             f"at {at:,} of {page.total:,} · page {page.offset // PAGE + 1} of {pages}")
 
     def _set_options(self, selector: str, values: list[str]) -> None:
