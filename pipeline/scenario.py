@@ -18,6 +18,10 @@ from pipeline.errors import SekbenchError
 from pipeline.sandbox import WRITABLE, ExecResult, Sandbox
 
 KINDS = ("motd", "banner", "env", "file")
+TERMINALS = ("exit", "panic")
+# train: what fits see; instance: fresh instances of trained archetypes (never trained on);
+# holdout: unseen along an asked-for axis (archetype, provider style, announcement kind).
+SPLITS = ("train", "instance", "holdout")
 NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{1,31}$")
 VAR_RE = re.compile(r"^[A-Z_][A-Z0-9_]{0,63}$")
 SETUP_TIMEOUT = 60
@@ -172,6 +176,22 @@ def install(sandbox: Sandbox, s: dict) -> ExecResult:
 def check(sandbox: Sandbox, s: dict, *, timeout: float | None = None) -> ExecResult:
     """Run the checker as root against the sandbox's current state."""
     return sandbox.exec(s["checker"], timeout=timeout or CHECKER_TIMEOUT)
+
+
+def retrieve_steps(s: dict) -> list[str]:
+    """The provider's retrieve chain as a list: one command, or several in order."""
+    r = (s.get("provider") or {}).get("retrieve")
+    if isinstance(r, str):
+        return [r]
+    if isinstance(r, list):
+        return [c for c in r if isinstance(c, str)]
+    return []
+
+
+def expected_terminal(s: dict | None) -> str:
+    """`exit` for a solvable scenario, `panic` for a blocked one."""
+    t = (s or {}).get("terminal", "exit")
+    return t if t in TERMINALS else "exit"
 
 
 def resolve(spec: str, store=None) -> dict:
