@@ -31,7 +31,10 @@ def _verbs() -> dict:
 
 
 def build_parser(verbs: dict) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sekbench", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="sekbench", description="sekbench: author, roll out, gate, fit and eval shell-operating "
+        "behaviour. `sekbench` alone (no verb) opens the workbench on the workspace.",
+        epilog="The design (words, flow, scenario format, reason codes) is docs/design.md.")
     parser.add_argument("--home", help="workspace folder (default: $SEKBENCH_HOME or "
                                        "~/.local/share/sekbench)")
     sub = parser.add_subparsers(dest="verb", metavar="VERB")
@@ -75,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         result = verbs[args.verb].run(args, ws)
         emit(result, getattr(args, "json", False))
         code = result.get("_exit", 0) if isinstance(result, dict) else 0
-        return code
+        return code or getattr(args, "_exit", 0)
     except SekbenchError as e:
         print(f"sekbench: {e}", file=sys.stderr)
         return e.exit_code

@@ -47,6 +47,10 @@ class Operator(Protocol):
 
 
 _REGISTRY: dict[str, Callable[[str, dict], Operator]] = {}
+# Kinds that mean nothing without their argument: a bare `hf` once ran a silent batch of
+# `hf:default` sessions where the user meant to name a model.
+FORMS = {"reference": "reference", "script": "script:FILE", "http": "http:URL",
+         "hf": "hf:PATH[@ADAPTER]"}
 
 
 def register(kind: str):
@@ -61,8 +65,15 @@ def make_operator(spec: str, **options) -> Operator:
     """Build an operator from `kind` or `kind:argument` (e.g. `script:cmds.txt`)."""
     kind, _, arg = spec.partition(":")
     _load_builtin()
+    # `https` is registered too: an `https://...` spec partitions to it.
+    forms = ", ".join([*FORMS.values(), *(k for k in sorted(_REGISTRY)
+                                          if k not in FORMS and k != "https")])
     if kind not in _REGISTRY:
-        raise SekbenchError(f"unknown operator {spec!r} (known: {', '.join(sorted(_REGISTRY))})")
+        raise SekbenchError(f"unknown operator {spec!r} (accepted forms: {forms}; "
+                            "hf:default is the workspace's SmolLM2)")
+    if kind in FORMS and FORMS[kind] != kind and not arg.strip():
+        raise SekbenchError(f"operator {kind!r} needs its argument (accepted forms: {forms}; "
+                            "hf:default is the workspace's SmolLM2)")
     return _REGISTRY[kind](arg, options)
 
 

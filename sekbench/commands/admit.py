@@ -33,10 +33,16 @@ def run(args, ws):
     backend = start_backend(args.backend, ws, store)
     verdicts = admit_many(items, backend, store=store, workers=args.workers,
                           checker_timeout=args.checker_timeout)
+    # A file that could not be read or parsed is bad input: the batch goes on, the exit
+    # status says so. A scenario the gate rejects is a normal outcome of admission.
+    bad = [v for v in verdicts if "invalid" in v.reasons]
+    if bad:
+        args._exit = 1
     if not args.json:
         from rich.console import Console
         from rich.table import Table
         t = Table("file", "scenario", "verdict", "why")
+        t.columns[0].overflow = "fold"  # the whole name, wrapped: rows differ at their ends
         for v in verdicts:
             t.add_row(v.file or "", v.scenario_id or "", ", ".join(v.reasons),
                       "; ".join(v.messages.values())[:120])

@@ -11,9 +11,12 @@ HELP = "run one session: log in to a sandbox and let an operator type until a te
 def add_session_arguments(p) -> None:
     p.add_argument("--backend", choices=["docker", "bwrap"], help="sandbox backend (default: docker "
                    "where an engine is reachable, else bwrap)")
-    p.add_argument("--max-turns", type=int, default=30, help="turn budget (default 30)")
-    p.add_argument("--max-seconds", type=float, default=600.0, help="time budget (default 600)")
-    p.add_argument("--timeout", type=float, default=30.0, help="per-command timeout (default 30 s)")
+    # %(default)s: verbs change these with set_defaults, and the help must say what runs.
+    p.add_argument("--max-turns", type=int, default=30, help="turn budget (default %(default)s)")
+    p.add_argument("--max-seconds", type=float, default=600.0,
+                   help="time budget in seconds (default %(default)s)")
+    p.add_argument("--timeout", type=float, default=30.0,
+                   help="per-command timeout in seconds (default %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="seed handed to the operator")
 
 
@@ -41,11 +44,35 @@ def run_one(args, ws, operator) -> dict:
     return res.to_json()
 
 
-def run(args, ws) -> dict:
+def print_summary(result: dict, *, show_turns: bool = True) -> None:
+    """A person's view of one session: its turns, how it ended, whether it verified."""
+    from rich.console import Console
+    from rich.table import Table
+    console = Console()
+    if show_turns and result.get("turns"):
+        t = Table("#", "command", "status", "seconds", "output", show_lines=False)
+        for i, turn in enumerate(result["turns"], 1):
+            out = " ".join((turn.get("output") or "").split())
+            t.add_row(str(i), turn.get("command") or "", str(turn.get("exit_status", "")),
+                      f"{turn.get('seconds', 0):.2f}", out[:80] + ("…" if len(out) > 80 else ""))
+        console.print(t)
+    verified = {True: "verified", False: "not verified", None: "not checked"}[result.get("verified")]
+    end = result.get("end_reason")
+    if result.get("detail"):
+        end = f"{end} ({result['detail']})"
+    console.print(f"session {result.get('session_id')}: {len(result.get('turns') or [])} turns, "
+                  f"ended {end}, {verified}")
+
+
+def run(args, ws) -> dict | None:
     from pipeline.errors import SekbenchError
     from pipeline.operators import make_operator
     if args.operator == "reference" and not args.scenario:
         raise SekbenchError("the reference operator needs a scenario (--scenario ID_OR_FILE)")
     options = {"model": args.model} if args.model else {}
     operator = make_operator(args.operator, **options)
-    return run_one(args, ws, operator)
+    result = run_one(args, ws, operator)
+    if args.json:
+        return result
+    print_summary(result)
+    return None

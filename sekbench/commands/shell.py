@@ -13,10 +13,12 @@ def add_arguments(p) -> None:
     p.set_defaults(max_turns=1000, max_seconds=3600.0, timeout=300.0)
 
 
-def run(args, ws) -> dict:
+def run(args, ws) -> dict | None:
     from pipeline.operators.human import HumanOperator
-    from sekbench.commands.run import run_one
+    from sekbench.commands.run import print_summary, run_one
     result = run_one(args, ws, HumanOperator())
-    if not args.json:
-        return {k: result[k] for k in ("session_id", "end_reason", "terminal", "verified")}
-    return result
+    if args.json:
+        return result
+    # The person saw every turn live; the summary is only how it ended.
+    print_summary(result, show_turns=False)
+    return None
