@@ -5,6 +5,13 @@ with no instruction anywhere: nothing but the environment and the commands.
 A curator's latest decision overrides the gate (accept keeps a rejected
 rollout, reject drops a kept one). One file holds one split; train and holdout
 never mix.
+
+Every line has the same columns with the same types in every export (a column
+null in one file and a string in another breaks a `datasets` load of both).
+`form` picks the message shape (pipeline/chat_roles.py): `ccpty`, the view
+sekbench trains and serves, or `alternating`, for tools that take only
+alternating roles. The manifest is a hidden sidecar (`.NAME.manifest.json`)
+because `datasets` skips hidden files when it loads a folder.
 """
 
 from __future__ import annotations
@@ -16,11 +23,48 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from pipeline.chat_roles import FORMS, in_form
 from pipeline.errors import SekbenchError
 from pipeline.gate import GATE_VERSION
+from pipeline.provenance import library_versions, sekbench_version
 from pipeline.store import Store
 
 PAGE = 500
+# Bumped when a line's columns or their types change.
+EXPORT_SCHEMA = 2
+EXPORT_SPLITS = ("train", "instance", "holdout")
+
+
+def manifest_path(out: str | os.PathLike) -> Path:
+    out = Path(out)
+    return out.with_name(f".{out.name}.manifest.json")
+
+
+def read_manifest(data: str | os.PathLike) -> dict | None:
+    """The manifest beside an export (this schema's hidden name, or the older visible one)."""
+    data = Path(data)
+    for p in (manifest_path(data), data.with_name(data.name + ".manifest.json")):
+        if p.is_file():
+            try:
+                return json.loads(p.read_text())
+            except ValueError:
+                return None
+    return None
+
+
+def line(r: dict, form: str = "ccpty") -> dict:
+    """One export line; each value is coerced to its column's one type."""
+    return {
+        "messages": in_form(r["messages"], form), "scenario_id": str(r["scenario_id"] or ""),
+        "archetype": str(r["archetype"] or ""), "split": str(r["split"] or ""),
+        "rollout_id": str(r["id"]), "operator": str(r["operator"] or ""), "form": form,
+        "outcome": {"end_reason": str(r["end_reason"] or ""), "verified": bool(r["verified"]),
+                    "verdict": str(r["verdict"] or ""),
+                    "reasons": [str(x) for x in (r["reasons"] or [])],
+                    # "none": no curator decision, the gate's verdict stands
+                    "decision": str(r.get("decision") or "none"),
+                    "turns": int(r["turns"] or 0)},
+    }
 
 
 def selected(store: Store, split: str, batch_id: str | None = None):
@@ -42,11 +86,15 @@ def selected(store: Store, split: str, batch_id: str | None = None):
 
 
 def export(store: Store, out: str | os.PathLike, *, split: str = "train",
-           batch_id: str | None = None, exclude_archetypes: set[str] | frozenset = frozenset()) -> dict:
+           batch_id: str | None = None, exclude_archetypes: set[str] | frozenset = frozenset(),
+           form: str = "ccpty") -> dict:
     """Write the file and its manifest; `batch_id` limits it to one rollout batch, and an
-    archetype in `exclude_archetypes` is an error, never a line (held-out task types)."""
-    if split not in ("train", "holdout"):
-        raise SekbenchError("split must be train or holdout")
+    archetype in `exclude_archetypes` is an error, never a line (held-out task types).
+    Returns the manifest with `path` absolute and `manifest` naming the sidecar."""
+    if split not in EXPORT_SPLITS:
+        raise SekbenchError(f"split must be one of {', '.join(EXPORT_SPLITS)}")
+    if form not in FORMS:
+        raise SekbenchError(f"form must be one of {', '.join(FORMS)}")
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
@@ -59,28 +107,26 @@ def export(store: Store, out: str | os.PathLike, *, split: str = "train",
             assert r["split"] == split  # train and holdout never mix
             if r["archetype"] in exclude_archetypes:
                 raise SekbenchError(f"held-out archetype {r['archetype']} in the {split} rollouts")
-            line = {
-                "messages": r["messages"], "scenario_id": r["scenario_id"],
-                "archetype": r["archetype"], "split": r["split"], "rollout_id": r["id"],
-                "operator": r["operator"],
-                "outcome": {"end_reason": r["end_reason"], "verified": bool(r["verified"]),
-                            "verdict": r["verdict"], "reasons": r["reasons"],
-                            "decision": r["decision"], "turns": r["turns"]},
-            }
-            f.write(json.dumps(line, ensure_ascii=False) + "\n")
+            f.write(json.dumps(line(r, form), ensure_ascii=False) + "\n")
             counts[r["archetype"]] += 1
             operators[r["operator"]] += 1
             formats.add(r["meta"].get("format", "ccpty"))
             n += 1
     digest = hashlib.sha256(tmp.read_bytes()).hexdigest()
     tmp.replace(out)
+    side = manifest_path(out)
     manifest = {
-        "path": str(out), "sha256": digest, "trajectories": n, "split": split,
+        "schema_version": EXPORT_SCHEMA,
+        # relative to the manifest's folder, so the pair can be moved or published together
+        "path": out.name, "sha256": digest, "trajectories": n, "split": split, "form": form,
         "batch_id": batch_id, "excluded_archetypes": sorted(exclude_archetypes),
         "by_archetype": dict(sorted(counts.items())), "by_operator": dict(operators),
         "config": {"render_format": sorted(formats) or ["ccpty"], "gate_version": GATE_VERSION,
                    "decisions_applied": True},
+        "sekbench_version": sekbench_version(), "libraries": library_versions(),
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    Path(str(out) + ".manifest.json").write_text(json.dumps(manifest, indent=2))
-    return manifest
+    tmp_side = side.with_name(side.name + ".tmp")
+    tmp_side.write_text(json.dumps(manifest, indent=2))
+    tmp_side.replace(side)
+    return {**manifest, "path": str(out.resolve()), "manifest": str(side.resolve())}

@@ -141,12 +141,8 @@ def load_dataset(path: str | Path, tokenizer, max_len: int) -> Dataset:
     path = Path(path)
     rows = read_trajectories(path)
     ds = Dataset(examples=[], sha256=file_sha256(path), path=str(path.resolve()))
-    manifest = path.with_name(path.name + ".manifest.json")
-    if manifest.is_file():
-        try:
-            ds.manifest = json.loads(manifest.read_text())
-        except ValueError:
-            ds.manifest = None
+    from pipeline.record import read_manifest
+    ds.manifest = read_manifest(path)
     for row in rows:
         rid = str(row["rollout_id"])
         ex = tokenize_with_labels(tokenizer, row["messages"], rid)

@@ -55,7 +55,8 @@ def test_reference_rollouts_are_kept_and_export_loads(authored, tmp_path):
         assert x["split"] == "train" and x["archetype"] not in ("search_count", "file_transform")
         directives = [m["content"] for m in x["messages"] if m["role"] == "user"]
         assert any("[login]" in d for d in directives)  # the environment is all there is
-    manifest = json.loads((tmp_path / "train.jsonl.manifest.json").read_text())
+    manifest = json.loads((tmp_path / ".train.jsonl.manifest.json").read_text())
+    assert out["manifest"] == str(tmp_path / ".train.jsonl.manifest.json")
     import hashlib
     assert manifest["sha256"] == hashlib.sha256((tmp_path / "train.jsonl").read_bytes()).hexdigest()
     assert sum(manifest["by_archetype"].values()) == len(lines)
