@@ -199,6 +199,9 @@ def _drive(res: SessionResult, rec: Recorder, sandbox, operator: Operator, scena
             if should_stop is not None and should_stop():
                 res.end_reason, res.detail = "interrupted", "the run was stopped"
                 return
+            if rec.store is not None and rec.store.stop_requested(res.session_id):
+                res.end_reason, res.detail = "interrupted", "this session was asked to stop"
+                return
             if idx >= budget.max_turns:
                 res.end_reason = "max_turns"
                 return

@@ -186,6 +186,11 @@ class Store:
             self.db.conn.execute("drop index if exists idx_rollouts_created_id")
             self.db.conn.execute("create index if not exists idx_rollouts_operator "
                                  "on rollouts(operator)")
+            if not t("stop_requests").exists():
+                # One session of a batch asked to stop (the workbench's `i`): the process
+                # running it sees the row between turns; the rest of the batch goes on.
+                t("stop_requests").create({"session_id": str, "ts": float, "who": str},
+                                          pk="session_id")
             if not t("meta").exists():
                 t("meta").create({"key": str, "value": str}, pk="key")
                 t("meta").insert({"key": "schema", "value": str(SCHEMA_VERSION)})
@@ -246,6 +251,14 @@ class Store:
                                 error="the job's process died")
                 changed += 1
         return changed
+
+    def request_stop(self, sid: str, who: str = "") -> None:
+        """Ask the process running session `sid` to end it (`interrupted`) after its turn."""
+        self._write(self.db["stop_requests"].upsert,
+                    {"session_id": sid, "ts": now(), "who": who}, pk="session_id")
+
+    def stop_requested(self, sid: str) -> bool:
+        return bool(self.query("select 1 from stop_requests where session_id = ?", [sid]))
 
     # ---------------------------------------------------------------- events
     def append_event(self, sid: str, seq: int, kind: str, text: str = "", *, turn: int | None = None,

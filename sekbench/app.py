@@ -45,7 +45,8 @@ class SekbenchApp(App):
     # Every screen's stylesheet is read once, when the app starts: a screen that brings its
     # own CSS_PATH makes Textual re-parse the whole stylesheet when it is first built.
     CSS_PATH = ["app.tcss", *(f"screens/{name}.tcss" for name in
-                              ("scenarios", "live", "review", "jobs", "replay", "form", "help"))]
+                              ("scenarios", "live", "review", "jobs", "replay", "form", "help",
+                               "confirm"))]
     MODES = {"scenarios": ScenariosScreen, "live": LiveScreen, "review": ReviewScreen,
              "jobs": JobsScreen, "replay": ReplayScreen}
     DEFAULT_MODE = "scenarios"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import threading
+from pathlib import PurePosixPath
 
 from rich.text import Text
 from textual import work
@@ -15,7 +15,8 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import Static
 
 from sekbench.screens.base import TabScreen
-from sekbench.screens.data import send_signal
+from sekbench.screens.confirm import ConfirmScreen
+from sekbench.screens.data import one_line
 from sekbench.screens.form import FormScreen
 from sekbench.widgets.data_grid import DataGrid
 from sekbench.widgets.scrollback import Scrollback
@@ -34,13 +35,24 @@ def clock_text(seconds: float | None) -> str:
         f"{seconds // 3600}h{seconds % 3600 // 60:02d}"
 
 
+def operator_label(operator: str | None) -> str:
+    """Short enough for its column, and base told apart from tuned: `hf:default@runs/a1`
+    shows as `hf@a1`."""
+    if not operator:
+        return "?"
+    model, at, adapter = operator.partition("@")
+    if not at:
+        return operator
+    return f"{model.partition(':')[0]}@{PurePosixPath(adapter.rstrip('/')).name or adapter}"
+
+
 def session_cells(s: dict, now: float) -> tuple:
     """Session, operator, scenario, turns of the budget, time of the budget, status."""
     running = s["status"] == "running"
     elapsed = (now if running else (s["ended_at"] or now)) - (s["started_at"] or now)
     status = Text("● running", style="green") if running else \
         Text(s["end_reason"] or "ended", style="dim")
-    return (s["id"][:8], s["operator"] or "?", s["scenario_id"] or "?",
+    return (s["id"][:8], operator_label(s["operator"]), s["scenario_id"] or "?",
             f"{s['turns'] or 0}/{s['max_turns'] or '∞'}",
             f"{clock_text(elapsed)}/{clock_text(s['max_seconds']) if s['max_seconds'] else '∞'}",
             status)
@@ -52,9 +64,10 @@ class LiveScreen(TabScreen):
         Binding("b", "rollout", "Rollout batch", id="live.rollout",
                 tooltip="Start `sekbench rollout` as its own process"),
         Binding("i", "interrupt", "Interrupt", id="live.interrupt",
-                tooltip="Send SIGINT to the selected session's process (ends as interrupted)"),
-        Binding("end", "follow", "Follow", id="live.follow", show=False,
-                tooltip="Jump to the end of the scrollback and follow it"),
+                tooltip="Stop the selected session only (after its running command; ends as "
+                        "interrupted); the rest of its batch goes on"),
+        Binding("f", "follow", "Follow newest", id="live.follow",
+                tooltip="Unpin: stream the newest running session and follow its end"),
     ]
 
     def __init__(self) -> None:
@@ -62,6 +75,9 @@ class LiveScreen(TabScreen):
         self.sessions: dict[str, dict] = {}
         self.streaming: str | None = None
         self.tail_after = -1   # the last event seq shown for the streamed session
+        # A session the user picked stays streamed; until then the newest running one is.
+        self.pinned = False
+        self._auto_key: str | None = None   # the row the screen itself moved the cursor to
 
     def compose(self) -> ComposeResult:
         yield from self.compose_frame()
@@ -71,7 +87,7 @@ class LiveScreen(TabScreen):
                 # fixed widths that fit half of a 140-column terminal; turns and time are
                 # shown against their budget
                 yield DataGrid("Session", "Operator", "Scenario", "Turns", "Time", "Status",
-                               widths=(8, 9, 19, 5, 11, 9), id="session-table")
+                               widths=(8, 12, 16, 5, 11, 9), id="session-table")
             with Vertical(id="live-right"):
                 yield Static("Select a session to stream it; b starts a rollout batch.",
                              classes="pane-title", id="stream-title")
@@ -94,11 +110,19 @@ class LiveScreen(TabScreen):
         self.query_one("#live-count", Static).update(
             f"Sessions · {running} running · {len(rows) - running} recently ended")
         table = self.query_one("#session-table", DataGrid)
-        table.show_rows([(s["id"], session_cells(s, now)) for s in rows])
-        if self.streaming is None and table.selected_key and self.is_current:
+        newest = next((s["id"] for s in rows if s["status"] == "running"), None)
+        keep = newest if not self.pinned and newest else None
+        table.show_rows([(s["id"], session_cells(s, now)) for s in rows], keep=keep)
+        if keep is not None and table.selected_key != keep and keep in table.keys():
+            table.move_cursor(row=table.keys().index(keep))
+        self._auto_key = table.selected_key
+        if self.is_current and table.selected_key and (
+                self.streaming is None or (not self.pinned and table.selected_key != self.streaming)):
             self.stream(table.selected_key)
 
     def on_data_grid_row_highlighted(self, event: DataGrid.RowHighlighted) -> None:
+        if event.key != self._auto_key:
+            self.pinned = True     # the user moved: stay on their session
         if event.key != self.streaming and self.is_current:
             self.stream(event.key)
 
@@ -108,7 +132,8 @@ class LiveScreen(TabScreen):
         self.tail_after = -1
         s = self.sessions.get(session_id, {})
         self.query_one("#stream-title", Static).update(
-            f"{session_id} · {s.get('operator', '?')} · {s.get('scenario_id', '?')}")
+            f"{session_id} · {s.get('operator', '?')} · {s.get('scenario_id', '?')}"
+            + (" · pinned (f: follow the newest)" if self.pinned else ""))
         self.query_one("#stream", Scrollback).clear()
         self.tail(session_id)
 
@@ -178,6 +203,8 @@ class LiveScreen(TabScreen):
 
     # --------------------------------------------------------------- actions
     def action_follow(self) -> None:
+        self.pinned = False
+        self.reload()
         self.query_one("#stream", Scrollback).scroll_end(animate=False)
 
     def action_interrupt(self) -> None:
@@ -189,11 +216,30 @@ class LiveScreen(TabScreen):
         if session["status"] != "running":
             self.notify(f"{key} has already ended ({session['end_reason']})", severity="warning")
             return
-        reason = send_signal(session["pid"], signal.SIGINT, session["host"])
-        if reason:
-            self.notify(f"could not interrupt {key}: {reason}", severity="error")
-        else:
-            self.notify(f"interrupt sent to {key} (pid {session['pid']})")
+
+        def answered(yes: bool | None) -> None:
+            if not yes:
+                return
+
+            def request(store) -> str:
+                try:
+                    store.request_stop(key, who="workbench")
+                except Exception as e:  # a locked or vanished store: say so, lose nothing
+                    return one_line(e)
+                return ""
+
+            def done(reason: str) -> None:
+                if reason:
+                    self.notify(f"could not interrupt {key}: {reason}", severity="error")
+                else:
+                    self.notify(f"{key} will stop after its running command; "
+                                "the rest of its batch goes on")
+            self.read(request, done, group="live-interrupt")
+
+        self.app.push_screen(ConfirmScreen(
+            f"Interrupt session {key}?",
+            f"{session['operator']} on {session['scenario_id'] or 'an empty sandbox'}: it ends "
+            "as interrupted (void); other sessions of its batch go on."), answered)
 
     def action_rollout(self) -> None:
         def submitted(form: dict | None) -> None:

@@ -10,7 +10,7 @@ import time
 import pytest
 from textual.widgets import Input, Select, Static
 
-from conftest import settle, wait_for
+from conftest import T0, settle, wait_for
 from pipeline.store import Store
 from sekbench.screens.form import FormScreen
 from sekbench.screens.help import HelpScreen
@@ -206,20 +206,61 @@ async def test_live_switching_sessions_fast_while_they_stream(make_app, workspac
 
 
 @pytest.mark.asyncio
-async def test_live_interrupt_sends_sigint_to_the_session_process(make_app, workspace, ids,
-                                                                  sleeper):
-    Store(workspace.db_path).session_update(ids["sessions"][1], pid=sleeper.pid)
+async def test_live_interrupt_asks_then_stops_the_selected_session_only(make_app, workspace, ids,
+                                                                        sleeper):
+    from sekbench.screens.confirm import ConfirmScreen
+    target, other = ids["sessions"][1], ids["sessions"][0]
+    store = Store(workspace.db_path)
+    # Both sessions run in one batch process: a signal would have stopped both.
+    for sid in (target, other):
+        store.session_update(sid, pid=sleeper.pid)
     app = make_app("live")
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
         table = app.screen.query_one("#session-table", DataGrid)
-        table.move_cursor(row=table.keys().index(ids["sessions"][1]))
+        table.move_cursor(row=table.keys().index(target))
         await pilot.press("i")
-        assert sleeper.wait(timeout=5) != 0
-        assert any("interrupt sent" in n for n in notes(app))
+        assert isinstance(app.screen, ConfirmScreen)
+        await pilot.press("n")
+        await settle(pilot)
+        assert not store.stop_requested(target)
+        await pilot.press("i")
+        await pilot.press("y")
+        assert await wait_for(pilot, lambda: store.stop_requested(target), 3)
+        assert not store.stop_requested(other)
+        assert sleeper.poll() is None          # the batch's process was not signalled
+        assert any("will stop after its running command" in n for n in notes(app))
         table.move_cursor(row=table.keys().index(ids["sessions"][3]))  # ended
         await pilot.press("i")
         assert any("already ended" in n for n in notes(app))
+
+
+@pytest.mark.asyncio
+async def test_live_follows_a_newly_started_session_unless_pinned(make_app, workspace, ids):
+    store = Store(workspace.db_path)
+    app = make_app("live")
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        newer = store.session_start(scenario_id="s-new", operator="hf:default@/runs/a1",
+                                    backend="docker", max_turns=30, max_seconds=600)
+        store.session_update(newer, started_at=T0 + 5)
+        screen = app.screen
+        screen.reload()
+        assert await wait_for(pilot, lambda: screen.streaming == newer, 3)
+        table = screen.query_one("#session-table", DataGrid)
+        assert "hf@a1" in [str(c) for c in table.get_row(newer)]   # tuned told apart
+        # The user picks another session: a newer one no longer steals the stream.
+        table.move_cursor(row=table.keys().index(ids["sessions"][1]))
+        await settle(pilot)
+        assert screen.pinned and screen.streaming == ids["sessions"][1]
+        newest = store.session_start(scenario_id="s-newest", operator="reference",
+                                     backend="docker", max_turns=30, max_seconds=600)
+        store.session_update(newest, started_at=T0 + 10)
+        screen.reload()
+        await settle(pilot)
+        assert screen.streaming == ids["sessions"][1]
+        await pilot.press("f")                   # unpin: follow the newest again
+        assert await wait_for(pilot, lambda: screen.streaming == newest, 3)
 
 
 @pytest.mark.asyncio
