@@ -61,7 +61,8 @@ class SessionResult:
             "backend": self.backend, "image": self.image, "seconds": round(self.seconds, 3),
             "banner": self.banner,
             "turns": [{"command": t.command, "output": t.output, "seconds": round(t.seconds, 4),
-                       "exit_status": t.exit_status, "timed_out": t.timed_out} for t in self.turns],
+                       "exit_status": t.exit_status, "timed_out": t.timed_out,
+                       **({"markers": t.markers} if t.markers else {})} for t in self.turns],
         }
 
 
@@ -188,7 +189,8 @@ def _drive(res: SessionResult, rec: Recorder, sandbox, operator: Operator, scena
         rec.event("banner", res.banner)
         try:
             operator.begin(SessionContext(scenario=scenario, seed=seed, session_id=res.session_id,
-                                          options=options))
+                                          options=options,
+                                          interrupt=lambda: login.channel.send(b"\x03")))
         except (SekbenchError, OperatorError) as e:
             res.end_reason, res.detail = "operator_error", str(e)
             res.void = getattr(e, "void", True)
@@ -251,6 +253,9 @@ def _record_turn(res: SessionResult, rec: Recorder, shell: Shell, idx: int, turn
     notes = "".join(f"\n[sekbench: {n}]" for n in turn.notes)
     if rest or notes:
         rec.event("output", model_view(rest, shell.nonce.encode()) + notes, raw=rest, turn=idx)
+    for note in turn.markers:
+        # the session printed something shaped like the harness's prompt marker
+        rec.event("marker", note, turn=idx)
     res.turns.append(turn)
     prompt = res.transcript.prompt or shell.prompt
     res.transcript.turns.append(Turn(prompt=prompt, command=turn.command, output=turn.output,

@@ -34,6 +34,8 @@ class SessionContext:
     seed: int = 0
     session_id: str = ""
     options: dict = field(default_factory=dict)
+    # Sends Ctrl-C to the command running in the sandbox (a person's Ctrl-C in `sekbench shell`).
+    interrupt: Callable[[], None] = field(default=lambda: None)
 
 
 class Operator(Protocol):
