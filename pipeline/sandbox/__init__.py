@@ -76,7 +76,8 @@ class Sandbox(Protocol):
 class Backend(Protocol):
     name: str
 
-    def create(self, *, session_id: str, limits: Limits) -> Sandbox: ...
+    def create(self, *, session_id: str, limits: Limits,
+               writable: tuple[str, ...] = ()) -> Sandbox: ...
 
     def reap_stale(self, *, everything: bool = False) -> int: ...
 
@@ -87,7 +88,32 @@ def owner_labels(ws: Workspace, session_id: str) -> dict[str, str]:
         "sekbench.workspace": workspace_key(ws),
         "sekbench.session": session_id,
         "sekbench.owner": f"{socket.gethostname()}:{os.getpid()}",
+        "sekbench.owner_start": str(_start_time(os.getpid()) or ""),
     }
+
+
+def _start_time(pid: int) -> int | None:
+    """A process's start time (clock ticks since boot): with the pid, it names one process,
+    so a recycled pid is not taken for a live owner."""
+    try:
+        stat = open(f"/proc/{int(pid)}/stat", "rb").read()
+        return int(stat[stat.rindex(b")") + 2:].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def owner_alive(labels: dict[str, str]) -> bool:
+    """Whether the process that owns a sandbox still runs. An owner on another host, or one
+    whose labels cannot be read, counts as alive: what cannot be shown dead is left alone."""
+    from pipeline.store import pid_alive
+    o_host, _, o_pid = (labels.get("sekbench.owner") or "").rpartition(":")
+    if o_host != socket.gethostname() or not o_pid.isdigit():
+        return True
+    if not pid_alive(int(o_pid)):
+        return False
+    started = labels.get("sekbench.owner_start") or ""
+    now = _start_time(int(o_pid))
+    return not (started.isdigit() and now is not None and now != int(started))
 
 
 def workspace_key(ws: Workspace) -> str:
