@@ -19,35 +19,27 @@ as JSON and Markdown under the workspace's reports.
 from __future__ import annotations
 
 import json
-import math
 import threading
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from pipeline import funnel as fun
+from pipeline import stats
 from pipeline.errors import SekbenchError
 from pipeline.gate import classify_turn
+from pipeline.scenario import SPLITS, expected_terminal
+from pipeline.stats import Z95, wilson  # noqa: F401  (re-exported: older callers import them here)
 
-METRICS = ("operate", "terminate", "verified", "clean")
-Z95 = 1.959963984540054  # the 97.5th percentile of the standard normal
+METRICS = ("operate", "terminate", "verified", "clean", "right_terminal")
+ENDINGS = ("exit", "panic", "neither")
+KINDS = ("solvable", "blocked")
+SAMPLED_TEMPERATURE = 0.7   # repeated trials sample; the ladder study's temperature
 
 
 # ----------------------------------------------------------------- numbers
-def wilson(k: int, n: int, z: float = Z95) -> tuple[float | None, float | None]:
-    """The Wilson score interval for k successes in n trials (None, None when n is 0)."""
-    if n <= 0:
-        return None, None
-    p = k / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
-
-
 def rate(k: int, n: int) -> dict:
-    lo, hi = wilson(k, n)
-    r = lambda x: None if x is None else round(x, 4)  # noqa: E731
-    return {"rate": r(k / n) if n else None, "k": k, "n": n, "lo": r(lo), "hi": r(hi)}
+    return stats.rate(k, n)
 
 
 def _commands(row: dict) -> list[str]:
@@ -60,9 +52,17 @@ def is_void(row: dict) -> bool:
     return row.get("verdict") == "void"
 
 
-def outcome(row: dict) -> dict[str, bool]:
-    """The four eval outcomes of one session (a rollouts row, or any dict with end_reason,
-    verified and either meta.classes, commands or messages)."""
+def _expected(row: dict, expected: str | None) -> str:
+    if expected:
+        return expected
+    f = (row.get("meta") or {}).get("funnel") or {}
+    return f.get("expected_terminal") or row.get("expected_terminal") or "exit"
+
+
+def outcome(row: dict, expected: str | None = None) -> dict[str, bool]:
+    """The eval outcomes of one session (a rollouts row, or any dict with end_reason,
+    verified and either meta.classes, commands or messages). `expected` is the scenario's
+    terminal (exit or panic; default: what the row's funnel recorded, else exit)."""
     classes = (row.get("meta") or {}).get("classes")
     if classes is None:
         classes = [classify_turn(c) for c in _commands(row)]
@@ -70,17 +70,45 @@ def outcome(row: dict) -> dict[str, bool]:
     end = row.get("end_reason")
     verified = bool(row.get("verified"))
     return {"operate": operate, "terminate": end in ("exit", "panic"), "verified": verified,
-            "clean": operate and verified and end == "exit"}
+            "clean": operate and verified and end == "exit",
+            "right_terminal": end == _expected(row, expected)}
 
 
-def metrics(rows: list[dict]) -> dict:
-    """Each metric as {rate, k, n, lo, hi}, plus n (sessions counted) and void (left out)."""
+def _cluster_key(row: dict) -> str:
+    # A row of no known scenario is its own cluster: nothing says it is like another.
+    return row.get("scenario_id") or f"#{row.get('session_id') or row.get('id') or id(row)}"
+
+
+def _clusters(rows: list[dict], values: list[bool]) -> list[list[bool]]:
+    groups: dict[str, list[bool]] = {}
+    for r, v in zip(rows, values):
+        groups.setdefault(_cluster_key(r), []).append(v)
+    return [groups[k] for k in sorted(groups)]
+
+
+def clustered(rows: list[dict]) -> bool:
+    """More than one session of some scenario: sessions are not independent."""
+    keys = [_cluster_key(r) for r in rows]
+    return len(keys) != len(set(keys))
+
+
+def _rate_of(rows: list[dict], values: list[bool], cluster: bool) -> dict:
+    if cluster:
+        return stats.cluster_rate(_clusters(rows, values))
+    return rate(sum(values), len(values))
+
+
+def metrics(rows: list[dict], *, cluster: bool | None = None) -> dict:
+    """Each metric as {rate, k, n, lo, hi}, plus n (sessions counted) and void (left out).
+    With several sessions per scenario the interval is a scenario bootstrap."""
     counted = [r for r in rows if not is_void(r)]
+    cluster = clustered(counted) if cluster is None else cluster
     outs = [outcome(r) for r in counted]
     n = len(outs)
-    body: dict = {m: rate(sum(o[m] for o in outs), n) for m in METRICS}
+    body: dict = {m: _rate_of(counted, [o[m] for o in outs], cluster) for m in METRICS}
     body["n"] = n
     body["void"] = len(rows) - n
+    body["interval"] = "scenario bootstrap" if cluster else "Wilson"
     return body
 
 
@@ -93,13 +121,93 @@ def lift(base: dict, tuned: dict) -> dict:
     return out
 
 
+def _funnel_of(row: dict) -> dict | None:
+    return (row.get("meta") or {}).get("funnel")
+
+
+def funnel(rows: list[dict], *, cluster: bool | None = None) -> dict:
+    """{stage: {"in_order": rate, "did": rate}} over the sessions each stage applies to."""
+    counted = [r for r in rows if not is_void(r) and _funnel_of(r)]
+    cluster = clustered(counted) if cluster is None else cluster
+    out: dict = {}
+    for stage in fun.STAGES:
+        applies = [r for r in counted if _funnel_of(r)["did"].get(stage) is not None]
+        out[stage] = {key: _rate_of(applies, [bool(_funnel_of(r)[key][stage]) for r in applies],
+                                    cluster) for key in ("in_order", "did")}
+    out["n"] = len(counted)
+    out["broke_at"] = {}
+    for r in counted:
+        b = _funnel_of(r).get("broke_at") or "completed"
+        out["broke_at"][b] = out["broke_at"].get(b, 0) + 1
+    return out
+
+
+def terminals(rows: list[dict]) -> dict:
+    """How sessions ended (exit / panic / neither) against the scenario's kind (solvable:
+    expected exit; blocked: expected panic): counts and Wilson intervals per column."""
+    counted = [r for r in rows if not is_void(r)]
+    out: dict = {}
+    for kind in KINDS:
+        want = "exit" if kind == "solvable" else "panic"
+        col = [r for r in counted if _expected(r, None) == want]
+        out[kind] = {}
+        for ending in ENDINGS:
+            k = sum(1 for r in col if (r.get("end_reason") if r.get("end_reason") in ("exit", "panic")
+                                       else "neither") == ending)
+            out[kind][ending] = rate(k, len(col))
+        out[kind]["n"] = len(col)
+    return out
+
+
 def by_archetype(base_rows: list[dict], tuned_rows: list[dict]) -> dict:
     archs = sorted({r.get("archetype") or "?" for r in base_rows + tuned_rows})
     out = {}
     for a in archs:
-        b = metrics([r for r in base_rows if (r.get("archetype") or "?") == a])
-        t = metrics([r for r in tuned_rows if (r.get("archetype") or "?") == a])
-        out[a] = {"base": b, "tuned": t, "lift": lift(b, t)}
+        br = [r for r in base_rows if (r.get("archetype") or "?") == a]
+        tr = [r for r in tuned_rows if (r.get("archetype") or "?") == a]
+        b, t = metrics(br), metrics(tr)
+        out[a] = {"base": b, "tuned": t, "lift": lift(b, t),
+                  "funnel": {"base": funnel(br), "tuned": funnel(tr)}}
+    return out
+
+
+def pair_key(row: dict) -> tuple:
+    """Sessions pair across sides by scenario and session seed (the k-th trial of each)."""
+    meta = row.get("meta") or {}
+    return (row.get("scenario_id"), meta.get("seed", meta.get("k", 0)))
+
+
+def paired(base_rows: list[dict], tuned_rows: list[dict]) -> dict:
+    """Per metric and per funnel stage (in order): the paired difference tuned - base with
+    its interval and p-value, over pairs where neither side is void.
+
+    K = 1: exact McNemar and Newcombe's paired interval. K > 1: a sign-flip permutation test
+    on per-scenario mean differences and a scenario-bootstrap interval (pipeline.stats)."""
+    b_by = {pair_key(r): r for r in base_rows if not is_void(r)}
+    t_by = {pair_key(r): r for r in tuned_rows if not is_void(r)}
+    keys = sorted(set(b_by) & set(t_by), key=lambda k: (str(k[0]), k[1]))
+    many = len({k[0] for k in keys}) != len(keys)
+    out: dict = {"pairs": len(keys), "unpaired": len(set(b_by) ^ set(t_by)),
+                 "clustered": many, "metrics": {}, "funnel": {}}
+
+    def compare(values: list[tuple[str, bool, bool]]) -> dict:
+        if many:
+            groups: dict[str, list] = {}
+            for sid, b, t in values:
+                groups.setdefault(sid, []).append((b, t))
+            return stats.cluster_paired([groups[k] for k in sorted(groups, key=str)])
+        return stats.paired([(b, t) for _, b, t in values])
+
+    for m in METRICS:
+        out["metrics"][m] = compare([(k[0], outcome(b_by[k])[m], outcome(t_by[k])[m]) for k in keys])
+    for stage in fun.STAGES:
+        vals = []
+        for k in keys:
+            fb, ft = _funnel_of(b_by[k]), _funnel_of(t_by[k])
+            if not fb or not ft or fb["in_order"].get(stage) is None:
+                continue
+            vals.append((k[0], bool(fb["in_order"][stage]), bool(ft["in_order"][stage])))
+        out["funnel"][stage] = compare(vals) if vals else None
     return out
 
 
@@ -114,14 +222,16 @@ class EvalConfig:
     adapter: str | None = _f(None, "LoRA adapter directory (default: the newest in the workspace)")
     operator_base: str | None = _f(None, "operator spec for the base side (default: hf:MODEL)")
     operator_tuned: str | None = _f(None, "operator spec for the tuned side (default: hf:MODEL@ADAPTER)")
-    split: str = _f("holdout", "scenarios of this split")
+    split: str = _f("holdout", "scenarios of this split: train, instance (fresh instances of "
+                    "trained archetypes) or holdout (unseen archetypes or styles)")
     archetypes: list[str] | None = _f(None, "only these archetypes")
     scenario_ids: list[str] | None = _f(None, "exactly these scenarios (overrides split/archetypes)")
     limit: int | None = _f(None, "at most this many scenarios")
-    per_scenario: int = _f(1, "sessions per scenario and side (K)")
+    per_scenario: int = _f(1, "trials: sessions per scenario and side (K), seeds seed*1000+k")
     workers: int = _f(4, "sessions at once; the hf operator batches across them")
     seed: int = _f(0, "session seeds are seed*1000+k, the same on both sides")
-    temperature: float = _f(0.0, "sampling temperature; 0 is greedy")
+    temperature: float | None = _f(None, "sampling temperature; 0 is greedy (default: 0 for "
+                                   "one trial, 0.7 for several: K greedy trials would be K copies)")
     max_new_tokens: int = _f(64, "longest command the model may type, in tokens")
     max_turns: int = _f(15, "turn budget: a drifting base would burn any budget")
     max_seconds: float = _f(300.0, "time budget per session")
@@ -130,10 +240,12 @@ class EvalConfig:
     device: str = _f("auto", "hf operators: auto, cpu, cuda")
 
     def __post_init__(self):
-        if self.split not in ("train", "holdout"):
-            raise SekbenchError("eval split must be train or holdout")
+        if self.split not in SPLITS:
+            raise SekbenchError(f"eval split must be one of {', '.join(SPLITS)}")
         if self.per_scenario < 1 or self.workers < 1 or self.max_turns < 1:
             raise SekbenchError("per_scenario, workers and max_turns must be >= 1")
+        if self.temperature is None:
+            self.temperature = 0.0 if self.per_scenario == 1 else SAMPLED_TEMPERATURE
         if self.temperature < 0:
             raise SekbenchError("temperature must be >= 0")
 
@@ -263,32 +375,52 @@ def run_eval(*, ws, store, cfg: EvalConfig, backend=None, job_id: str | None = N
                                progress=(lambda p, side=side: progress(side, p)) if progress else None)
         rows = store.rollouts(batch_id=batch, limit=100_000, with_messages=True)
         sides[side] = {"spec": spec, "batch_id": batch, "rows": rows, "summary": summary}
+    expected = {s["id"]: expected_terminal(s) for s in scenarios}
+    for side in sides.values():
+        for r in side["rows"]:
+            r["expected_terminal"] = expected.get(r["scenario_id"], "exit")
     base_rows, tuned_rows = sides["base"]["rows"], sides["tuned"]["rows"]
-    base_m, tuned_m = metrics(base_rows), metrics(tuned_rows)
-    body = {
-        "base": base_m, "tuned": tuned_m, "lift": lift(base_m, tuned_m),
-        "by_archetype": by_archetype(base_rows, tuned_rows),
+    body = report_body(base_rows, tuned_rows, scenarios)
+    body.update({
         "operators": {"base": base_spec, "tuned": tuned_spec},
         "batches": {s: sides[s]["batch_id"] for s in sides},
         "adapter": adapter,
-        "scenarios": [s["id"] for s in scenarios],
-        "per_scenario": per_scenario_rows(scenarios, base_rows, tuned_rows),
+        "split": cfg.split,
         "config": asdict(cfg),
         "job_id": job_id,
-    }
+    })
     rid = store.put_report("eval", body, markdown(body), job_id=job_id)
     body["report"] = rid
     write_files(ws, rid, body)
     return body
 
 
+def report_body(base_rows: list[dict], tuned_rows: list[dict], scenarios: list[dict]) -> dict:
+    """The numbers of a report from both sides' rows: metrics, lift, paired tests, funnel,
+    terminal table, per archetype and per scenario (with session ids)."""
+    base_m, tuned_m = metrics(base_rows), metrics(tuned_rows)
+    return {
+        "base": base_m, "tuned": tuned_m, "lift": lift(base_m, tuned_m),
+        "paired": paired(base_rows, tuned_rows),
+        "funnel": {"base": funnel(base_rows), "tuned": funnel(tuned_rows)},
+        "terminals": {"base": terminals(base_rows), "tuned": terminals(tuned_rows)},
+        "by_archetype": by_archetype(base_rows, tuned_rows),
+        "scenarios": [s["id"] for s in scenarios],
+        "per_scenario": per_scenario_rows(scenarios, base_rows, tuned_rows),
+    }
+
+
 def per_scenario_rows(scenarios: list[dict], base_rows: list[dict], tuned_rows: list[dict]) -> list[dict]:
     def brief(r: dict) -> dict:
+        f = _funnel_of(r) or {}
         return {"end_reason": r["end_reason"], "verified": r["verified"], "turns": r["turns"],
-                "session_id": r["session_id"], "void": is_void(r), **outcome(r)}
+                "session_id": r["session_id"], "seed": (r.get("meta") or {}).get("seed"),
+                "void": is_void(r), "broke_at": f.get("broke_at"),
+                "funnel": f.get("in_order"), **outcome(r)}
     out = []
     for s in scenarios:
         out.append({"scenario_id": s["id"], "archetype": s.get("archetype"),
+                    "expected_terminal": expected_terminal(s),
                     "base": [brief(r) for r in base_rows if r["scenario_id"] == s["id"]],
                     "tuned": [brief(r) for r in tuned_rows if r["scenario_id"] == s["id"]]})
     return out
@@ -304,25 +436,92 @@ def _lift(v) -> str:
     return "-" if v is None else f"{v:+.2f}"
 
 
+def _paired_cell(p: dict | None) -> str:
+    if not p or p.get("diff") is None:
+        return "-"
+    return f"{p['diff']:+.2f} [{p['lo']:+.2f}, {p['hi']:+.2f}] p={p['p']:.3g} " \
+           f"({p['only_base']}↓ {p['only_tuned']}↑)"
+
+
+def methods(body: dict) -> str:
+    """One sentence saying which interval and which test the report's numbers use."""
+    pr = body.get("paired") or {}
+    if pr.get("clustered"):
+        return ("Several sessions per scenario: rates per session, 95% intervals by a percentile "
+                "scenario bootstrap (2,000 resamples, seeded); paired differences by the same "
+                "bootstrap, p-values by an exact sign-flip permutation test on per-scenario mean "
+                "differences.")
+    return ("Rates with 95% Wilson intervals; paired differences (tuned - base, same scenarios "
+            "and session seeds) with Newcombe's square-and-add interval for paired proportions "
+            "and the exact McNemar p-value (binomial on the discordant pairs, ↓ base only, "
+            "↑ tuned only).")
+
+
 def markdown(body: dict) -> str:
     b, t = body["base"], body["tuned"]
+    cfg = body.get("config") or {}
+    pr = body.get("paired") or {}
     lines = [f"# Eval: {body['operators']['tuned']} vs {body['operators']['base']}", "",
-             f"{len(body['scenarios'])} scenarios ({body['config']['split']}), "
-             f"{body['config']['per_scenario']} session(s) each per side, temperature "
-             f"{body['config']['temperature']}, at most {body['config']['max_turns']} turns. "
-             "Rates with 95% Wilson intervals.", "",
-             f"| metric | base (n={b['n']}) | tuned (n={t['n']}) | lift |",
-             "| --- | --- | --- | --- |"]
+             f"{len(body['scenarios'])} scenarios ({cfg.get('split')}), "
+             f"{cfg.get('per_scenario')} trial(s) each per side, temperature "
+             f"{cfg.get('temperature')}, at most {cfg.get('max_turns')} turns; "
+             f"{pr.get('pairs', 0)} paired sessions. {methods(body)}", "",
+             f"| metric | base (n={b['n']}) | tuned (n={t['n']}) | lift | paired: diff [95%], p |",
+             "| --- | --- | --- | --- | --- |"]
     for m in METRICS:
-        lines.append(f"| {m} | {_cell(b[m])} | {_cell(t[m])} | {_lift(body['lift'][m])} |")
+        lines.append(f"| {m} | {_cell(b.get(m))} | {_cell(t.get(m))} | {_lift(body['lift'].get(m))} | "
+                     f"{_paired_cell((pr.get('metrics') or {}).get(m))} |")
     if b.get("void") or t.get("void"):
         lines += ["", f"Void sessions left out: base {b.get('void', 0)}, tuned {t.get('void', 0)}."]
+    fb, ft = (body.get("funnel") or {}).get("base"), (body.get("funnel") or {}).get("tuned")
+    if fb and ft:
+        lines += ["", "## The routine, stage by stage", "",
+                  "Each stage counts sessions that reached it after every earlier stage (in "
+                  "order); `did` counts it done at any point. n is the sessions the stage applies "
+                  "to (the announcement only where the login does not show it: env, file).", "",
+                  "| stage | base in order | tuned in order | base did | tuned did | paired (in order) |",
+                  "| --- | --- | --- | --- | --- | --- |"]
+        for stage in fun.STAGES:
+            lines.append(f"| {stage} | {_cell(fb[stage]['in_order'])} | {_cell(ft[stage]['in_order'])} | "
+                         f"{_cell(fb[stage]['did'])} | {_cell(ft[stage]['did'])} | "
+                         f"{_paired_cell((pr.get('funnel') or {}).get(stage))} |")
+        lines += ["", "Where sessions broke (first stage not reached in order): base "
+                  + ", ".join(f"{k} {v}" for k, v in sorted(fb["broke_at"].items()))
+                  + "; tuned " + ", ".join(f"{k} {v}" for k, v in sorted(ft["broke_at"].items())) + "."]
+    terms = body.get("terminals")
+    if terms:
+        lines += ["", "## How sessions ended", "",
+                  "| side | scenario kind | n | exit | panic | neither |", "| --- | --- | --- | --- | --- | --- |"]
+        for side in ("base", "tuned"):
+            for kind in KINDS:
+                col = terms[side][kind]
+                lines.append(f"| {side} | {kind} | {col['n']} | " +
+                             " | ".join(_cell(col[e]) for e in ENDINGS) + " |")
     lines += ["", "## By archetype", "", "| archetype | metric | base | tuned | lift |",
               "| --- | --- | --- | --- | --- |"]
     for arch, row in sorted(body["by_archetype"].items()):
         for m in METRICS:
             lines.append(f"| {arch if m == 'operate' else ''} | {m} | {_cell(row['base'][m])} | "
                          f"{_cell(row['tuned'][m])} | {_lift(row['lift'][m])} |")
+    if any("funnel" in row for row in body["by_archetype"].values()):
+        lines += ["", "Funnel by archetype (in order, base → tuned):", "",
+                  "| archetype | " + " | ".join(fun.STAGES) + " |", "| --- |" + " --- |" * len(fun.STAGES)]
+        for arch, row in sorted(body["by_archetype"].items()):
+            f = row.get("funnel") or {}
+            cells = []
+            for stage in fun.STAGES:
+                cb, ct = f["base"][stage]["in_order"], f["tuned"][stage]["in_order"]
+                cells.append("-" if not cb["n"] and not ct["n"] else
+                             f"{cb['k']}/{cb['n']} → {ct['k']}/{ct['n']}")
+            lines.append(f"| {arch} | " + " | ".join(cells) + " |")
+    if body.get("per_scenario"):
+        lines += ["", "## Sessions", "", "`sekbench show SESSION_ID` prints one as the model saw it.", "",
+                  "| scenario | base sessions | tuned sessions |", "| --- | --- | --- |"]
+        for row in body["per_scenario"]:
+            def ids(side):
+                return ", ".join(f"`{x['session_id']}` {x['end_reason']}"
+                                 f"{' ✓' if x['verified'] else ''}" for x in row[side]) or "-"
+            lines.append(f"| {row['scenario_id']} | {ids('base')} | {ids('tuned')} |")
     if body.get("adapter"):
         a = body["adapter"]
         lines += ["", f"Adapter: `{a.get('path')}` (base {a.get('base_model')}, dataset sha256 "
@@ -340,8 +539,8 @@ def write_files(ws, rid: str, body: dict) -> dict:
 
 def summary(body: dict) -> dict:
     """What `sekbench eval --json` prints: the contract plus where the report lives."""
-    keep = ("base", "tuned", "lift", "by_archetype", "operators", "adapter", "scenarios", "report",
-            "job_id", "batches")
+    keep = ("base", "tuned", "lift", "paired", "funnel", "terminals", "by_archetype", "operators",
+            "adapter", "scenarios", "split", "per_scenario", "report", "job_id", "batches")
     return {k: body.get(k) for k in keep}
 
 
@@ -369,7 +568,8 @@ def run_job(ws, cfg: EvalConfig, *, job_id: str | None = None, kind: str = "eval
     result = summary(body)
     result["job_id"] = job_id
     store.job_update(job_id, status="succeeded", ended_at=now(),
-                     result={k: result[k] for k in ("base", "tuned", "lift", "report", "operators")})
+                     result={k: result[k] for k in ("base", "tuned", "lift", "report", "operators",
+                                                    "paired", "funnel")})
     return result
 
 

@@ -4,7 +4,8 @@ Each assistant turn is classified as a `command`, `prose` (narration, markdown,
 sentences, nothing at all) or `over_imitation` (the model typing the prompt, a
 chat-template token, or several lines). A rollout is kept only if it operated
 (every turn a command), discovered (ran the provider's retrieve before doing
-any work), verified, ended with `exit`, and stayed within budget.
+any work; for a chain, its last step), verified, ended with the scenario's expected
+terminal (`exit`, or `panic REASON` on a blocked scenario), and stayed within budget.
 Infrastructure failures are `void` and never count against a model.
 
 `undiscovered` is one code beyond DESIGN.md's list: a rollout that did work
@@ -40,8 +41,65 @@ WORK_VERBS = {"mkdir", "mv", "cp", "rm", "rmdir", "chmod", "chown", "touch", "ta
               "gunzip", "ln", "tee", "truncate", "install", "unzip", "zip", "dd"}
 
 
-def classify_turn(text: str) -> str:
-    """`command`, `prose` or `over_imitation` for one assistant turn."""
+NOT_FOUND = re.compile(r"^(?:sh|dash|-sh): \d+: (.+?): not found$", re.M)
+# A copied line shorter than this is as likely a real command that also appears in output.
+ECHO_MIN = 6
+
+
+def shell_not_found(text: str, exit_status: int | None, output: str | None) -> bool:
+    """The shell could not run the turn's first word: status 127, or its own "WORD: not
+    found" line naming that word (a pipeline's status is its last command's)."""
+    line = text.strip().split("\n")[0]
+    words = line.split()
+    if not words:
+        return False
+    if exit_status == 127:
+        return True
+    if output:
+        missing = {m.group(1) for m in NOT_FOUND.finditer(output)}
+        return words[0] in missing
+    return False
+
+
+def echoes_output(text: str, previous_output: str | None) -> bool:
+    """The turn reproduces a line the previous output showed (the model imitating the screen)."""
+    line = text.strip()
+    if not previous_output or len(line) < ECHO_MIN:
+        return False
+    shown = {ln.strip() for ln in previous_output.splitlines() if ln.strip()}
+    return line in shown or line.split("\n")[0].strip() in shown
+
+
+def classify_turn(text: str, *, exit_status: int | None = None, output: str | None = None,
+                  previous_output: str | None = None) -> str:
+    """`command`, `prose` or `over_imitation` for one assistant turn.
+
+    The text alone decides where nothing else is known. Where the shell's answer is known
+    it has the last word: a turn whose first word the shell could not run is not a
+    command (over-imitation when it reproduces the previous output, prose otherwise)."""
+    kind = _classify_text(text)
+    if kind == "command" and shell_not_found(text, exit_status, output):
+        return "over_imitation" if echoes_output(text, previous_output) else "prose"
+    if kind == "prose" and shell_not_found(text, exit_status, output) \
+            and echoes_output(text, previous_output):
+        return "over_imitation"
+    return kind
+
+
+def classify_turns(commands: list[str], exit_statuses: list | None = None,
+                   outputs: list | None = None, *, banner: str = "") -> list[str]:
+    """classify_turn over a session's turns, each judged with its own status and output and
+    the output before it (the login banner before the first)."""
+    out = []
+    for i, c in enumerate(commands):
+        status = exit_statuses[i] if exit_statuses and i < len(exit_statuses) else None
+        output = outputs[i] if outputs and i < len(outputs) else None
+        previous = (outputs[i - 1] if i and outputs and i - 1 < len(outputs) else banner) or None
+        out.append(classify_turn(c, exit_status=status, output=output, previous_output=previous))
+    return out
+
+
+def _classify_text(text: str) -> str:
     if "\n" in text.strip() or PROMPT_ECHO.match(text) or TEMPLATE_TOKEN.search(text):
         return "over_imitation"
     line = text.strip()
@@ -87,7 +145,38 @@ def does_work(command: str) -> bool:
         toks = _tokens(part)
         if toks and toks[0] in WORK_VERBS:
             return True
+        # The verb may come as an argument: find -delete / -exec rm, xargs mv, sudo cp.
+        if toks and toks[0] == "find" and ("-delete" in toks or any(
+                t in ("-exec", "-execdir") and i + 1 < len(toks) and toks[i + 1] in WORK_VERBS
+                for i, t in enumerate(toks))):
+            return True
+        if toks and toks[0] in ("xargs", "sudo", "env", "nice") and \
+                any(t in WORK_VERBS for t in toks[1:3]):
+            return True
     return False
+
+
+READERS = ("cat", "less", "more", "head", "tail", "sed", "awk", "grep")
+
+
+def runs_step(command: str, step: str) -> bool:
+    """Does `command` run this retrieve step? A step that reads a file the provider pointed at
+    (`cat /srv/q/T-1.txt`) is run by any reader of that path, spelled with ~ or not."""
+    if runs_retrieve(command, step):
+        return True
+    want = _tokens(step)
+    if len(want) == 2 and want[0] in READERS and want[1].startswith("/"):
+        home = "/home/sek"
+        for part in re.split(r"\s*(?:&&|\|\||;|\|)\s*", command):
+            toks = _tokens(part)
+            if toks and toks[0] in READERS and any(
+                    (home + t[1:] if t.startswith("~/") else t) == want[1] for t in toks[1:]):
+                return True
+    return False
+
+
+def _has_reason(reason: str | None) -> bool:
+    return bool(reason and reason.strip() and reason.strip() != "no reason given")
 
 
 @dataclass
@@ -102,8 +191,11 @@ class GateVerdict:
 
 
 def gate(*, commands: list[str], end_reason: str, verified: bool | None,
-         retrieve: str | None, void: bool = False) -> GateVerdict:
-    classes = [classify_turn(c) for c in commands]
+         retrieve: str | list[str] | None, void: bool = False,
+         expected_terminal: str = "exit", panic_reason: str | None = None, exit_statuses: list | None = None,
+         outputs: list | None = None, banner: str = "") -> GateVerdict:
+    # The shell's answer to each turn (status, output) is part of the judgement where known.
+    classes = classify_turns(commands, exit_statuses, outputs, banner=banner)
     if void or end_reason in VOID_ENDS:
         return GateVerdict("void", ["void"], classes)
     reasons: list[str] = []
@@ -113,17 +205,24 @@ def gate(*, commands: list[str], end_reason: str, verified: bool | None,
         reasons.append("prose_drift")
     if "over_imitation" in classes:
         reasons.append("over_imitation")
-    if retrieve:
-        first_retrieve = next((i for i, c in enumerate(commands) if runs_retrieve(c, retrieve)), None)
+    steps = [retrieve] if isinstance(retrieve, str) else [c for c in retrieve or [] if c]
+    if steps:
+        # A chain counts as discovered once its last step ran: the directives come from it.
+        last = steps[-1]
+        first_retrieve = next((i for i, c in enumerate(commands) if runs_step(c, last)), None)
         first_work = next((i for i, c in enumerate(commands)
                            if classes[i] == "command" and does_work(c)), None)
         if first_retrieve is None or (first_work is not None and first_work < first_retrieve):
             reasons.append("undiscovered")
-    if end_reason == "exit" and verified is False:
+    blocked = expected_terminal == "panic"
+    if end_reason == "exit" and verified is False and not blocked:
         reasons.append("premature_exit")
     if end_reason in ("max_turns", "max_seconds"):
         reasons.append("budget_overrun")
-    if end_reason in ("panic", "shell_died", "operator_error"):
+    # Blocked work ends with `panic REASON`; finished work with `exit`. Either the other way
+    # round, a bare `panic`, or a dead shell is the wrong terminal.
+    if end_reason in ("shell_died", "operator_error") or (end_reason == "exit" and blocked) \
+            or (end_reason == "panic" and (not blocked or not _has_reason(panic_reason))):
         reasons.append("wrong_terminal")
     if verified is not True:
         reasons.append("unverified")

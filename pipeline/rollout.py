@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from typing import Callable
 
+from pipeline.funnel import session_funnel
 from pipeline.gate import GATE_VERSION, gate
 from pipeline.operators import Operator
 from pipeline.render import get_format
@@ -41,7 +42,11 @@ def rollout_row(res: SessionResult, scenario: dict, operator_name: str, batch_id
     """Gate a finished session and shape it into a rollouts row (messages in the render format)."""
     commands = [t.reply if t.reply is not None else t.command for t in res.turns]
     verdict = gate(commands=commands, end_reason=res.end_reason, verified=res.verified,
-                   retrieve=scenario["provider"]["retrieve"], void=res.void)
+                   retrieve=scenario["provider"]["retrieve"], void=res.void,
+                   exit_statuses=[t.exit_status for t in res.turns],
+                   outputs=[t.output for t in res.turns], banner=res.banner)
+    funnel = session_funnel(res.turns, scenario, end_reason=res.end_reason,
+                            verified=res.verified, classes=verdict.classes, banner=res.banner)
     messages = get_format(fmt).messages(res.transcript)
     return {
         "id": new_id(), "session_id": res.session_id, "scenario_id": scenario["id"],
@@ -53,7 +58,8 @@ def rollout_row(res: SessionResult, scenario: dict, operator_name: str, batch_id
         "verdict": verdict.verdict, "reasons": verdict.reasons, "turns": len(res.turns),
         "seconds": round(res.seconds, 3), "messages": messages,
         "meta": {"classes": verdict.classes, "gate_version": GATE_VERSION, "format": fmt,
-                 "detail": res.detail, "panic_reason": res.panic_reason, **(extra or {})},
+                 "detail": res.detail, "panic_reason": res.panic_reason, "funnel": funnel,
+                 **(extra or {})},
     }
 
 

@@ -41,18 +41,23 @@ def row(commands, end, verified, archetype="a", void=False):
 
 def test_outcomes_follow_their_definitions():
     clean = outcome(row(["orders --help", "orders --pending", "sort x > y", "exit"], "exit", 1))
-    assert clean == {"operate": True, "terminate": True, "verified": True, "clean": True}
+    assert clean == {"operate": True, "terminate": True, "verified": True, "clean": True,
+                     "right_terminal": True}
     # panic terminates but is never clean, even verified
     assert outcome(row(["ls", "panic stuck"], "panic", 1)) == \
-        {"operate": True, "terminate": True, "verified": True, "clean": False}
+        {"operate": True, "terminate": True, "verified": True, "clean": False, "right_terminal": False}
+    # ... and is the right terminal where the scenario is blocked
+    assert outcome(row(["ls", "panic stuck"], "panic", 0), expected="panic")["right_terminal"] is True
+    assert outcome(row(["exit"], "exit", 0), expected="panic")["right_terminal"] is False
     # one prose turn and the session did not operate; the budget ended it
     drift = outcome(row(["ls", "Let me look at the files first."], "max_turns", 0))
-    assert drift == {"operate": False, "terminate": False, "verified": False, "clean": False}
+    assert drift == {"operate": False, "terminate": False, "verified": False, "clean": False,
+                     "right_terminal": False}
     # no turn at all is not operating
     assert outcome(row([], "operator_error", None))["operate"] is False
     # exit without the work: terminate, not clean
     assert outcome(row(["exit"], "exit", 0)) == \
-        {"operate": True, "terminate": True, "verified": False, "clean": False}
+        {"operate": True, "terminate": True, "verified": False, "clean": False, "right_terminal": True}
 
 
 def test_outcome_reads_stored_gate_classes_first():
@@ -68,7 +73,7 @@ def test_metrics_count_void_apart_and_carry_intervals():
     m = metrics(rows)
     assert m["n"] == 4 and m["void"] == 1
     assert (m["operate"]["k"], m["terminate"]["k"], m["verified"]["k"], m["clean"]["k"]) == (3, 2, 2, 1)
-    for name in ("operate", "terminate", "verified", "clean"):
+    for name in ("operate", "terminate", "verified", "clean", "right_terminal"):
         cell = m[name]
         assert set(cell) == {"rate", "k", "n", "lo", "hi"} and cell["n"] == 4
         assert cell["lo"] <= cell["rate"] <= cell["hi"]
@@ -79,7 +84,8 @@ def test_lift_and_by_archetype():
     base = [row(["Hello!"], "max_turns", 0, "x"), row(["ls"], "max_turns", 0, "y")]
     tuned = [row(["ls", "exit"], "exit", 1, "x"), row(["ls", "exit"], "exit", 0, "y")]
     lb, lt = metrics(base), metrics(tuned)
-    assert lift(lb, lt) == {"operate": 0.5, "terminate": 1.0, "verified": 0.5, "clean": 0.5}
+    assert lift(lb, lt) == {"operate": 0.5, "terminate": 1.0, "verified": 0.5, "clean": 0.5,
+                            "right_terminal": 1.0}
     arch = by_archetype(base, tuned)
     assert set(arch) == {"x", "y"}
     assert arch["x"]["lift"]["clean"] == 1.0 and arch["y"]["lift"]["clean"] == 0.0
