@@ -132,6 +132,8 @@ def run_session(*, backend: Backend, operator: Operator, store: Store | None,
                should_stop)
     except KeyboardInterrupt:
         res.end_reason, res.detail = "interrupted", "interrupted by the user"
+    except SekbenchError as e:  # the sandbox (or its engine) went away under the session
+        res.end_reason, res.detail, res.void = "sandbox_died", str(e), True
     finally:
         res.seconds = time.monotonic() - started
         if sandbox is not None:
@@ -140,6 +142,10 @@ def run_session(*, backend: Backend, operator: Operator, store: Store | None,
                     _verify(res, sandbox, scenario)
             except KeyboardInterrupt:
                 res.end_reason = "interrupted"
+            except SekbenchError as e:
+                res.verified = None
+                res.end_reason, res.void = "sandbox_died", True
+                res.detail = f"{res.detail + '; ' if res.detail else ''}verification: {e}"
             finally:
                 sandbox.remove()
         try:
@@ -156,6 +162,16 @@ def run_session(*, backend: Backend, operator: Operator, store: Store | None,
 def _verify(res: SessionResult, sandbox, scenario: dict) -> None:
     if not sandbox.alive():
         return
+    # A process the session left behind (a daemon behind a FIFO, say) could answer the checker
+    # or change the state under it: the checker runs only once none is left.
+    kill = getattr(sandbox, "kill_session", None)
+    if kill is not None:
+        left = kill()
+        if left != 0:
+            res.verified, res.checker_status = False, None
+            res.checker_output = (f"[sekbench: {left if left > 0 else 'some'} session processes "
+                                  "survived being killed; the checker was not run]")
+            return
     check = scen.check(sandbox, scenario)
     res.checker_status = check.status
     res.checker_output = check.output

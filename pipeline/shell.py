@@ -6,6 +6,12 @@ a counter the shell itself increments at every prompt (dash expands
 `$((SEKT=SEKT+1))` in PS1), plus `$?` and `$PWD`. Output that merely looks
 like a prompt, or replays an old marker, is just output.
 
+The nonce is readable by the session (it is in `$PS1`), so a command can print
+a marker of its own. A marker is taken only when it carries exactly the next
+counter; any other, and any that does not parse, is recorded on the turn as
+forged or malformed and never raises. What a marker reports (`$?`, `$PWD`) is
+the session's own word: nothing that decides a verdict rests on it.
+
 Echo is off and canonical mode is off in the session's TTY, so what comes
 back is only what commands print, and a 10,000-character line is not cut at
 the kernel's 4 KiB line limit.
@@ -51,6 +57,7 @@ class TurnResult:
     truncated: bool = False
     notes: list[str] = field(default_factory=list)
     reply: str | None = None    # the operator's whole reply, where it ran past the typed line
+    markers: list[str] = field(default_factory=list)  # forged or malformed turn markers seen
 
 
 class OutputBuffer:
@@ -120,8 +127,10 @@ class Shell:
         self.channel = channel
         self.nonce = secrets.token_hex(8)
         self._nonce_b = self.nonce.encode()
+        # Bounded fields: a 5,000-digit counter is a malformed marker, not an int() to choke on.
         self._marker = re.compile(rb"\x1e" + self._nonce_b +
-                                  rb"(?::(\d+):(\d+):([^\x1e\x1f]{0,4096})|(:c))\x1f")
+                                  rb"(?::(\d{1,18}):(\d{1,3}):([^\x1e\x1f]{0,4096})|(:c))\x1f")
+        self._tag = b"\x1e" + self._nonce_b
         self.counter = 0
         self.cwd = SESSION_HOME
         self.shell_pid: int | None = None
@@ -131,6 +140,7 @@ class Shell:
         self.pids_limit = pids_limit
         self._pending = bytearray()
         self.baseline_pids = 0
+        self._stray: list[str] = []  # marker notes seen between turns, for the next turn
 
     # ------------------------------------------------------------- markers
     def env(self) -> dict[str, str]:
@@ -185,6 +195,7 @@ class Shell:
         start = time.monotonic()
         buf = OutputBuffer()
         turn = TurnResult(command=command)
+        turn.markers, self._stray = self._stray, []
         try:
             self.channel.send(command.encode("utf-8", "replace") + b"\n")
         except OSError as e:
@@ -287,20 +298,30 @@ class Shell:
             streamed = upto
         return streamed
 
+    def _emit(self, buf: OutputBuffer, data: bytes, command: TurnResult | None) -> None:
+        """Command output into the buffer; a marker tag left in it never parsed: malformed."""
+        if self._tag in data:
+            n = data.count(self._tag)
+            self._note(command, f"malformed turn marker printed by the session ({n}); ignored")
+        buf.add(data)
+
+    def _note(self, command: TurnResult | None, text: str) -> None:
+        (command.markers if command is not None else self._stray).append(text)
+
     def _scan(self, pending: bytearray, buf: OutputBuffer, command: TurnResult | None) -> int | None:
         while True:
             m = self._marker.search(pending)
             if m is None:
                 cut = pending.rfind(b"\x1e")
                 if cut == -1 or len(pending) - cut > 4200:
-                    buf.add(bytes(pending))
+                    self._emit(buf, bytes(pending), command)
                     pending.clear()
                 else:
-                    buf.add(bytes(pending[:cut]))
+                    self._emit(buf, bytes(pending[:cut]), command)
                     del pending[:cut]
                 return None
             groups = m.groups()  # copy out before the buffer under the match changes
-            buf.add(bytes(pending[:m.start()]))
+            self._emit(buf, bytes(pending[:m.start()]), command)
             del pending[:m.end()]
             if groups[3]:  # PS2: the shell wants more input (an unclosed quote, say)
                 self.channel.send(b"\x03")
@@ -309,8 +330,15 @@ class Shell:
                                          "cancelled with Ctrl-C")
                 continue
             count = int(groups[0])
-            if count <= self.counter:
-                continue  # an old prompt replayed by a command: not ours
+            if count != self.counter + 1:
+                # The shell counts one by one; anything else was printed by a command. A copy of
+                # the marker just taken means that one (or this) was the session's forgery.
+                what = ("repeats the last counter: this one or the last was forged"
+                        if count == self.counter else
+                        "replays an old counter" if count < self.counter else
+                        "jumps ahead of the shell's counter")
+                self._note(command, f"forged turn marker ({str(count)[:20]}, {what}); ignored")
+                continue
             self.counter = count
             self.cwd = groups[2].decode("utf-8", "replace") or "/"
             self._pending = pending
