@@ -1,13 +1,24 @@
-"""The bubblewrap backend: the same session interface with no daemon.
+"""The bubblewrap backend: the same session interface with no daemon, confined for root scripts.
 
-The sandbox root is the image's root filesystem unpacked under the workspace,
-bound read-only. Each sandbox owns a host folder whose subfolders are bound
-over the writable places, so setup, the session and the checker (separate
-bwrap invocations) see one state. Every invocation unshares all namespaces
-(no network), dies with its parent and drops capabilities; the session shell
-runs as the unprivileged session user with no-new-privileges and rlimits on
-processes, address space and file size. Disk quotas and a cgroup memory limit
-are not available here: that is the price of no daemon.
+What every sandbox gets, or the backend refuses to start (MissingComponent, one line):
+- its own block of 65536 host ids (pipeline/sandbox/userns.py): root inside is an unprivileged
+  host id, the session user (uid 1000 inside) is base+1000, and no two live sandboxes on the
+  host share ids, so per-uid kernel state (process counts, keyrings, inotify) is never shared
+  and nothing runs as a real host user. The image's root filesystem is shown read-only through
+  an idmapped mount so its files still belong to root inside; `/proc/sys` is read-only and its
+  files belong to host root, which no id inside maps to.
+- a seccomp filter close to Docker's default (pipeline/sandbox/seccomp.py): no new namespaces,
+  mounts, keyrings, io_uring, bpf, perf, userfaultfd, ptrace, kexec, modules, reboot or swap.
+- one cgroup (pipeline/sandbox/cgroups.py) with the memory, pids and CPU limits, holding setup,
+  the session and the checker alike.
+- size-limited tmpfs mounts on the host for the writable places (the Docker backend's sizes),
+  so a session writes nothing to the host's disk; they last from setup to the checker.
+- bwrap is spawned with a minimal environment, so no process inside (its pid 1 included) can
+  show the harness's environment; every invocation unshares every other namespace (no
+  network), dies with its parent and drops capabilities; the session shell also runs with
+  no-new-privileges and rlimits on processes, address space and file size.
+It needs root on the host, cgroup v1 or v2 with those controllers, user namespaces and idmapped
+mounts (Linux 5.12 or later on the filesystem that holds the workspace).
 """
 
 from __future__ import annotations
@@ -15,6 +26,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import time
@@ -23,33 +35,68 @@ from pathlib import Path
 from pipeline.errors import MissingComponent, SekbenchError
 from pipeline.sandbox import (SESSION_HOME, WRITABLE, ExecResult, Limits, Login,
                               cap_output, owner_labels)
+from pipeline.sandbox import cgroups, seccomp, userns
 from pipeline.store import pid_alive
 from pipeline.workspace import Workspace
 
-UID = 1000
+UID = 1000  # the session user inside; on the host it is the slot's base + UID
 ROOT_CAPS = ["CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER", "CAP_KILL"]
+HOST_ENV = {"PATH": "/usr/bin:/bin:/usr/sbin:/sbin"}
+SANDBOX_PATH = "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin"
+# Joins the sandbox's cgroup before anything else runs, then opens the seccomp program on fd 9
+# for bwrap: args are N, N cgroup.procs files, the BPF file, the command.
+JOIN = ('unset PWD OLDPWD; n=$1; shift; while [ "$n" -gt 0 ]; do echo $$ > "$1" || exit 125; shift; '
+        'n=$((n-1)); done; b=$1; shift; exec "$@" 9<"$b"')
+JOIN_FAILED = 125
+
+
+def _place_sizes(limits: Limits) -> dict[str, float]:
+    """Size in MiB of each writable place (the Docker backend's tmpfs sizes)."""
+    return {SESSION_HOME: limits.home_mb, "/tmp": limits.tmp_mb, "/var/tmp": limits.other_mb,
+            "/srv": limits.other_mb, "/opt": limits.other_mb, "/usr/local": limits.other_mb,
+            "/etc/sekbench": 1}
+
+
+def _state_name(place: str) -> str:
+    return place.strip("/").replace("/", "_")
 
 
 class BwrapSandbox:
     backend = "bwrap"
 
-    def __init__(self, rootfs: Path, state: Path, image: str, limits: Limits, session_id: str):
-        self.rootfs = rootfs
+    def __init__(self, state: Path, mnt: Path, image: str, limits: Limits, session_id: str,
+                 slot: userns.Slot, userns_fd: int, group: cgroups.Group):
+        self.root = mnt / "root"
         self.state = state
+        self.mnt = mnt
         self.image = image
         self.limits = limits
         self.id = session_id
+        self.slot = slot
+        self.host_uid = slot.base + UID
+        self._userns_fd = userns_fd
+        self.group = group
         self._shell = None
         self._removed = False
 
+    def _spawn(self) -> list[str]:
+        """Host side of every invocation: join the cgroup, enter the user namespace as its root."""
+        files = self.group.procs_files()
+        return (["sh", "-c", JOIN, "sh", str(len(files)), *files, str(self.state / "seccomp.bpf"),
+                 "nsenter", f"--user=/proc/{os.getpid()}/fd/{self._userns_fd}", "-S", "0", "-G", "0",
+                 "--"])
+
     def _base(self) -> list[str]:
-        args = ["bwrap", "--ro-bind", str(self.rootfs), "/", "--dev", "/dev", "--proc", "/proc",
-                # every namespace but the user one: uid 1000 must stay a real uid for setpriv
-                "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts",
-                "--unshare-cgroup-try", "--die-with-parent", "--hostname", "box", "--clearenv",
-                "--setenv", "PATH", "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin"]
+        args = self._spawn() + [
+            "bwrap", "--seccomp", "9", "--ro-bind", str(self.root), "/", "--dev", "/dev",
+            # sysctls: their files already belong to host root, which no id inside maps to;
+            # a read-only bind also shuts out the ones a namespace's own root may write
+            "--proc", "/proc", "--ro-bind", "/proc/sys", "/proc/sys",
+            "--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts",
+            "--unshare-cgroup-try", "--die-with-parent", "--hostname", "box", "--clearenv",
+            "--setenv", "PATH", SANDBOX_PATH]
         for place in WRITABLE:
-            args += ["--bind", str(self.state / place.strip("/").replace("/", "_")), place]
+            args += ["--bind", str(self.mnt / "w" / _state_name(place)), place]
         return args
 
     def _limits_prefix(self) -> list[str]:
@@ -59,14 +106,15 @@ class BwrapSandbox:
 
     def login(self, env: dict[str, str]) -> Login:
         import pexpect
+        if self._removed:
+            raise SekbenchError("the sandbox is gone")
         args = self._base() + ["--chdir", SESSION_HOME]
         for k, v in env.items():
             args += ["--setenv", k, v]
         args += ["timeout", "--foreground", "-s", "KILL", str(int(self.limits.lifetime_s))] + self._limits_prefix() + [
             "setpriv", f"--reuid={UID}", f"--regid={UID}", "--clear-groups", "--no-new-privs",
             "--inh-caps=-all", "--bounding-set=-all", "sh", "-l"]
-        child = pexpect.spawn(args[0], args[1:], env={"PATH": os.environ.get("PATH", "")},
-                              timeout=30, dimensions=(50, 200))
+        child = pexpect.spawn(args[0], args[1:], env=dict(HOST_ENV), timeout=30, dimensions=(50, 200), cwd="/")
         child.delaybeforesend = None
         self._shell = child
 
@@ -96,21 +144,21 @@ class BwrapSandbox:
             inner = self._limits_prefix() + ["setpriv", f"--reuid={UID}", f"--regid={UID}",
                                              "--clear-groups", "--no-new-privs", "--inh-caps=-all",
                                              "sh", "-c", script]
-        started = time.monotonic()
         try:
             proc = subprocess.run(args + inner, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                  stdin=subprocess.DEVNULL, timeout=timeout)
-            data, truncated = cap_output(proc.stdout, max_output)
-            return ExecResult(proc.returncode, data.decode("utf-8", "replace"), truncated=truncated)
+                                  stdin=subprocess.DEVNULL, timeout=timeout, env=dict(HOST_ENV),
+                                  cwd="/")
         except subprocess.TimeoutExpired as e:
             data, truncated = cap_output(e.stdout or b"", max_output)
             return ExecResult(137, data.decode("utf-8", "replace"), timed_out=True,
                               truncated=truncated)
-        finally:
-            _ = started
+        if proc.returncode == JOIN_FAILED and not proc.stdout.strip():
+            raise SekbenchError("could not put a sandbox process into its cgroup")
+        data, truncated = cap_output(proc.stdout, max_output)
+        return ExecResult(proc.returncode, data.decode("utf-8", "replace"), truncated=truncated)
 
     def alive(self) -> bool:
-        return not self._removed and self.rootfs.exists()
+        return not self._removed and self.root.exists()
 
     def _session_pids(self) -> list[int]:
         """Host pids in the shell's pid namespace (the shell's own bwrap excluded)."""
@@ -123,13 +171,14 @@ class BwrapSandbox:
         except (OSError, IndexError, ValueError):
             return []
         pids = []
-        for d in Path("/proc").iterdir():
-            if d.name.isdigit() and int(d.name) != inner:
-                try:
-                    if os.readlink(d / "ns" / "pid") == ns:
-                        pids.append(int(d.name))
-                except OSError:
-                    continue
+        for pid in self.group.pids():
+            if pid == inner:
+                continue
+            try:
+                if os.readlink(f"/proc/{pid}/ns/pid") == ns:
+                    pids.append(pid)
+            except OSError:
+                continue
         return pids
 
     def pids_current(self) -> int | None:
@@ -144,19 +193,78 @@ class BwrapSandbox:
                 uid = [ln.split()[1] for ln in status.splitlines() if ln.startswith("Uid:")]
                 if nspid and int(nspid[0]) == int(shell_pid):
                     continue
-                if uid and int(uid[0]) == UID:
+                if uid and int(uid[0]) == self.host_uid:
                     os.kill(pid, signal.SIGKILL)
             except (OSError, ValueError):
                 continue
 
     def remove(self) -> None:
+        if self._removed:
+            return
         if self._shell is not None:
             try:
                 self._shell.close(force=True)
             except Exception:
                 pass
         self._removed = True
-        shutil.rmtree(self.state, ignore_errors=True)
+        _dismantle(self.state, self.group, self.mnt)
+        try:
+            os.close(self._userns_fd)
+        except OSError:
+            pass
+        # Only now may another sandbox take these ids: nothing of this one is left running.
+        self.slot.release()
+
+
+def _dismantle(state: Path, group: cgroups.Group | None, mnt: Path | None = None) -> None:
+    """Kill a sandbox's processes, remove its cgroup, detach its mounts, delete its folders."""
+    if group is None:
+        try:
+            group = cgroups.from_name((state / ".cgroup").read_text().strip())
+        except OSError:
+            group = None
+    if group is not None:
+        group.remove()
+    if mnt is None:
+        try:
+            mnt = Path((state / ".mnt").read_text().strip())
+        except OSError:
+            mnt = None
+    if mnt is not None and mnt.parent == userns.MOUNT_DIR:
+        userns.unmount_all(mnt)
+        shutil.rmtree(mnt, ignore_errors=True)
+    userns.unmount_all(state)
+    shutil.rmtree(state, ignore_errors=True)
+
+
+_PROBED: str | None = None
+
+
+def _probe(ws: Workspace) -> None:
+    """Everything a sandbox needs from the host, tried once per process."""
+    global _PROBED
+    if _PROBED is not None:
+        return
+    if os.geteuid() != 0:
+        raise MissingComponent("the bwrap backend runs as root (it maps each sandbox to its own "
+                               "host ids and gives it a cgroup)")
+    for tool in ("nsenter", "unshare"):
+        if shutil.which(tool, path=HOST_ENV["PATH"]) is None:
+            raise MissingComponent(f"{tool} (util-linux) is not installed")
+    seccomp.build()
+    cgroups.layout()
+    fd = userns.make_userns(userns.ID_BASE)
+    probe = Path(tempfile.mkdtemp(prefix=".probe-", dir=ws.root))
+    try:
+        (probe / "src").mkdir()
+        userns.idmapped_bind(probe / "src", probe / "dst", fd)
+        userns.mount_tmpfs(probe / "tmp", size_mb=1, mode=0o755, uid=userns.ID_BASE,
+                           gid=userns.ID_BASE)
+    finally:
+        os.close(fd)
+        userns.unmount_all(probe)
+        shutil.rmtree(probe, ignore_errors=True)
+    _PROBED = "ok"
 
 
 class BwrapBackend:
@@ -176,36 +284,57 @@ class BwrapBackend:
         root = rootfs_dir(ws, tag)
         if not (root / ".sekbench-complete").exists():
             raise MissingComponent(f"the sandbox root for {tag} is not built (run: sekbench image build)")
+        _probe(ws)
         return cls(ws, root, tag)
 
     def _sandboxes_dir(self) -> Path:
         d = self.ws.root / "sandboxes"
         d.mkdir(exist_ok=True)
+        d.chmod(0o700)  # no sandbox id may walk into another sandbox's leftovers
         return d
 
     def create(self, *, session_id: str, limits: Limits) -> BwrapSandbox:
         state = Path(tempfile.mkdtemp(prefix=f"{session_id}-", dir=self._sandboxes_dir()))
-        for place in WRITABLE:
-            sub = state / place.strip("/").replace("/", "_")
-            sub.mkdir()
-            if place in ("/tmp", "/var/tmp"):
-                sub.chmod(0o1777)
-            if place == SESSION_HOME:
-                os.chown(sub, UID, UID)
-        (state / "usr_local" / "bin").mkdir()
         labels = owner_labels(self.ws, session_id)
         (state / ".owner").write_text(labels["sekbench.owner"])
-        return BwrapSandbox(self.rootfs, state, self.image, limits, session_id)
+        slot = userns.take_slot()
+        fd = -1
+        group = None
+        mnt = None
+        try:
+            mnt = userns.mount_dir(state.name, slot.base)
+            (state / ".mnt").write_text(str(mnt))
+            fd = userns.make_userns(slot.base)
+            userns.idmapped_bind(self.rootfs, mnt / "root", fd)
+            (mnt / "w").mkdir()
+            for place, size in _place_sizes(limits).items():
+                mode = 0o1777 if place in ("/tmp", "/var/tmp") else 0o755
+                owner = slot.base + (UID if place == SESSION_HOME else 0)
+                userns.mount_tmpfs(mnt / "w" / _state_name(place), size_mb=size, mode=mode,
+                                   uid=owner, gid=owner)
+            bin_dir = mnt / "w" / _state_name("/usr/local") / "bin"
+            bin_dir.mkdir()
+            os.chown(bin_dir, slot.base, slot.base)
+            group = cgroups.create(slot.index, memory_mb=limits.memory_mb, pids=limits.pids,
+                                   cpus=limits.cpus)
+            (state / ".cgroup").write_text(group.name)
+            (state / "seccomp.bpf").write_bytes(seccomp.build())
+        except BaseException:
+            _dismantle(state, group, mnt)
+            if fd >= 0:
+                os.close(fd)
+            slot.release()
+            raise
+        return BwrapSandbox(state, mnt, self.image, limits, session_id, slot, fd, group)
 
     def remove_own(self) -> int:
-        """Stop this process's sandboxes: their shells are our children, killed with the tree."""
-        import socket
+        """Stop this process's sandboxes: kill their cgroups, detach their mounts, delete them."""
         me = f"{socket.gethostname()}:{os.getpid()}"
         n = 0
         for d in self._sandboxes_dir().iterdir():
             try:
                 if (d / ".owner").read_text() == me:
-                    shutil.rmtree(d, ignore_errors=True)
+                    _dismantle(d, None)
                     n += 1
             except OSError:
                 continue
@@ -213,14 +342,15 @@ class BwrapBackend:
 
     def reap_stale(self, *, everything: bool = False) -> int:
         removed = 0
-        import socket
         host = socket.gethostname()
         for d in self._sandboxes_dir().iterdir():
+            if not d.is_dir() or d.name.startswith(".probe-"):
+                continue
             try:
                 o_host, _, o_pid = (d / ".owner").read_text().rpartition(":")
             except OSError:
                 o_host, o_pid = host, "0"
             if everything or (o_host == host and not pid_alive(int(o_pid or 0))):
-                shutil.rmtree(d, ignore_errors=True)
+                _dismantle(d, None)
                 removed += 1
         return removed
