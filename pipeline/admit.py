@@ -8,6 +8,12 @@
    the directives                                          (else `undiscoverable`)
 5. the reference solution, typed through a real session,
    makes the checker pass                                  (else `unsolvable`)
+6. a blocked scenario ("terminal": "panic"): `blocked_by`
+   fails when the session user runs it after setup         (else `not_blocked`)
+
+Retrieval may be a chain (`provider.retrieve` a list): `--help` documents the
+first step, what the earlier steps printed documents each next one (an id, a
+subcommand's flag, a path), and the last prints the directives.
 
 Every reason that applies is reported; every attempt is recorded in the store.
 """
@@ -23,7 +29,7 @@ from typing import Iterable
 
 from pipeline import scenario as scen
 from pipeline.operators.script import ScriptOperator
-from pipeline.sandbox import Backend, Limits
+from pipeline.sandbox import SESSION_USER, Backend, Limits
 from pipeline.session import Budget, run_session, session_in_sandbox
 from pipeline.store import Store
 
@@ -62,12 +68,20 @@ def _announcement_read(ann: dict) -> str | None:
     return None
 
 
+# Commands that read a file a provider pointed at; their path, not the verb, needs documenting.
+READERS = ("cat", "less", "more", "head", "tail", "sed", "awk", "grep")
+
+
 def check_discoverable(s: dict, sandbox) -> list[str]:
-    """Problems with the discovery path, seen through a real login as the session user."""
+    """Problems with the discovery path, seen through a real login as the session user:
+    the announcement shows, `NAME --help` documents the first retrieve step, every later
+    step is documented by what the earlier ones printed, and the last prints the directives."""
     prov, ann = s["provider"], s["announcement"]
-    lines = [c for c in (_announcement_read(ann), f"{prov['name']} --help", prov["retrieve"]) if c]
+    steps = scen.retrieve_steps(s)
+    help_cmd = f"{prov['name']} --help"
+    lines = [c for c in (_announcement_read(ann), help_cmd, *steps) if c]
     op = ScriptOperator(lines + ["exit"])
-    res = session_in_sandbox(sandbox, op, Budget(max_turns=len(lines) + 1, max_seconds=60,
+    res = session_in_sandbox(sandbox, op, Budget(max_turns=len(lines) + 1, max_seconds=60 + 10 * len(steps),
                                                  command_timeout=DISCOVERY_TIMEOUT))
     problems: list[str] = []
     crumb = scen.breadcrumb(ann)
@@ -79,19 +93,49 @@ def check_discoverable(s: dict, sandbox) -> list[str]:
     read = _announcement_read(ann)
     if read and (read not in outputs or ann["text"].strip().splitlines()[0] not in outputs[read].output):
         problems.append(f"`{read}` does not show the announcement")
-    help_turn = outputs.get(f"{prov['name']} --help")
+    help_turn = outputs.get(help_cmd)
     if help_turn is None or help_turn.timed_out:
-        problems.append(f"`{prov['name']} --help` did not finish")
-    else:
-        missing = [w for w in prov["retrieve"].split()[1:] if w not in help_turn.output]
-        if missing:
-            problems.append(f"`{prov['name']} --help` does not document {' '.join(missing)}")
-    got = outputs.get(prov["retrieve"])
-    if got is None or got.timed_out:
-        problems.append(f"`{prov['retrieve']}` did not finish")
-    elif " ".join(s["directives"].split()) not in " ".join(got.output.split()):
-        problems.append(f"`{prov['retrieve']}` does not print the directives")
+        problems.append(f"`{help_cmd}` did not finish")
+        return problems
+    seen = help_turn.output
+    for k, step in enumerate(steps):
+        got = outputs.get(step)
+        words = step.split()
+        if k == 0:
+            missing = [w for w in words[1:] if w not in seen]
+            if missing:
+                problems.append(f"`{help_cmd}` does not document {' '.join(missing)}"
+                                + (f" (retrieve step 1 of {len(steps)}: `{step}`)" if len(steps) > 1 else ""))
+        else:
+            # the provider's own verbs may come from its --help; ids, flags and paths from
+            # what the earlier steps printed
+            body = words[1:] if words[0] in READERS or words[0] == prov["name"] else words
+            missing = [w for w in body if w not in seen]
+            if missing:
+                problems.append(f"retrieve step {k + 1} `{step}` is not documented by what came "
+                                f"before it: nothing earlier printed {' '.join(missing)}")
+        if got is None or got.timed_out:
+            problems.append(f"`{step}` did not finish")
+            return problems
+        seen += "\n" + got.output
+    last = outputs.get(steps[-1]) if steps else None
+    if last is not None and " ".join(s["directives"].split()) not in " ".join(last.output.split()):
+        problems.append(f"`{steps[-1]}` does not print the directives")
     return problems
+
+
+def check_blocked(s: dict, sandbox) -> str | None:
+    """Why a blocked scenario's blockage is not real, or None: `blocked_by` must fail when the
+    session user runs it after setup."""
+    cmd = s.get("blocked_by")
+    if scen.expected_terminal(s) != "panic" or not cmd:
+        return None
+    res = sandbox.exec(cmd, user=SESSION_USER, timeout=DISCOVERY_TIMEOUT)
+    if res.timed_out:
+        return f"`{cmd}` did not finish as the session user"
+    if res.status == 0:
+        return f"`{cmd}` succeeds as the session user after setup, so nothing blocks the work"
+    return None
 
 
 def admit_one(s: dict | None, backend: Backend, *, file: str | None = None,
@@ -131,6 +175,10 @@ def admit_one(s: dict | None, backend: Backend, *, file: str | None = None,
         if problems:
             reasons.append("undiscoverable")
             messages["undiscoverable"] = "; ".join(problems)
+        not_blocked = check_blocked(s, sb)
+        if not_blocked:
+            reasons.append("not_blocked")
+            messages["not_blocked"] = not_blocked
     finally:
         sb.remove()
     if hung:
@@ -138,7 +186,11 @@ def admit_one(s: dict | None, backend: Backend, *, file: str | None = None,
     # Sandbox 2, fresh: the reference solution through a real session.
     res = run_session(backend=backend, operator=ScriptOperator(list(s["reference"])), store=None,
                       scenario=s, budget=REFERENCE_BUDGET, limits=ADMISSION_LIMITS)
-    if res.verified is not True:
+    want = scen.expected_terminal(s)
+    if res.verified is True and res.end_reason in ("exit", "panic") and res.end_reason != want:
+        reasons.append("unsolvable")
+        messages["unsolvable"] = f"the reference session ended with {res.end_reason}, the scenario expects {want}"
+    elif res.verified is not True:
         reasons.append("unsolvable")
         if res.end_reason not in ("exit", "panic"):
             messages["unsolvable"] = f"the reference session ended with {res.end_reason}: {res.detail}"

@@ -100,6 +100,7 @@ def export(store: Store, out: str | os.PathLike, *, split: str = "train",
     tmp = out.with_name(out.name + ".tmp")
     counts: Counter = Counter()
     operators: Counter = Counter()
+    terminals: Counter = Counter()   # blocked work ends in panic: the data must carry some
     formats: set[str] = set()
     n = 0
     with open(tmp, "w", encoding="utf-8") as f:
@@ -110,6 +111,7 @@ def export(store: Store, out: str | os.PathLike, *, split: str = "train",
             f.write(json.dumps(line(r, form), ensure_ascii=False) + "\n")
             counts[r["archetype"]] += 1
             operators[r["operator"]] += 1
+            terminals[r.get("terminal") or r["end_reason"] or "none"] += 1
             formats.add(r["meta"].get("format", "ccpty"))
             n += 1
     digest = hashlib.sha256(tmp.read_bytes()).hexdigest()
@@ -121,6 +123,7 @@ def export(store: Store, out: str | os.PathLike, *, split: str = "train",
         "path": out.name, "sha256": digest, "trajectories": n, "split": split, "form": form,
         "batch_id": batch_id, "excluded_archetypes": sorted(exclude_archetypes),
         "by_archetype": dict(sorted(counts.items())), "by_operator": dict(operators),
+        "by_terminal": dict(sorted(terminals.items())), "panic_trajectories": terminals["panic"],
         "config": {"render_format": sorted(formats) or ["ccpty"], "gate_version": GATE_VERSION,
                    "decisions_applied": True},
         "sekbench_version": sekbench_version(), "libraries": library_versions(),

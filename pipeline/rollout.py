@@ -19,6 +19,7 @@ from pipeline.funnel import session_funnel
 from pipeline.gate import GATE_VERSION, gate
 from pipeline.operators import Operator
 from pipeline.render import get_format
+from pipeline.scenario import expected_terminal
 from pipeline.sandbox import Backend, Limits
 from pipeline.session import Budget, SessionResult, run_session
 from pipeline.store import Store, new_id
@@ -43,6 +44,7 @@ def rollout_row(res: SessionResult, scenario: dict, operator_name: str, batch_id
     commands = [t.reply if t.reply is not None else t.command for t in res.turns]
     verdict = gate(commands=commands, end_reason=res.end_reason, verified=res.verified,
                    retrieve=scenario["provider"]["retrieve"], void=res.void,
+                   expected_terminal=expected_terminal(scenario), panic_reason=res.panic_reason,
                    exit_statuses=[t.exit_status for t in res.turns],
                    outputs=[t.output for t in res.turns], banner=res.banner)
     funnel = session_funnel(res.turns, scenario, end_reason=res.end_reason,
@@ -52,7 +54,8 @@ def rollout_row(res: SessionResult, scenario: dict, operator_name: str, batch_id
         "id": new_id(), "session_id": res.session_id, "scenario_id": scenario["id"],
         "archetype": scenario.get("archetype"), "split": scenario.get("split", "train"),
         "operator": operator_name, "batch_id": batch_id, "end_reason": res.end_reason,
-        "terminal": res.terminal, "checker_status": res.checker_status,
+        "terminal": res.terminal, "expected_terminal": expected_terminal(scenario),
+        "checker_status": res.checker_status,
         "checker_output": res.checker_output[-4000:] if res.checker_output else "",
         "verified": None if res.verified is None else int(res.verified),
         "verdict": verdict.verdict, "reasons": verdict.reasons, "turns": len(res.turns),

@@ -81,9 +81,16 @@ def problems(s: dict) -> list[Problem]:
             out.append(Problem("provider.name", "must look like a program name ([a-z][a-z0-9_-]*)"))
         if need_str("provider.script", prov.get("script")) and not prov["script"].startswith("#!"):
             out.append(Problem("provider.script", "must start with a #! line"))
-        if need_str("provider.retrieve", prov.get("retrieve")) and isinstance(prov.get("name"), str):
-            if prov["retrieve"].split()[0] != prov["name"]:
-                out.append(Problem("provider.retrieve", "must run the provider by its name"))
+        r = prov.get("retrieve")
+        steps = retrieve_steps(s)
+        if not (isinstance(r, str) or isinstance(r, list)) or not steps or len(steps) != (
+                1 if isinstance(r, str) else len(r)) or not all(c.strip() for c in steps):
+            out.append(Problem("provider.retrieve", "a command, or a non-empty list of commands"))
+        elif any("\n" in c for c in steps):
+            out.append(Problem("provider.retrieve", "each step must be one line"))
+        elif isinstance(prov.get("name"), str) and steps[0].split()[0] != prov["name"]:
+            # later steps may read what the provider pointed at (`cat /srv/queue/T-1.txt`)
+            out.append(Problem("provider.retrieve", "the first step must run the provider by its name"))
     ann = s.get("announcement")
     if not isinstance(ann, dict):
         out.append(Problem("announcement", "missing or not an object"))
@@ -98,8 +105,11 @@ def problems(s: dict) -> list[Problem]:
             path = ann.get("path")
             if not isinstance(path, str) or not path.startswith("/"):
                 out.append(Problem("announcement.path", "a file announcement needs an absolute path"))
-            elif not any(path == w or path.startswith(w + "/") for w in WRITABLE) or ".." in path:
-                out.append(Problem("announcement.path", f"must be under {', '.join(WRITABLE)}"))
+            elif ".." in path.split("/") or not (
+                    any(path.startswith(w + "/") for w in WRITABLE) or _system_place(path)):
+                out.append(Problem("announcement.path", refused_place(path) or
+                                   f"must be a file under {', '.join(WRITABLE)} or a system "
+                                   f"place ({', '.join(SYSTEM_PREFIXES)})"))
     need_str("directives", s.get("directives"))
     need_str("setup", s.get("setup"), allow_empty=True)
     need_str("checker", s.get("checker"))
@@ -109,12 +119,137 @@ def problems(s: dict) -> list[Problem]:
     else:
         if any("\n" in c for c in ref):
             out.append(Problem("reference", "each command must be one line"))
-        if ref[-1].split()[:1] not in (["exit"], ["panic"]):
+        terminal = s.get("terminal", "exit")
+        last = ref[-1].split()
+        if terminal == "panic" and (last[:1] != ["panic"] or len(last) < 2):
+            out.append(Problem("reference", "a blocked scenario's reference ends with panic REASON"))
+        elif terminal == "exit" and last != ["exit"]:
             out.append(Problem("reference", "must end with exit"))
+    terminal = s.get("terminal", "exit")
+    if terminal not in TERMINALS:
+        out.append(Problem("terminal", f"must be one of {', '.join(TERMINALS)}"))
+    blocked_by = s.get("blocked_by")
+    if terminal == "panic":
+        if need_str("blocked_by", blocked_by) and "\n" in blocked_by:
+            out.append(Problem("blocked_by", "must be one command line"))
+    elif blocked_by is not None:
+        out.append(Problem("blocked_by", 'only a blocked scenario ("terminal": "panic") has one'))
+    if "blocked_kind" in s and not isinstance(s["blocked_kind"], str):
+        out.append(Problem("blocked_kind", "must be a string"))
+    if "provider_style" in s and not isinstance(s["provider_style"], str):
+        out.append(Problem("provider_style", "must be a string"))
     split = s.get("split", "train")
-    if split not in ("train", "holdout"):
-        out.append(Problem("split", "must be train or holdout"))
+    if split not in SPLITS:
+        out.append(Problem("split", f"must be one of {', '.join(SPLITS)}"))
+    for place, field, why in _place_problems(s):
+        out.append(Problem(field, f"{place}: {why}"))
     return out
+
+
+# System places a scenario may write (setup, announcement, checker) besides WRITABLE: each
+# becomes its own size-limited writable mount in that scenario's sandboxes.
+SYSTEM_PREFIXES = ("/etc/", "/var/log/", "/var/lib/", "/var/spool/", "/var/cache/", "/var/mail/")
+# Files the login, the shell and the user database read: a scenario may not swap them out.
+_ETC_REFUSED = {"passwd", "shadow", "group", "gshadow", "profile", "profile.d", "environment",
+                "sudoers", "sudoers.d", "hosts", "hostname", "resolv.conf", "nsswitch.conf",
+                "pam.d", "security", "ld.so.cache", "ld.so.conf", "ld.so.conf.d", "ld.so.preload",
+                "alternatives", "shells", "login.defs", "localtime", "mtab", "fstab", "sekbench",
+                "skel", "default", "init.d", "systemd", "apt", "dpkg", "ssl", "ca-certificates"}
+_PLACE_RE = re.compile(r"(?<![\w.~$-])(/(?:etc|var/log|var/lib|var/spool|var/cache|var/mail)"
+                       r"/[A-Za-z0-9_][A-Za-z0-9._+-]*)(/?)")
+_SYSTEM_TOPS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/boot", "/dev",
+                "/proc", "/sys", "/root", "/run", "/var", "/etc")
+
+
+def _system_place(path: str) -> str | None:
+    """The writable place that would hold `path` (a /etc/APP directory or a /etc/FILE file),
+    or None where `path` is not under a system prefix a scenario may use."""
+    m = _PLACE_RE.match(path)
+    if not m or ".." in path.split("/"):
+        return None
+    return m.group(1)
+
+
+def refused_place(path: str) -> str | None:
+    """Why a scenario may not write `path`, or None where it may."""
+    norm = "/" + "/".join(p for p in path.split("/") if p and p != ".")
+    if ".." in path.split("/"):
+        return "no '..' in paths"
+    if norm in _SYSTEM_TOPS:
+        return f"{norm} itself is never writable (name a directory or file under it)"
+    if norm.startswith("/usr/") and not norm.startswith("/usr/local/"):
+        return "/usr (but /usr/local) stays read-only"
+    for top in ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/boot", "/dev", "/proc",
+                "/sys", "/root", "/run"):
+        if norm.startswith(top + "/"):
+            return f"{top} stays read-only"
+    if norm.startswith("/etc/") and norm.split("/")[2] in _ETC_REFUSED:
+        return f"/etc/{norm.split('/')[2]} belongs to the sandbox itself"
+    return None
+
+
+def writable_places(s: dict) -> tuple[str, ...]:
+    """The extra places (directories, or single files such as /etc/announce) this scenario
+    writes under system paths; the backends make each a size-limited writable mount.
+    Which of them are single files is writable_files(s)."""
+    texts = [s.get("setup") or "", s.get("checker") or ""]
+    ann = s.get("announcement") or {}
+    if ann.get("kind") == "file" and isinstance(ann.get("path"), str):
+        texts.append(ann["path"] + " ")
+    for step in retrieve_steps(s) + [c for c in s.get("reference") or [] if isinstance(c, str)]:
+        texts.append(step)
+    found: dict[str, bool] = {}
+    for text in texts:
+        if not isinstance(text, str):
+            continue
+        for m in _PLACE_RE.finditer(text):
+            found[m.group(1)] = True
+    return tuple(sorted(p for p in found if not refused_place(p)
+                        and not any(p == w or p.startswith(w + "/") for w in WRITABLE)))
+
+
+def writable_files(s: dict) -> tuple[str, ...]:
+    """Those of writable_places(s) that are single files (/etc/announce, /etc/APP.conf), not
+    directories: the announcement's file, or a redirect or touch target never used as a
+    directory (followed by '/', made by mkdir, tested with -d)."""
+    texts = [s.get("setup") or "", s.get("checker") or "", *retrieve_steps(s)]
+    texts = [x for x in texts if isinstance(x, str)]
+    ann = s.get("announcement") or {}
+    files = {ann["path"]} if ann.get("kind") == "file" and isinstance(ann.get("path"), str) else set()
+    dirs = set()
+    for text in texts:
+        for m in _PLACE_RE.finditer(text):
+            p = re.escape(m.group(1))
+            end = r"['\"]?(?:[\s;|&)]|$)"
+            if m.group(2) or re.search(r"(?:mkdir\s+(?:-\S+\s+)*|-d\s+)['\"]?" + p + end, text):
+                dirs.add(m.group(1))
+            elif re.search(r"(?:>|\btouch\s+(?:-\S+\s+)*)\s*['\"]?" + p + end, text):
+                files.add(m.group(1))
+    return tuple(p for p in writable_places(s) if p in files and p not in dirs)
+
+
+def _place_problems(s: dict) -> list[tuple[str, str, str]]:
+    out = []
+    for field in ("setup", "checker"):
+        text = s.get(field)
+        if not isinstance(text, str):
+            continue
+        for m in _PLACE_RE.finditer(text):
+            why = refused_place(m.group(1))
+            if why and re.search(r"(?:>|\b(?:mkdir|touch|cp|mv|tee|chmod|chown|rm|ln|install)\b)[^\n]*"
+                                 + re.escape(m.group(1)), text):
+                out.append((m.group(1), field, why))
+    ann = s.get("announcement") or {}
+    if ann.get("kind") == "file" and isinstance(ann.get("path"), str) and _system_place(ann["path"]):
+        why = refused_place(ann["path"])
+        if why:
+            out.append((ann["path"], "announcement.path", why))
+    seen, uniq = set(), []
+    for item in out:
+        if item[:2] not in seen:
+            seen.add(item[:2])
+            uniq.append(item)
+    return uniq
 
 
 def validate(s: dict) -> dict:

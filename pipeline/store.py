@@ -140,13 +140,17 @@ class Store:
                 t("rollouts").create({
                     "id": str, "session_id": str, "scenario_id": str, "archetype": str,
                     "split": str, "operator": str, "batch_id": str, "end_reason": str,
-                    "terminal": str, "checker_status": int, "checker_output": str,
-                    "verified": int, "verdict": str, "reasons": str, "turns": int,
+                    "terminal": str, "expected_terminal": str, "checker_status": int,
+                    "checker_output": str, "verified": int, "verdict": str, "reasons": str, "turns": int,
                     "seconds": float, "messages": str, "created_at": float, "meta": str,
                 }, pk="id")
                 t("rollouts").create_index(["verdict"])
                 t("rollouts").create_index(["archetype"])
                 t("rollouts").create_index(["created_at"])
+            elif "expected_terminal" not in t("rollouts").columns_dict:
+                # Stores made before blocked scenarios: every rollout there expected exit.
+                t("rollouts").add_column("expected_terminal", str)
+                self.db.conn.execute("update rollouts set expected_terminal = 'exit'")
             if not t("decisions").exists():
                 t("decisions").create({
                     "id": int, "rollout_id": str, "decision": str, "note": str, "ts": float,
@@ -394,7 +398,7 @@ class Store:
                  split: str | None = None, batch_id: str | None = None, offset: int = 0,
                  limit: int = 100, with_messages: bool = False) -> list[dict]:
         cols = "*" if with_messages else ("id, session_id, scenario_id, archetype, split, operator, "
-                                           "batch_id, end_reason, terminal, checker_status, "
+                                           "batch_id, end_reason, terminal, expected_terminal, checker_status, "
                                            "verified, verdict, reasons, turns, seconds, created_at")
         where, params = self._rollout_filter(verdict, reason, archetype, operator, split, batch_id)
         rows = self.query(f"select {cols} from rollouts{where} order by created_at, id "

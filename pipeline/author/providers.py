@@ -100,7 +100,6 @@ def _help_modern(name: str, summary: str, entries: Entries, retrieve: str, rng: 
     return lines
 
 
-HELP_LAYOUTS = [_help_gnu, _help_man, _help_argparse, _help_modern]
 
 
 def _directive_block(rng: random.Random, name: str, directives: str) -> list[str]:
@@ -135,33 +134,116 @@ def _errors(rng: random.Random, name: str, usage_hint: str) -> tuple[str, str]:
     return unknown, bare
 
 
-def make_provider(rng: random.Random, directives: str) -> dict:
-    """A provider dict {name, script, retrieve} that serves `directives`."""
+# How the directives are reached: one command, or a chain each step of which is documented
+# by what the earlier ones printed. Named so whole styles can be held out (--holdout-providers).
+DISCOVERY_STYLES = ("direct", "listing", "subcommand", "pointer")
+HELP_STYLES = {"gnu": _help_gnu, "man": _help_man, "argparse": _help_argparse, "modern": _help_modern}
+PROVIDER_STYLES = (*DISCOVERY_STYLES, *HELP_STYLES)
+
+LIST_ARGS = ["list", "ls", "queue", "--list", "items", "inbox"]
+SHOW_ARGS = ["show", "view", "get", "open", "cat", "read"]
+SUBCOMMANDS = ["tasks", "work", "queue", "orders", "jobs", "items"]
+SUB_FLAGS = ["--pending", "--mine", "--open", "--all", "--next", "--dump", "--full"]
+WHERE_ARGS = ["--where", "locate", "--inbox", "where", "path", "--spool"]
+# The pointer style keeps the directives in a file of their own, where a real queue would.
+POINTER_DIRS = ["/srv/{name}/inbox", "/srv/{name}/spool/sek", "/opt/{name}/queue", "/srv/queue/{name}"]
+
+
+def _item_id(rng: random.Random) -> str:
+    return rng.choice(["T-", "WO-", "#", "JOB-", "REQ-", ""]).replace("#", "") + str(rng.randint(1000, 9899))
+
+
+def make_provider(rng: random.Random, directives: str, *, notes: list[str] | None = None,
+                  discovery: str | None = None, help_style: str | None = None) -> tuple[dict, list[str]]:
+    """A provider dict {name, script, retrieve, style} that serves `directives` (and `notes`,
+    status lines printed beside them), and root setup lines it needs (the pointer's file).
+    `discovery` and `help_style` pick from DISCOVERY_STYLES and HELP_STYLES (drawn if None)."""
+    notes = list(notes or [])
     name = rng.choice(PROVIDER_NAMES)
-    args = rng.choice(RETRIEVE_ARGS)
-    retrieve = f"{name} {args}"
-    first = args.split()[0]
-    decoys = [d for d in _decoys(name, rng) if d.args.split()[0] != first]
+    discovery = discovery or rng.choice(DISCOVERY_STYLES)
+    help_style = help_style or rng.choice(list(HELP_STYLES))
+    summary = rng.choice(SUMMARIES)
+    block = [*_directive_block(rng, name, directives), *notes]
+    cases: list[str] = []          # extra `case "$*"` arms, already indented
+    extra_funcs: list[str] = []
+    setup: list[str] = []
+    if discovery == "direct":
+        args = rng.choice(RETRIEVE_ARGS)
+        steps = [f"{name} {args}"]
+        documented = [(args, rng.choice(RETRIEVE_DESCRIPTIONS))]
+        cases.append(f"\t'{args}')\n\t\tcat <<'{EOF_MARK}'\n" + "\n".join(block) + f"\n{EOF_MARK}\n\t\t;;")
+        synopsis = args
+    elif discovery == "listing":
+        lst, show = rng.choice(LIST_ARGS), rng.choice(SHOW_ARGS)
+        item = _item_id(rng)
+        title = rng.choice(["work order", "assignment", "task for sek", "request", "ticket"])
+        state = "on hold" if any("hold" in n.lower() for n in notes) else rng.choice(["open", "new", "assigned"])
+        listing = [f"{'ID':<10}{'STATUS':<10}TITLE", f"{item:<10}{state:<10}{title}"]
+        steps = [f"{name} {lst}", f"{name} {show} {item}"]
+        documented = [(lst, "list the items assigned to you, with their ids"),
+                      (f"{show} ID", "print one item in full")]
+        cases.append(f"\t'{lst}')\n\t\tcat <<'{EOF_MARK}'\n" + "\n".join(listing) + f"\n{EOF_MARK}\n\t\t;;")
+        cases.append(f"\t'{show} {item}')\n\t\tcat <<'{EOF_MARK}'\n" + "\n".join(block) + f"\n{EOF_MARK}\n\t\t;;")
+        cases.append(f"\t'{show}'|'{show} '*)\n\t\techo \"{name}: no such item: ${{2:-(none given)}}; "
+                     f"'{name} {lst}' shows the ids\" >&2\n\t\texit 1\n\t\t;;")
+        synopsis = f"{show} ID"
+    elif discovery == "subcommand":
+        sub, flag = rng.choice(SUBCOMMANDS), rng.choice(SUB_FLAGS)
+        steps = [f"{name} {sub} --help", f"{name} {sub} {flag}"]
+        documented = [(sub, f"work with your assignments (see '{name} {sub} --help')")]
+        sub_help = [f"Usage: {name} {sub} [FLAG]", "", f"Read the {sub} addressed to this account.", "",
+                    "Flags:", *_table([(flag, rng.choice(RETRIEVE_DESCRIPTIONS)),
+                                       ("--count", "print how many are open"), ("-h, --help", "this help")])]
+        extra_funcs += ["subhelp() {", f"\tcat <<'{EOF_MARK}'", *sub_help, EOF_MARK, "}"]
+        cases.append(f"\t'{sub} --help'|'{sub} -h')\n\t\tsubhelp\n\t\t;;")
+        cases.append(f"\t'{sub} {flag}')\n\t\tcat <<'{EOF_MARK}'\n" + "\n".join(block) + f"\n{EOF_MARK}\n\t\t;;")
+        cases.append(f"\t'{sub} --count')\n\t\techo 1\n\t\t;;")
+        cases.append(f"\t'{sub}'|'{sub} '*)\n\t\techo \"{name} {sub}: which ones? see '{name} {sub} --help'\" >&2"
+                     "\n\t\texit 2\n\t\t;;")
+        synopsis = f"{sub} --help"
+    elif discovery == "pointer":
+        where = rng.choice(WHERE_ARGS)
+        item = _item_id(rng)
+        path = f"{rng.choice(POINTER_DIRS).format(name=name)}/{item}.txt"
+        steps = [f"{name} {where}", f"cat {path}"]
+        documented = [(where, rng.choice(["print which file holds your directives",
+                                          "say where your assignment is kept",
+                                          "show the path of your current work order"]))]
+        said = rng.choice([f"Your directives are in {path}", f"Current assignment for sek: {path}",
+                           f"1 item waiting; it is kept in {path}"])
+        cases.append(f"\t'{where}')\n\t\techo '{said}'\n\t\t;;")
+        dirpath = path.rsplit("/", 1)[0]
+        setup += [f"mkdir -p {dirpath}", f"cat > {path} <<'{EOF_MARK}'", *block, EOF_MARK,
+                  f"chmod 644 {path}"]
+        synopsis = where
+    else:
+        raise ValueError(f"unknown discovery style {discovery!r}; known: {', '.join(DISCOVERY_STYLES)}")
+    first = steps[0].split()[1]
+    decoys = [d for d in _decoys(name, rng) if d.args.split()[0] not in
+              {a.split()[0] for a, _ in documented} | {first}]
     decoys = rng.sample(decoys, rng.randint(1, 3))
     entries = [(d.args, d.description) for d in decoys]
-    entries.insert(rng.randint(0, len(entries)), (args, rng.choice(RETRIEVE_DESCRIPTIONS)))
-    summary = rng.choice(SUMMARIES)
-    help_lines = rng.choice(HELP_LAYOUTS)(name, summary, entries, args, rng)
+    for doc in documented:
+        entries.insert(rng.randint(0, len(entries)), doc)
+    help_lines = HELP_STYLES[help_style](name, summary, entries, synopsis, rng)
     unknown, bare = _errors(rng, name, f"Try {name} --help.")
     script = [
         "#!/bin/sh",
         f"# {name} - {summary}",
         "help() {", f"\tcat <<'{EOF_MARK}'", *help_lines, EOF_MARK, "}",
+        *extra_funcs,
         'case "$1" in -h|--help) help; exit 0 ;; esac',
         'case "$*" in',
-        f"\t'{args}')", f"\t\tcat <<'{EOF_MARK}'", *_directive_block(rng, name, directives), EOF_MARK, "\t\t;;",
+        *cases,
         *(f"\t'{d.args}')\n\t\t{d.body}\n\t\t;;" for d in decoys),
         f"\t'')\n\t\t{bare}\n\t\t;;",
         f"\t*)\n\t\t{unknown}\n\t\t;;",
         "esac",
         "",
     ]
-    return {"name": name, "script": "\n".join(script), "retrieve": retrieve}
+    retrieve: str | list[str] = steps[0] if len(steps) == 1 else steps
+    return ({"name": name, "script": "\n".join(script), "retrieve": retrieve,
+             "style": f"{discovery}+{help_style}"}, setup)
 
 
 ANNOUNCE_LINES = [
@@ -188,9 +270,10 @@ FILE_PATHS = [f"{HOME}/README.assignments", f"{HOME}/NOTICE", f"{HOME}/START_HER
 KINDS = ["motd", "banner", "env", "file"]
 
 
-def make_announcement(rng: random.Random, name: str) -> tuple[dict, list[str]]:
-    """An announcement dict and the commands that read it when it is not already on screen."""
-    kind = rng.choice(KINDS)
+def make_announcement(rng: random.Random, name: str, kinds: list[str] | None = None) -> tuple[dict, list[str]]:
+    """An announcement dict and the commands that read it when it is not already on screen;
+    its kind is drawn from `kinds` (all by default)."""
+    kind = rng.choice(list(kinds or KINDS))
     line = rng.choice(ANNOUNCE_LINES).format(name=name)
     if kind == "motd":
         return {"kind": "motd", "text": line}, []

@@ -16,6 +16,17 @@ def add_arguments(p) -> None:
     p.add_argument("--archetypes", help="comma-separated archetypes (default: all)")
     p.add_argument("--holdout-archetypes", default="",
                    help="comma-separated archetypes whose scenarios are held out (split=holdout)")
+    p.add_argument("--holdout-providers", default="",
+                   help="comma-separated provider styles never trained on: discovery styles "
+                        "direct, listing, subcommand, pointer; help layouts gnu, man, argparse, modern")
+    p.add_argument("--holdout-announcements", default="",
+                   help="comma-separated announcement kinds never trained on (motd, banner, env, file)")
+    p.add_argument("--instance-fraction", type=float, default=0.15,
+                   help="share of trained-archetype scenarios kept as fresh instances "
+                        "(split=instance, never trained on; default %(default)s)")
+    p.add_argument("--blocked-fraction", type=float, default=1 / 6,
+                   help="share of scenarios with a piece of work that cannot be done, ending in "
+                        "panic (default about one in six)")
     p.add_argument("--workers", type=int, default=2, help="admission sandboxes in parallel")
     p.add_argument("--backend", choices=["docker", "bwrap"])
     p.add_argument("--out-dir", help="also write admitted scenarios as JSON files here")
@@ -27,14 +38,10 @@ def add_arguments(p) -> None:
     p.add_argument("--timeout", type=float, default=120.0, help="per-request timeout, seconds")
 
 
-def _split(archetype: str, holdout: set[str]) -> str:
-    return "holdout" if archetype in holdout else "train"
-
-
 def run(args, ws) -> dict:
     from pathlib import Path
 
-    from pipeline.author.procedural import ARCHETYPES, generate
+    from pipeline.author.procedural import ARCHETYPES, Holdout, generate
     from pipeline.errors import SekbenchError
     from pipeline.sandbox import start_backend
     from pipeline.store import Store, new_id
@@ -45,6 +52,17 @@ def run(args, ws) -> dict:
     if unknown and not args.teacher:
         raise SekbenchError(f"unknown archetypes: {', '.join(sorted(unknown))} "
                             f"(known: {', '.join(ARCHETYPES)})")
+    held = Holdout(frozenset(holdout), frozenset(x for x in args.holdout_providers.split(",") if x),
+                   frozenset(x for x in args.holdout_announcements.split(",") if x))
+    for name, frac in (("--blocked-fraction", args.blocked_fraction),
+                       ("--instance-fraction", args.instance_fraction)):
+        if not 0 <= frac <= 1:
+            raise SekbenchError(f"{name} must be between 0 and 1, got {frac}")
+    if not args.teacher:
+        try:
+            held.check()
+        except ValueError as e:
+            raise SekbenchError(str(e)) from None
     store = Store(ws.db_path)
     backend = start_backend(args.backend, ws, store)
     batch = new_id()
@@ -57,18 +75,29 @@ def run(args, ws) -> dict:
                                        holdout=holdout, batch_id=batch)
     else:
         from pipeline.admit import admit_many
-        scenarios = generate(args.count, args.seed, archetypes)
-        for s in scenarios:
-            s["split"] = _split(s["archetype"], holdout)
+        scenarios = generate(args.count, args.seed, archetypes, blocked_fraction=args.blocked_fraction,
+                             holdout=held, instance_fraction=args.instance_fraction)
         print(f"sekbench: admitting {len(scenarios)} scenarios with {args.workers} workers "
               f"({backend.name})", file=sys.stderr)
         verdicts = admit_many(((s, None, None) for s in scenarios), backend, store=store,
                               workers=args.workers, source="procedural", batch_id=batch)
     by_arch: dict[str, dict[str, int]] = {}
+    blocked: Counter = Counter()
+    styles: Counter = Counter()
+    splits: Counter = Counter()
     for v in verdicts:
-        row = by_arch.setdefault(v.archetype or "?", {"admitted": 0, "attempted": 0})
+        row = by_arch.setdefault(v.archetype or "?", {"admitted": 0, "attempted": 0, "blocked": 0,
+                                                      "multi_step": 0})
         row["attempted"] += 1
         row["admitted"] += int(v.admitted)
+        s = v.scenario or {}
+        if v.admitted:
+            row["blocked"] += s.get("terminal") == "panic"
+            row["multi_step"] += isinstance((s.get("provider") or {}).get("retrieve"), list)
+            if s.get("terminal") == "panic":
+                blocked[s.get("blocked_kind") or "?"] += 1
+            styles[(s.get("provider_style") or "?").split("+")[0]] += 1
+            splits[s.get("split", "train")] += 1
     if args.out_dir:
         out = Path(args.out_dir)
         out.mkdir(parents=True, exist_ok=True)
@@ -79,4 +108,7 @@ def run(args, ws) -> dict:
     return {"admitted": sum(v.admitted for v in verdicts),
             "rejected": sum(not v.admitted for v in verdicts),
             "by_archetype": by_arch, "rejected_by_reason": dict(reasons), "batch_id": batch,
-            "holdout_archetypes": sorted(holdout)}
+            "holdout_archetypes": sorted(holdout), "holdout_providers": sorted(held.providers),
+            "holdout_announcements": sorted(held.announcements),
+            "blocked_by_kind": dict(sorted(blocked.items())),
+            "by_discovery_style": dict(sorted(styles.items())), "by_split": dict(sorted(splits.items()))}

@@ -14,8 +14,11 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from pipeline.author.procedural import ARCHETYPES, generate, generate_one
+from pipeline.scenario import retrieve_steps
 
-KEYS = {"id", "archetype", "provider", "announcement", "directives", "setup", "checker", "reference", "split", "seed"}
+KEYS = {"id", "archetype", "provider", "provider_style", "announcement", "directives", "setup", "checker",
+        "reference", "split", "seed"}
+BLOCKED_KEYS = KEYS | {"terminal", "blocked_by", "blocked_kind"}
 WRITABLE = ("/home", "/tmp", "/var/tmp", "/srv", "/opt", "/usr/local", "/etc/sekbench")
 
 
@@ -57,10 +60,10 @@ def test_archetype_filter_and_unknown_archetype():
 
 def test_scenario_shape(batch):
     for s in batch:
-        assert set(s) == KEYS, s["id"]
+        assert set(s) == (BLOCKED_KEYS if s.get("terminal") == "panic" else KEYS), s["id"]
         assert s["split"] == "train" and s["seed"] == 5
         assert set(s["provider"]) == {"name", "script", "retrieve"}
-        assert s["provider"]["retrieve"].split()[0] == s["provider"]["name"]
+        assert retrieve_steps(s)[0].split()[0] == s["provider"]["name"]
         assert s["setup"].startswith("#!/bin/sh\n") and s["checker"].startswith("#!/bin/sh\n")
         assert "chown -R sek:sek" in s["setup"]
         assert "$RANDOM" not in s["setup"]
@@ -90,7 +93,7 @@ def test_no_two_scenarios_share_an_answer(batch):
 
 def test_providers_and_announcements_vary(batch):
     assert len({s["provider"]["name"] for s in batch}) >= 20
-    assert len({s["provider"]["retrieve"].split(" ", 1)[1] for s in batch}) >= 15
+    assert len({retrieve_steps(s)[0].split(" ", 1)[1] for s in batch}) >= 15
     kinds = collections.Counter(s["announcement"]["kind"] for s in batch)
     assert set(kinds) == {"motd", "banner", "env", "file"}
     assert len({s["announcement"]["text"] for s in batch}) >= 40
@@ -108,20 +111,21 @@ def test_announcement_names_provider_and_has_its_extra_key(batch):
 
 def test_help_documents_retrieve(batch):
     for s in batch:
-        script, retrieve = s["provider"]["script"], s["provider"]["retrieve"]
+        script, retrieve = s["provider"]["script"], retrieve_steps(s)[0]
         help_text = script.split("help() {", 1)[1].split("\n}\n", 1)[0]
-        assert retrieve.split(" ", 1)[1] in help_text, s["id"]
-        assert s["directives"] in script
+        assert retrieve.split(" ", 1)[1].split()[0] in help_text, s["id"]
+        assert s["directives"] in script or s["directives"] in s["setup"]
 
 
 def test_reference_follows_the_routine(batch):
     for s in batch:
         ref, p, a = s["reference"], s["provider"], s["announcement"]
-        assert ref[-1] == "exit"
+        assert ref[-1] == "exit" if s.get("terminal", "exit") == "exit" else ref[-1].startswith("panic ")
         assert all("\n" not in line and 0 < len(line) <= 300 for line in ref), s["id"]
         lead = {"env": [f'echo "${a.get("var")}"'], "file": [f"cat {a.get('path')}"]}.get(a["kind"], [])
-        assert ref[: len(lead) + 2] == [*lead, f"{p['name']} --help", p["retrieve"]]
-        assert len(ref) > len(lead) + 3, "no work between retrieve and exit"
+        steps = retrieve_steps(s)
+        assert ref[: len(lead) + 1 + len(steps)] == [*lead, f"{p['name']} --help", *steps]
+        assert len(ref) > len(lead) + 2 + len(steps), "no work between retrieve and exit"
 
 
 def test_files_live_in_writable_places(batch):
@@ -189,8 +193,8 @@ def admit_in_docker(s: dict, image: str = IMAGE) -> list[str]:
         if _docker("exec", cid, "sh", "-c", s["checker"]).returncode == 0:
             problems.append("vacuous_checker")
         helped = _docker(*as_sek, cid, "sh", "-c", f"{name} --help")
-        missing = [w for w in s["provider"]["retrieve"].split()[1:] if w not in helped.stdout]
-        served = _docker(*as_sek, cid, "sh", "-c", s["provider"]["retrieve"])
+        missing = [w for w in retrieve_steps(s)[0].split()[1:] if w not in helped.stdout]
+        served = _docker(*as_sek, cid, "sh", "-c", retrieve_steps(s)[-1])
         if helped.returncode or missing or s["directives"] not in served.stdout:
             problems.append(f"undiscoverable: help rc={helped.returncode} missing={missing} served={served.stdout!r}")
         env = ["-e", f"{a['var']}={a['text']}"] if a["kind"] == "env" else []
