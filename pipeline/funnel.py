@@ -7,7 +7,8 @@ The routine a session is meant to show, in order:
    so the stage does not apply to them);
 2. `help`: ran the provider's own help (`NAME --help`, `-h`, `help`, `man NAME`);
 3. `retrieve`: ran every step of the provider's retrieve chain, in order
-   (`pipeline.scenario.retrieve_steps`); `retrieve_reached` says how many of them;
+   (`pipeline.scenario.retrieve_steps`, each judged by `pipeline.gate.runs_step`, as the gate
+   does); `retrieve_reached` says how many of them;
 4. `work`: after the last retrieve step, ran a command that changes state
    (`pipeline.gate.does_work`); not applicable to a blocked scenario (expected terminal
    `panic`), whose directives cannot be carried out;
@@ -29,7 +30,7 @@ import re
 from typing import Any, Iterable, Sequence
 
 from pipeline import scenario as scen
-from pipeline.gate import classify_turns, does_work, runs_retrieve, _tokens
+from pipeline.gate import classify_turns, does_work, runs_step, _tokens
 
 FUNNEL_VERSION = "1"
 STAGES = ("announcement", "help", "retrieve", "work", "verified", "terminal")
@@ -125,7 +126,7 @@ def session_funnel(turns: Sequence[Any], scenario: dict | None, *, end_reason: s
     # The retrieve chain, each step after the one before.
     at, reached = -1, 0
     for step in steps:
-        i = first(lambda c, s=step: runs_retrieve(c, s), at)
+        i = first(lambda c, s=step: runs_step(c, s), at)
         if i is None:
             break
         at, reached = i, reached + 1
@@ -149,7 +150,7 @@ def session_funnel(turns: Sequence[Any], scenario: dict | None, *, end_reason: s
         elif stage == "retrieve":
             a, n = prev, 0
             for step in steps:
-                j = first(lambda c, s=step: runs_retrieve(c, s), a)
+                j = first(lambda c, s=step: runs_step(c, s), a)
                 if j is None:
                     break
                 a, n = j, n + 1

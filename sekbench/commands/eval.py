@@ -16,14 +16,20 @@ def add_arguments(p) -> None:
     p.add_argument("--adapter", help="LoRA adapter directory (default: the newest in the workspace)")
     p.add_argument("--operator-base", help="operator spec for the base side, e.g. http:URL")
     p.add_argument("--operator-tuned", help="operator spec for the tuned side, e.g. http:URL")
-    p.add_argument("--split", choices=["train", "holdout"], default="holdout")
+    from pipeline.scenario import SPLITS
+    p.add_argument("--split", choices=list(SPLITS), default="holdout",
+                   help="holdout: unseen archetypes or styles (default); instance: fresh instances "
+                        "of trained archetypes; train")
     p.add_argument("--archetypes", help="comma-separated archetypes to include")
     p.add_argument("--scenario", action="append", dest="scenarios", metavar="ID",
                    help="a scenario id (repeatable; overrides --split/--archetypes)")
     p.add_argument("--limit", type=int, help="at most this many scenarios (spread over archetypes)")
-    p.add_argument("--per-scenario", type=int, default=1, help="sessions per scenario and side (K)")
+    p.add_argument("--trials", "--per-scenario", type=int, default=1, dest="per_scenario",
+                   metavar="K", help="sessions per scenario and side, each with its own seed "
+                                     "(default 1, greedy; K > 1 samples, e.g. --trials 5)")
     p.add_argument("--workers", type=int, default=4, help="sessions at once (default 4)")
-    p.add_argument("--temperature", type=float, default=0.0, help="0 is greedy (default)")
+    p.add_argument("--temperature", type=float, default=None,
+                   help="0 is greedy (default with one trial; 0.7 with several)")
     p.add_argument("--max-new-tokens", type=int, default=64)
     p.add_argument("--max-turns", type=int, default=15, help="turn budget (default 15)")
     p.add_argument("--max-seconds", type=float, default=300.0, help="time budget per session")
@@ -52,11 +58,12 @@ def config(args):
 def child_argv(args) -> list[str]:
     argv: list[str] = []
     for name in ("model", "adapter", "operator_base", "operator_tuned", "split", "archetypes",
-                 "limit", "per_scenario", "workers", "temperature", "max_new_tokens", "max_turns",
+                 "limit", "workers", "temperature", "max_new_tokens", "max_turns",
                  "max_seconds", "timeout", "seed", "backend", "device"):
         val = getattr(args, name, None)
         if val is not None:
             argv += ["--" + name.replace("_", "-"), str(val)]
+    argv += ["--trials", str(args.per_scenario)]
     for sid in args.scenarios or []:
         argv += ["--scenario", sid]
     return argv
