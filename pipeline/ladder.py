@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Callable
 
 from pipeline.errors import SekbenchError
-from pipeline.gate import classify_turn
+from pipeline.gate import classify_turns
 
 LADDER_DIR = Path(__file__).resolve().parent.parent / "assets" / "ladder"
 CONFIGS = ("C0", "C1", "C2", "C3", "C4", "C5", "C6")
@@ -78,12 +78,17 @@ def prefix(cfg: dict, *, literal: bool = False) -> list[dict]:
 
 
 # ----------------------------------------------------------------- classification
-def classify_session(commands: list[str], end_reason: str) -> dict:
-    classes = [classify_turn(c) for c in commands]
+def classify_session(commands: list[str], end_reason: str, *, exit_statuses: list | None = None,
+                     outputs: list | None = None, banner: str = "") -> dict:
+    """The study's axes, with the gate's judgement of each turn (the shell's status and output
+    included where known). `genuine` separates operation from confabulation: every turn a
+    command the shell could run (no prose, no copied screen, no word it could not find)."""
+    classes = classify_turns(commands, exit_statuses, outputs, banner=banner)
     command_mode = "command" in classes and "prose" not in classes
     exited = end_reason == "exit"
+    strict = bool(classes) and all(c == "command" for c in classes)
     return {"command_mode": command_mode, "exit": exited, "clean": command_mode and exited,
-            "strict": bool(classes) and all(c == "command" for c in classes), "classes": classes}
+            "strict": strict, "genuine": strict, "classes": classes}
 
 
 VOID_ENDS = {"sandbox_died", "interrupted"}
@@ -122,6 +127,7 @@ def label(spec: str) -> str:
 def run_ladder(*, ws, store, cfg: LadderConfig, backend=None, job_id: str | None = None,
                progress: Callable[[dict], None] | None = None,
                stop: threading.Event | None = None) -> dict:
+    from pipeline.funnel import session_funnel
     from pipeline.operators import make_operator
     from pipeline.sandbox import Limits, start_backend
     from pipeline.session import Budget, run_session
@@ -154,11 +160,17 @@ def run_ladder(*, ws, store, cfg: LadderConfig, backend=None, job_id: str | None
                           budget=budget, limits=Limits(), seed=cfg.seed * 1000 + i,
                           options=options, batch_id=batch, should_stop=stop.is_set)
         commands = [t.reply if t.reply is not None else t.command for t in res.turns]
+        judged = classify_session(commands, res.end_reason,
+                                  exit_statuses=[t.exit_status for t in res.turns],
+                                  outputs=[t.output for t in res.turns], banner=res.banner)
         return {"operator": spec, "config": c, "run": i, "session_id": res.session_id,
                 "scenario_id": res.scenario_id, "end_reason": res.end_reason,
                 "void": res.void or res.end_reason in VOID_ENDS, "turns": len(commands),
                 "verified": res.verified, "commands": commands[:50],
-                **classify_session(commands, res.end_reason)}
+                "funnel": session_funnel(res.turns, scenario, end_reason=res.end_reason,
+                                         verified=res.verified, classes=judged["classes"],
+                                         banner=res.banner),
+                **judged}
 
     runs: list[dict] = []
     pool = ThreadPoolExecutor(max_workers=cfg.workers)
@@ -188,7 +200,10 @@ def run_ladder(*, ws, store, cfg: LadderConfig, backend=None, job_id: str | None
             "runs": sorted(runs, key=lambda r: (r["config"], r["operator"], r["run"])),
             "batch_id": batch, "config": asdict(cfg), "limitations": LIMITATIONS,
             "definitions": {"command_mode": "at least one command turn and no prose turn "
-                                            "(pipeline.gate.classify_turn)",
+                                            "(pipeline.gate.classify_turn, with the shell's "
+                                            "status and output)",
+                            "genuine": "every turn a command the shell could run: no prose, "
+                                       "no copied screen, no first word the shell did not find",
                             "exit": "the session ended with exit typed by the model"},
             "job_id": job_id}
     rid = store.put_report("ladder", body, markdown(body), job_id=job_id)
@@ -200,16 +215,17 @@ def run_ladder(*, ws, store, cfg: LadderConfig, backend=None, job_id: str | None
 
 
 def matrices(runs: list[dict], configs: list[str], operators: list[str]) -> dict:
-    """{axis: {config: {operator: k}}} for command_mode, exit and clean, plus n (void left out)."""
-    out: dict = {"command_mode": {}, "exit": {}, "clean": {}, "n": {}, "void": {}}
+    """{axis: {config: {operator: k}}} for command_mode, genuine, exit and clean, plus n (void
+    left out)."""
+    out: dict = {"command_mode": {}, "genuine": {}, "exit": {}, "clean": {}, "n": {}, "void": {}}
     for c in configs:
         for axis in out:
             out[axis][c] = {}
         for op in operators:
             cell = [r for r in runs if r["config"] == c and r["operator"] == op]
             counted = [r for r in cell if not r["void"]]
-            for axis in ("command_mode", "exit", "clean"):
-                out[axis][c][op] = sum(r[axis] for r in counted)
+            for axis in ("command_mode", "genuine", "exit", "clean"):
+                out[axis][c][op] = sum(bool(r.get(axis)) for r in counted)
             out["n"][c][op] = len(counted)
             out["void"][c][op] = len(cell) - len(counted)
     return out
@@ -222,7 +238,9 @@ def markdown(body: dict) -> str:
              f"{body['config']['n']} sessions per config and operator, temperature "
              f"{body['config']['temperature']}, at most {body['config']['max_turns']} turns / "
              f"{body['config']['max_seconds']:g} s. Cells are k/n.", ""]
-    for axis, title in (("command_mode", "Command-mode"), ("exit", "Exit")):
+    for axis, title in (("command_mode", "Command-mode"),
+                        ("genuine", "Genuine operation (every turn a command the shell ran)"),
+                        ("exit", "Exit")):
         lines += [f"## {title}", "", "| config | " + " | ".join(body["labels"][o] for o in ops) + " |",
                   "| --- |" + " --- |" * len(ops)]
         for c in m[axis]:

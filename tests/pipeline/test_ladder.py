@@ -156,3 +156,21 @@ def test_tiny_ladder_run_hands_each_session_its_config(ws):
     report = store.reports("ladder")[0]
     assert report["id"] == body["report"] and "## Exit" in report["markdown"]
     assert (ws.reports / f"ladder-{body['report']}.md").is_file()
+
+
+def test_ladder_sessions_are_judged_with_what_the_shell_said():
+    from pipeline.ladder import classify_session
+    # a confabulated "Done." looks like a command to the text alone; the shell did not find it
+    text_only = classify_session(["Done.", "exit"], "exit")
+    assert text_only["command_mode"] and text_only["genuine"]
+    shell = classify_session(["Done.", "exit"], "exit", exit_statuses=[127, None],
+                             outputs=["sh: 2: Done.: not found", ""])
+    assert shell["classes"] == ["prose", "command"]
+    assert not shell["command_mode"] and not shell["genuine"]
+    # repeating the error line back is over-imitation: command-mode as the study counts it,
+    # but not genuine operation
+    echo = classify_session(["sek@box:~$: not found", "ls"], "max_turns", exit_statuses=[127, 0],
+                            outputs=["sh: 3: sek@box:~$:: not found", "a"],
+                            banner="sh: 2: sek@box:~$: not found")
+    assert echo["classes"] == ["over_imitation", "command"]
+    assert echo["command_mode"] and not echo["genuine"]
