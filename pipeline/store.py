@@ -190,6 +190,8 @@ class Store:
             self.db.conn.execute("drop index if exists idx_rollouts_created_id")
             self.db.conn.execute("create index if not exists idx_rollouts_operator "
                                  "on rollouts(operator)")
+            self.db.conn.execute("create index if not exists idx_rollouts_session "
+                                 "on rollouts(session_id)")
             if not t("stop_requests").exists():
                 # One session of a batch asked to stop (the workbench's `i`): the process
                 # running it sees the row between turns; the rest of the batch goes on.
@@ -597,6 +599,12 @@ class WorkbenchStore(Store):
         """The highest event seq of a session (-1 when none)."""
         rows = self.query("select max(seq) m from events where session_id = ?", [sid])
         return rows[0]["m"] if rows and rows[0]["m"] is not None else -1
+
+    def session_checker(self, sid: str) -> dict | None:
+        """The checker's judgement of a session, from its rollout (None where none was kept)."""
+        rows = self.query("select checker_status, checker_output, verified, verdict from rollouts "
+                          "where session_id = ? order by created_at desc limit 1", [sid])
+        return rows[0] if rows else None
 
     def rollout_page(self, *, offset: int = 0, limit: int = 100, **filters: Any) -> list[dict]:
         """The same rows and order as rollouts(), but the offset is skipped in an index

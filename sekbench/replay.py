@@ -20,16 +20,26 @@ class Timeline:
     """A session's events on a clock that starts at 0; positions count shown events."""
 
     events: list[dict]
+    # Playback gives each turn at least this many seconds: a session recorded in 50 ms
+    # would otherwise flash past. `recorded` keeps the true clock.
+    min_turn: float = 0.0
     times: list[float] = field(init=False)
+    recorded: list[float] = field(init=False)
     stops: list[int] = field(init=False)
     prompts: list[int] = field(init=False)
 
     def __post_init__(self) -> None:
         t0 = self.events[0]["ts"] if self.events else 0.0
-        self.times = [max(0.0, (e["ts"] or t0) - t0) for e in self.events]
+        self.recorded = [max(0.0, (e["ts"] or t0) - t0) for e in self.events]
         # Turn stops: just after each prompt (the shell waits for a command there), and the end.
         self.prompts = [i for i, e in enumerate(self.events) if e["kind"] == "prompt"]
         self.stops = sorted({i + 1 for i in self.prompts} | {len(self.events)})
+        self.times = _paced(self.recorded, self.prompts, self.min_turn)
+
+    @property
+    def paced(self) -> bool:
+        """Whether playback stretches the recorded clock (some turn was shorter than min_turn)."""
+        return bool(self.times) and self.times[-1] > self.recorded[-1] + 1e-9
 
     @property
     def duration(self) -> float:
@@ -58,6 +68,21 @@ class Timeline:
     @property
     def turn_count(self) -> int:
         return len(self.prompts)
+
+
+def _paced(recorded: list[float], prompts: list[int], min_turn: float) -> list[float]:
+    """Shift every event after a prompt that came too soon after the previous prompt."""
+    if min_turn <= 0 or not recorded:
+        return list(recorded)
+    starts = set(prompts[1:])
+    times, shift, last_prompt = [], 0.0, None
+    for i, t in enumerate(recorded):
+        if i in starts and last_prompt is not None:
+            shift += max(0.0, last_prompt + min_turn - (t + shift))
+        times.append(t + shift)
+        if i in starts or (last_prompt is None and prompts and i == prompts[0]):
+            last_prompt = times[-1]
+    return times
 
 
 def messages_to_events(messages: list[dict], t0: float = 0.0) -> list[dict]:
@@ -134,3 +159,13 @@ def export_asciicast(store, session_id: str, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")
     return path
+
+
+def checker_summary(row: dict | None) -> str:
+    """How the checker judged a session's final state, and what it printed, in one block."""
+    if not row or row.get("checker_status") is None:
+        return "not checked (no checker ran on this session)"
+    status = row["checker_status"]
+    head = f"checker {'passed' if status == 0 else 'failed'} (exit status {status})"
+    out = (row.get("checker_output") or "").strip()
+    return f"{head}\n{out}" if out else f"{head}; it printed nothing"

@@ -9,18 +9,20 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.widgets import ProgressBar, Static
+from textual.widgets import Static
 
-from sekbench.replay import Timeline, export_asciicast
+from sekbench.replay import Timeline, checker_summary, export_asciicast
 from sekbench.screens.base import TabScreen
 from sekbench.screens.data import one_line
 from sekbench.screens.live import clock_text
 from sekbench.widgets.data_grid import DataGrid
 from sekbench.widgets.scrollback import Scrollback
+from sekbench.widgets.scrub_bar import ScrubBar
 
 SPEEDS = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 64.0)
 FRAME = 1 / 30
 SEEK_SECONDS = 5.0
+MIN_TURN_SECONDS = 0.6   # playback time a turn gets at least, however fast it was recorded
 
 
 class ReplayScreen(TabScreen):
@@ -71,7 +73,7 @@ class ReplayScreen(TabScreen):
                                id="saved-table")
             with Vertical(id="replay-right"):
                 yield Static("Select a saved session.", classes="pane-title", id="transport")
-                yield ProgressBar(total=1, show_eta=False, show_percentage=False, id="seekbar")
+                yield ScrubBar(id="seekbar")
                 yield Scrollback(id="replay-view")
         yield from self.compose_footer()
 
@@ -99,15 +101,27 @@ class ReplayScreen(TabScreen):
 
     def load(self, session_id: str) -> None:
         self.session_id = session_id
-        self.read(lambda s: s.events(session_id, limit=10_000_000),
-                  lambda events: self._loaded(session_id, events), group="events")
+        def fetch(store):
+            events = store.events(session_id, limit=10_000_000)
+            verdict = store.session_checker(session_id)
+            return events, verdict
 
-    def _loaded(self, session_id: str, events: list[dict]) -> None:
+        self.read(fetch, lambda got: self._loaded(session_id, *got), group="events")
+
+    def _loaded(self, session_id: str, events: list[dict], verdict: dict | None) -> None:
         if session_id != self.session_id:
             return
-        self.timeline = Timeline(events)
+        if verdict is not None and events:
+            # The checker ran after the session: its judgement closes the replay.
+            events = [*events, {"seq": events[-1]["seq"] + 1, "ts": events[-1]["ts"],
+                                "turn": None, "kind": "note", "text": checker_summary(verdict),
+                                "raw": None}]
+        self.timeline = Timeline(events, min_turn=MIN_TURN_SECONDS)
         self.pause()
         self.seek_to(0)
+        duration = self.timeline.duration or 1.0
+        self.query_one("#seekbar", ScrubBar).show(
+            0.0, [self.timeline.times[i] / duration for i in self.timeline.prompts])
 
     # -------------------------------------------------------------- playback
     def seek_to(self, position: int, t: float | None = None) -> None:
@@ -149,13 +163,18 @@ class ReplayScreen(TabScreen):
         if self.session_id is None:
             return
         state = "▶" if self.playing else "⏸"
+        paced = ("  paced: turns get ≥ "
+                 f"{MIN_TURN_SECONDS:g}s (recorded {tl.recorded[-1]:.2f}s)  ") if tl.paced else "  "
         self.query_one("#transport", Static).update(Text.assemble(
             (f" {state} ", "bold"), (f"{self.speed:g}x  ", "bold yellow"),
-            f"{clock_text(min(self.t, tl.duration))} / {clock_text(tl.duration)}  ",
-            (f"turn {tl.turn_at(self.position)}/{tl.turn_count}  ", ""),
+            f"{clock_text(min(self.t, tl.duration))} / {clock_text(tl.duration)}",
+            (paced, "dim"), (f"turn {tl.turn_at(self.position)}/{tl.turn_count}  ", ""),
             (f"event {self.position}/{len(tl.events)}  · {self.session_id}", "dim")))
-        bar = self.query_one("#seekbar", ProgressBar)
-        bar.update(total=max(len(tl.events), 1), progress=self.position)
+        self.query_one("#seekbar", ScrubBar).show(min(self.t, tl.duration) / (tl.duration or 1.0))
+
+    def on_scrub_bar_seek(self, event: ScrubBar.Seek) -> None:
+        t = event.fraction * self.timeline.duration
+        self.seek_to(self.timeline.position_at(t), t)
 
     # --------------------------------------------------------------- actions
     def action_play_pause(self) -> None:

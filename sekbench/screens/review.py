@@ -16,7 +16,7 @@ from textual.css.query import NoMatches
 from textual.lazy import Lazy
 from textual.widgets import Select, Static
 
-from sekbench.replay import messages_to_events
+from sekbench.replay import checker_summary, messages_to_events
 from sekbench.screens.base import TabScreen
 from sekbench.screens.data import one_line
 from sekbench.screens.form import FormScreen
@@ -264,9 +264,8 @@ class ReviewScreen(TabScreen):
         scrollback = self.query_one("#trajectory", Scrollback)
         scrollback.clear()
         scrollback.add_events(messages_to_events(rollout.get("messages") or []))
-        self.query_one("#checker", Static).update(
-            Text(rollout.get("checker_output") or "(no checker output)",
-                 style="" if rollout.get("checker_output") else "dim"))
+        # Passing checkers usually print nothing: the status line says they ran and passed.
+        self.query_one("#checker", Static).update(Text(checker_summary(rollout)))
 
     # --------------------------------------------------------------- actions
     def action_page(self, step: int) -> None:

@@ -84,7 +84,8 @@ class Scrollback(ScrollView, can_focus=True):
         elif kind == "terminal":
             self._line(f" ■ {text.strip() or 'end'} ", style)
         elif kind == "note":
-            self._line(f"# {text}", style)
+            for part in text.rstrip("\n").split("\n"):
+                self._line(f"# {part}", style)
         else:
             body = text[:-1] if text.endswith("\n") else text
             for part in body.split("\n") if body else []:

@@ -66,3 +66,19 @@ def test_messages_back_to_events():
         {"role": "assistant", "content": "ls"}, {"role": "user", "content": "a"},
         {"role": "user", "content": "$ "}, {"role": "assistant", "content": "exit"}])]
     assert kinds == ["banner", "prompt", "command", "output", "prompt", "command"]
+
+
+def test_fast_sessions_are_paced_per_turn_and_keep_their_recorded_clock():
+    quick = events((0, "banner", "hi"), (0.01, "prompt", "$ "), (0.02, "command", "ls"),
+                   (0.03, "output", "a\n"), (0.04, "prompt", "$ "), (0.05, "command", "exit"),
+                   (0.06, "terminal", "exit"))
+    tl = Timeline(quick, min_turn=0.5)
+    assert tl.paced and abs(tl.recorded[-1] - 0.06) < 1e-9
+    first, second = tl.prompts
+    assert abs(tl.times[second] - tl.times[first] - 0.5) < 1e-9
+    assert tl.times == sorted(tl.times)
+    # events within a turn keep their recorded spacing
+    assert abs((tl.times[3] - tl.times[2]) - 0.01) < 1e-9
+    # a slow session is left as recorded
+    slow = Timeline(SESSION, min_turn=0.5)
+    assert not slow.paced and slow.times == slow.recorded

@@ -466,7 +466,10 @@ async def test_replay_step_seek_play_and_export(make_app, workspace, ids):
         await pilot.press("left", "left")
         assert screen.position == 0
         await pilot.press("end")
-        assert screen.position == n and view.plain().rstrip().endswith("■ exit")
+        assert screen.position == n and "■ exit" in view.plain()
+        # the checker's judgement closes the replay, each of its lines a note
+        assert view.plain().rstrip().endswith(
+            "# checker failed (exit status 1)\n# FAIL expected 3, got 0")
         await pilot.press("home")
         assert screen.position == 0
         await pilot.press("plus", "plus")
@@ -478,3 +481,32 @@ async def test_replay_step_seek_play_and_export(make_app, workspace, ids):
         cast = workspace.exports / f"{sid}.cast"
         assert await wait_for(pilot, cast.exists, 5)
         assert json.loads(cast.read_text().splitlines()[0])["version"] == 2
+
+
+@pytest.mark.asyncio
+async def test_replay_scrub_bar_click_seeks_and_fast_sessions_are_paced(make_app, workspace, ids):
+    from sekbench.screens.replay import MIN_TURN_SECONDS
+    from sekbench.widgets.scrub_bar import ScrubBar
+    app = make_app("replay")
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        screen = app.screen
+        tl = screen.timeline
+        bar = screen.query_one("#seekbar", ScrubBar)
+        assert len(bar.ticks) == tl.turn_count
+        await pilot.click("#seekbar", offset=(bar.size.width - 1, 0))   # the far end
+        assert screen.position == len(tl.events) and not screen.playing
+        assert bar.fraction == 1.0
+        await pilot.click("#seekbar", offset=(bar.size.width // 2, 0))  # the middle
+        assert screen.position == tl.position_at(screen.t)
+        assert 0.3 < screen.t / tl.duration < 0.7
+        await pilot.click("#seekbar", offset=(0, 0))                    # the start
+        assert screen.t == 0 and screen.position == tl.position_at(0) <= 1
+        # Turns recorded milliseconds apart still get a visible share of playback time.
+        gaps = [b - a for a, b in zip([tl.times[i] for i in tl.prompts],
+                                      [tl.times[i] for i in tl.prompts[1:]])]
+        assert all(g >= MIN_TURN_SECONDS - 1e-9 for g in gaps)
+        # stepping lands the clock on the time of the turn's prompt
+        await pilot.press("right", "right")
+        assert screen.t == tl.time_of(screen.position)
+        assert tl.turn_at(screen.position) == 2
