@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Iterable
 
 from pipeline import scenario as scen
+from pipeline.errors import SekbenchError
 from pipeline.operators.script import ScriptOperator
 from pipeline.sandbox import SESSION_USER, Backend, Limits
 from pipeline.session import Budget, run_session, session_in_sandbox
@@ -151,7 +152,13 @@ def admit_one(s: dict | None, backend: Backend, *, file: str | None = None,
     reasons: list[str] = []
     messages: dict[str, str] = {}
     # Sandbox 1: setup, the untouched state, the discovery path.
-    sb = backend.create(session_id=f"admit-{sid}-a-{id(s) % 10000}", limits=ADMISSION_LIMITS)
+    try:
+        places = scen.sandbox_options(s, backend)
+    except SekbenchError as e:
+        return Verdict(sid, False, ["setup_failed"], {"setup_failed": str(e)}, file=file,
+                       archetype=arch, scenario=s)
+    sb = backend.create(session_id=f"admit-{sid}-a-{id(s) % 10000}", limits=ADMISSION_LIMITS,
+                        **places)
     try:
         setup = scen.install(sb, s)
         if setup.status != 0:

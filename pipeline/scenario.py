@@ -339,3 +339,19 @@ def resolve(spec: str, store=None) -> dict:
         if found:
             return found
     raise SekbenchError(f"no scenario {spec!r}: not a file, and no scenario with that id in the store")
+
+
+def sandbox_options(s: dict | None, backend) -> dict:
+    """Keyword arguments for `backend.create` that give this scenario its system places
+    (writable_places minus the single files, which no backend mounts on their own yet)."""
+    if not s:
+        return {}
+    files = set(writable_files(s))
+    dirs = tuple(p for p in writable_places(s) if p not in files)
+    if not dirs:
+        return {}
+    import inspect
+    if "writable" not in inspect.signature(backend.create).parameters:
+        raise SekbenchError(f"the {getattr(backend, 'name', '?')} backend cannot make "
+                            f"{', '.join(dirs)} writable (scenario {s.get('id')})")
+    return {"writable": dirs}

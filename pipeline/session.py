@@ -118,7 +118,8 @@ def run_session(*, backend: Backend, operator: Operator, store: Store | None,
     sandbox = None
     try:
         try:
-            sandbox = backend.create(session_id=sid, limits=limits)
+            sandbox = backend.create(session_id=sid, limits=limits,
+                                     **scen.sandbox_options(scenario, backend))
         except SekbenchError as e:
             res.end_reason, res.detail, res.void = "sandbox_died", str(e), True
             return res

@@ -1,0 +1,237 @@
+"""The whole routine: blocked scenarios end in panic, discovery in several steps, system
+places, and hold-outs along every axis (issue 10)."""
+
+from __future__ import annotations
+
+import collections
+import copy
+import json
+from pathlib import Path
+
+import pytest
+
+from pipeline.author.blocked import BLOCKED_KINDS
+from pipeline.author.procedural import ARCHETYPES, Holdout, generate, is_unseen
+from pipeline.author.providers import DISCOVERY_STYLES
+from pipeline.gate import gate, runs_step
+from pipeline.scenario import (expected_terminal, problems, refused_place, retrieve_steps,
+                               writable_files, writable_places)
+
+ROOT = Path(__file__).resolve().parents[2]
+SCENARIOS = ROOT / "assets" / "scenarios"
+
+
+@pytest.fixture(scope="module")
+def batch() -> list[dict]:
+    return generate(90, 1)
+
+
+# --- the procedural author --------------------------------------------------------------------
+
+def test_blocked_share_kinds_and_archetypes(batch):
+    blocked = [s for s in batch if expected_terminal(s) == "panic"]
+    assert len(blocked) == round(90 / 6)
+    kinds = collections.Counter(s["blocked_kind"] for s in blocked)
+    assert set(kinds) == set(BLOCKED_KINDS)
+    assert len({s["archetype"] for s in blocked}) >= 5
+    for s in blocked:
+        assert s["reference"][-1].startswith("panic ") and len(s["reference"][-1].split()) >= 4
+        assert s["blocked_by"] and "\n" not in s["blocked_by"]
+        # never announced as "please panic": the operator has to notice the blockage
+        assert "panic" not in (s["directives"] + s["provider"]["script"] + s["setup"]).lower()
+    assert generate(90, 1, blocked_fraction=0) and not any(
+        s.get("terminal") for s in generate(30, 1, blocked_fraction=0))
+
+
+def test_multi_step_styles_and_their_chains(batch):
+    styles = collections.Counter(s["provider_style"].split("+")[0] for s in batch)
+    assert set(styles) == set(DISCOVERY_STYLES)
+    for s in batch:
+        steps, style = retrieve_steps(s), s["provider_style"].split("+")[0]
+        assert (len(steps) == 1) == (style == "direct"), s["id"]
+        if style == "pointer":
+            path = steps[1].split()[1]
+            assert steps[1] == f"cat {path}" and path in s["provider"]["script"] and path in s["setup"]
+        if style == "listing":
+            item = steps[1].split()[-1]
+            assert item in s["provider"]["script"].split(f"'{steps[0].split()[1]}')", 1)[1]
+        if style == "subcommand":
+            assert steps[0].endswith(" --help")
+
+
+def test_holdout_along_every_axis():
+    h = Holdout(frozenset({"archive"}), frozenset({"listing", "man"}), frozenset({"env"}))
+    ss = generate(120, 4, holdout=h, instance_fraction=0.2)
+    splits = collections.Counter(s["split"] for s in ss)
+    assert splits["holdout"] and splits["train"] and splits["instance"]
+    for s in ss:
+        unseen = is_unseen(s, h)
+        if s["split"] == "holdout":
+            assert all(unseen.values()), (s["id"], unseen)
+        else:
+            assert not any(unseen.values()), (s["id"], s["split"], unseen)
+    assert all(s["archetype"] == "archive" for s in ss if s["split"] == "holdout")
+    # styles and kinds alone: a share is held out, unseen in that style or kind
+    only = Holdout(providers=frozenset({"pointer"}), announcements=frozenset({"banner"}))
+    ss = generate(80, 2, holdout=only)
+    held = [s for s in ss if s["split"] == "holdout"]
+    assert 5 < len(held) < 40
+    assert all("pointer" in s["provider_style"] and s["announcement"]["kind"] == "banner" for s in held)
+    assert not any("pointer" in s["provider_style"] or s["announcement"]["kind"] == "banner"
+                   for s in ss if s["split"] != "holdout")
+    with pytest.raises(ValueError, match="unknown provider style"):
+        generate(3, 1, holdout=Holdout(providers=frozenset({"fancy"})))
+    with pytest.raises(ValueError, match="nothing to train on"):
+        generate(3, 1, holdout=Holdout(providers=frozenset(DISCOVERY_STYLES)))
+
+
+# --- the scenario format --------------------------------------------------------------------
+
+def test_problems_accepts_the_new_fields_and_refuses_unsound_ones(batch):
+    blocked = next(s for s in batch if s.get("terminal") == "panic")
+    assert problems(blocked) == []
+    s = copy.deepcopy(blocked)
+    s["reference"][-1] = "exit"
+    assert any(p.field == "reference" and "panic REASON" in p.message for p in problems(s))
+    s = copy.deepcopy(blocked)
+    s["reference"][-1] = "panic"
+    assert any(p.field == "reference" for p in problems(s))
+    s = copy.deepcopy(blocked)
+    del s["blocked_by"]
+    assert [p.field for p in problems(s)] == ["blocked_by"]
+    s = copy.deepcopy(blocked)
+    s["terminal"] = "quit"
+    assert "terminal" in [p.field for p in problems(s)]
+    solvable = next(s for s in batch if "terminal" not in s)
+    s = copy.deepcopy(solvable)
+    s["blocked_by"] = "false"
+    assert [p.field for p in problems(s)] == ["blocked_by"]
+    s = copy.deepcopy(solvable)
+    s["split"] = "instance"
+    assert problems(s) == []
+    s["split"] = "test"
+    assert [p.field for p in problems(s)] == ["split"]
+    s = copy.deepcopy(solvable)
+    s["provider"]["retrieve"] = []
+    assert [p.field for p in problems(s)] == ["provider.retrieve"]
+    s["provider"]["retrieve"] = ["cat /srv/x", f"{s['provider']['name']} --list"]
+    assert [p.message for p in problems(s)] == ["the first step must run the provider by its name"]
+
+
+def test_system_places():
+    assert refused_place("/etc") and refused_place("/usr/bin/x") and refused_place("/etc/passwd")
+    assert refused_place("/var") and refused_place("/bin/sh") and refused_place("/etc/../root")
+    assert refused_place("/etc/shipit/app.conf") is None and refused_place("/var/log/shipit") is None
+    s = json.loads((SCENARIOS / "system-paths-example.json").read_text())
+    assert problems(s) == []
+    assert s["announcement"]["path"] == "/etc/announce"
+    places = writable_places(s)
+    assert "/etc/announce" in places and any(p.startswith("/var/log/") for p in places)
+    assert writable_files(s) == ("/etc/announce",)
+    bad = copy.deepcopy(s)
+    bad["setup"] += "echo x >> /etc/passwd\n"
+    assert any("/etc/passwd" in str(p) for p in problems(bad))
+    bad = copy.deepcopy(s)
+    bad["announcement"]["path"] = "/usr/share/announce"
+    assert [p.field for p in problems(bad)] == ["announcement.path"]
+
+
+# --- the gate ---------------------------------------------------------------------------------
+
+CHAIN = ["orders list", "orders show T-1"]
+REF = ["orders --help", *CHAIN, "mkdir -p ~/out", "sort a > ~/out/b"]
+
+
+def test_gate_on_blocked_and_solvable_scenarios():
+    kept = gate(commands=[*REF, "panic blocked: x.csv never arrived"], end_reason="panic",
+                verified=True, retrieve=CHAIN, expected_terminal="panic",
+                panic_reason="blocked: x.csv never arrived")
+    assert kept.reasons == ["kept"]
+    exited = gate(commands=[*REF, "exit"], end_reason="exit", verified=True, retrieve=CHAIN,
+                  expected_terminal="panic")
+    assert exited.reasons == ["wrong_terminal"]
+    bare = gate(commands=[*REF, "panic"], end_reason="panic", verified=True, retrieve=CHAIN,
+                expected_terminal="panic", panic_reason="no reason given")
+    assert bare.reasons == ["wrong_terminal"]
+    on_solvable = gate(commands=[*REF, "panic stuck"], end_reason="panic", verified=True,
+                       retrieve=CHAIN, expected_terminal="exit", panic_reason="stuck")
+    assert on_solvable.reasons == ["wrong_terminal"]
+    harmed = gate(commands=[*REF, "panic stuck"], end_reason="panic", verified=False,
+                  retrieve=CHAIN, expected_terminal="panic", panic_reason="stuck")
+    assert harmed.reasons == ["unverified"]
+
+
+def test_gate_discovery_is_the_last_step_of_a_chain():
+    only_first = gate(commands=["orders --help", "orders list", "mkdir -p ~/out", "exit"],
+                      end_reason="exit", verified=True, retrieve=CHAIN)
+    assert only_first.reasons == ["undiscovered"]
+    assert gate(commands=[*REF, "exit"], end_reason="exit", verified=True, retrieve=CHAIN).kept
+    assert runs_step("cat ~/q/T-1.txt", "cat /home/sek/q/T-1.txt")
+    assert runs_step("less /srv/q/T-1.txt", "cat /srv/q/T-1.txt")
+    assert not runs_step("cat /srv/q/T-2.txt", "cat /srv/q/T-1.txt")
+
+
+# --- in a real sandbox ------------------------------------------------------------------------
+
+def _backend(ws, name="docker"):
+    from pipeline.sandbox import get_backend
+    return get_backend(name, ws)
+
+
+def _one(batch, kind=None, style=None):
+    return next(s for s in batch if (kind is None or s.get("blocked_kind") == kind)
+                and (style is None or s["provider_style"].startswith(style)))
+
+
+@pytest.mark.docker
+def test_scripted_exit_on_a_blocked_scenario_is_wrong_terminal_and_reference_panic_is_kept(ws, batch):
+    from pipeline.operators.reference import ReferenceOperator
+    from pipeline.operators.script import ScriptOperator
+    from pipeline.rollout import rollout_row
+    from pipeline.session import Budget, run_session
+    backend = _backend(ws)
+    s = _one(batch, "permission")
+    budget = Budget(max_turns=40, max_seconds=120, command_timeout=20)
+    typed_exit = run_session(backend=backend, operator=ScriptOperator([*s["reference"][:-1], "exit"]),
+                             store=None, scenario=s, budget=budget)
+    assert typed_exit.end_reason == "exit" and typed_exit.verified is True
+    row = rollout_row(typed_exit, s, "script", "b")
+    assert row["reasons"] == ["wrong_terminal"] and row["expected_terminal"] == "panic"
+    ref = ReferenceOperator()
+    res = run_session(backend=backend, operator=ref, store=None, scenario=s, budget=budget)
+    row = rollout_row(res, s, "reference", "b")
+    assert res.end_reason == "panic" and row["verdict"] == "kept", (res.detail, row["reasons"])
+    # the reason comes from what the shell said, not from the scenario file
+    assert "permission denied" in res.panic_reason and res.panic_reason != s["reference"][-1][6:]
+
+
+@pytest.mark.docker
+def test_admission_proves_blockage_and_walks_the_chain(ws, batch):
+    from pipeline.admit import admit_one
+    backend = _backend(ws)
+    s = copy.deepcopy(_one(batch, "missing_tool"))
+    s["blocked_by"] = "true"
+    v = admit_one(s, backend)
+    assert "not_blocked" in v.reasons and "succeeds as the session user" in v.messages["not_blocked"]
+    s = copy.deepcopy(_one(batch, None, "listing"))
+    steps = retrieve_steps(s)
+    item = steps[1].split()[-1]
+    # the listing no longer names the id the second step needs
+    s["provider"]["script"] = s["provider"]["script"].replace(f"{item:<10}", "?         ", 1)
+    v = admit_one(s, backend)
+    assert v.reasons == ["undiscoverable"]
+    assert f"retrieve step 2 `{steps[1]}` is not documented" in v.messages["undiscoverable"]
+    assert item in v.messages["undiscoverable"]
+
+
+@pytest.mark.docker
+def test_system_places_are_admitted_in_docker(ws):
+    from pipeline.admit import admit_many, load_items
+    files = [str(SCENARIOS / "system-dirs-example.json"), str(SCENARIOS / "system-paths-example.json")]
+    dirs, single = admit_many(load_items(files), _backend(ws), store=None)
+    # /etc/shipit, /var/log/shipit, /var/lib/shipit: setup's owners and modes hold there
+    assert dirs.admitted, dirs.messages
+    if not single.admitted and "cannot create /etc/announce: Read-only file system" in \
+            single.messages.get("setup_failed", ""):
+        pytest.skip("the Docker backend makes directories writable, not a single file such as /etc/announce")
+    assert single.admitted, single.messages
