@@ -240,7 +240,7 @@ def _dismantle(state: Path, group: cgroups.Group | None, mnt: Path | None = None
 _PROBED: str | None = None
 
 
-def _probe(ws: Workspace) -> None:
+def _probe(rootfs: Path) -> None:
     """Everything a sandbox needs from the host, tried once per process."""
     global _PROBED
     if _PROBED is not None:
@@ -254,10 +254,11 @@ def _probe(ws: Workspace) -> None:
     seccomp.build()
     cgroups.layout()
     fd = userns.make_userns(userns.ID_BASE)
-    probe = Path(tempfile.mkdtemp(prefix=".probe-", dir=ws.root))
+    userns.MOUNT_DIR.mkdir(parents=True, exist_ok=True)
+    probe = Path(tempfile.mkdtemp(prefix=".probe-", dir=userns.MOUNT_DIR))
     try:
-        (probe / "src").mkdir()
-        userns.idmapped_bind(probe / "src", probe / "dst", fd)
+        # the image's own filesystem: idmapped mounts are a per-filesystem feature
+        userns.idmapped_bind(rootfs, probe / "root", fd)
         userns.mount_tmpfs(probe / "tmp", size_mb=1, mode=0o755, uid=userns.ID_BASE,
                            gid=userns.ID_BASE)
     finally:
@@ -265,6 +266,15 @@ def _probe(ws: Workspace) -> None:
         userns.unmount_all(probe)
         shutil.rmtree(probe, ignore_errors=True)
     _PROBED = "ok"
+
+
+def host_reason(rootfs: Path) -> str | None:
+    """Why this host cannot confine bwrap sandboxes (one line), or None where it can."""
+    try:
+        _probe(rootfs)
+    except MissingComponent as e:
+        return str(e)
+    return None
 
 
 class BwrapBackend:
@@ -284,7 +294,7 @@ class BwrapBackend:
         root = rootfs_dir(ws, tag)
         if not (root / ".sekbench-complete").exists():
             raise MissingComponent(f"the sandbox root for {tag} is not built (run: sekbench image build)")
-        _probe(ws)
+        _probe(root)
         return cls(ws, root, tag)
 
     def _sandboxes_dir(self) -> Path:

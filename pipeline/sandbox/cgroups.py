@@ -138,6 +138,17 @@ class Group:
         except (OSError, ValueError):
             return None
 
+    def throttled(self) -> int | None:
+        """How many CPU periods the group was held back for using up its quota."""
+        try:
+            text = self._file("cpu", "cpu.stat", "cpu.stat").read_text()
+        except OSError:
+            return None
+        for line in text.splitlines():
+            if line.startswith("nr_throttled "):
+                return int(line.split()[1])
+        return None
+
     def kill(self, timeout: float = 5.0) -> bool:
         """SIGKILL everything in the group; True once it is empty."""
         if self.version == 2 and (self.dirs[""] / "cgroup.kill").exists():
