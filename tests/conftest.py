@@ -53,7 +53,8 @@ def _bwrap_reason() -> str | None:
                            capture_output=True, text=True)
     if probe.returncode != 0:
         return f"bubblewrap cannot create namespaces here ({probe.stderr.strip()[:120]})"
-    return None
+    from pipeline.sandbox.bwrap_backend import host_reason
+    return host_reason(rootfs_dir(_REAL, current_tag()))
 
 
 def pytest_collection_modifyitems(config, items):
