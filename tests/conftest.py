@@ -166,7 +166,8 @@ def hanging():
 
 class _ChatServer(BaseHTTPRequestHandler):
     """Answers POSTs with `respond(body, n)` when set, else with `replies` in order (the last one
-    repeating); every request is kept in `seen`."""
+    repeating), each (status, payload) or (status, payload, headers); every request is kept in
+    `seen`."""
 
     replies: list = []
     respond = None
@@ -177,11 +178,14 @@ class _ChatServer(BaseHTTPRequestHandler):
         body = json.loads(self.rfile.read(int(self.headers.get("content-length", 0))))
         cls.seen.append({"path": self.path, "headers": dict(self.headers), "body": body})
         n = len(cls.seen)
-        status, payload = cls.respond(body, n) if cls.respond else \
+        # a reply is (status, payload) or (status, payload, {header: value})
+        status, payload, *headers = cls.respond(body, n) if cls.respond else \
             cls.replies[min(n, len(cls.replies)) - 1]
         self.send_response(status)
         self.send_header("content-type", "application/json")
         self.send_header("content-length", str(len(payload)))
+        for k, v in (headers[0] if headers else {}).items():
+            self.send_header(k, v)
         self.end_headers()
         self.wfile.write(payload)
 

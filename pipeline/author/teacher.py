@@ -9,9 +9,10 @@ in the store with the raw reply, so nothing a teacher produced is lost and
 the store shows the admitted/attempted yield per archetype.
 
 A teacher that is slow, dead, or babbling costs one attempt, never the batch:
-each request has a hard deadline, transport errors and 5xx are retried with
-backoff (a request that ran out its deadline is not repeated: a slow teacher
-stays slow), and a reply larger than `max_reply_bytes` is refused unread.
+each request goes through pipeline/endpoint.py's client (a hard deadline that
+grows with max_tokens, its one retry rule with Retry-After, over-long requests
+cut to the context or refused in one line), and a reply larger than
+`max_reply_bytes` is refused unread.
 """
 
 from __future__ import annotations
@@ -29,11 +30,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import httpx
-
 from pipeline.admit import Verdict, admit_one
 from pipeline.errors import MissingComponent, SekbenchError
-from pipeline.operators.http import chat_url
+from pipeline.endpoint import ChatClient, EndpointError, chat_url
 from pipeline.sandbox import WRITABLE, Backend
 from pipeline.store import Store
 
@@ -42,7 +41,6 @@ TEMPLATES = ASSETS / "teacher"
 EXAMPLE_FILE = ASSETS / "scenarios" / "file_transform-example.json"
 
 MAX_REPLY_BYTES = 256 * 1024
-RETRY_STATUS = {408, 425, 429, 500, 502, 503, 504}
 SCENARIO_KEYS = ("id", "archetype", "provider", "announcement", "directives", "setup", "checker",
                  "reference")
 # Parsing candidates are tried in order; a reply with more braces than this is junk.
@@ -63,7 +61,8 @@ class TeacherConfig:
     url: str = field(metadata={"help": "a base URL, `.../v1`, or the full chat-completions URL"})
     model: str | None = field(default=None, metadata={"help": "$SEKBENCH_TEACHER_MODEL or 'default'"})
     api_key: str | None = field(default=None, metadata={"help": "bearer key; $SEKBENCH_API_KEY"})
-    timeout: float = field(default=120.0, metadata={"help": "hard deadline per request, seconds"})
+    timeout: float | None = field(default=None, metadata={
+        "help": "hard deadline per request, seconds (unset: grows with max_tokens)"})
     repair_rounds: int = field(default=2, metadata={"help": "times a rejected scenario goes back"})
     seed: int = field(default=0, metadata={"help": "names the batch's ids and seeds the requests"})
     retries: int = field(default=3, metadata={"help": "extra tries on transport errors, 5xx and 429"})
@@ -80,7 +79,7 @@ class TeacherConfig:
         self.api_key = self.api_key or os.environ.get("SEKBENCH_API_KEY") or None
         if self.max_tokens is None:
             self.max_tokens = _env_int("SEKBENCH_TEACHER_MAX_TOKENS", 4096)
-        if not self.timeout or self.timeout <= 0:
+        if self.timeout is not None and self.timeout <= 0:
             raise SekbenchError("the teacher timeout must be positive")
         if self.repair_rounds < 0 or self.retries < 0 or self.max_tokens < 1:
             raise SekbenchError("repair rounds and retries cannot be negative, max tokens must be positive")
@@ -282,11 +281,13 @@ class Reply:
 
 
 class TeacherClient:
+    """pipeline/endpoint.py's client (its one retry rule) with the teacher's words on errors."""
+
     def __init__(self, cfg: TeacherConfig):
         self.cfg = cfg
-        headers = {"Authorization": f"Bearer {cfg.api_key}"} if cfg.api_key else {}
-        self._http = httpx.Client(headers=headers, timeout=httpx.Timeout(cfg.timeout),
-                                  follow_redirects=False, trust_env=False)
+        self._chat = ChatClient(cfg.url, api_key=cfg.api_key, timeout=cfg.timeout,
+                                retries=cfg.retries, backoff=cfg.backoff,
+                                max_body=cfg.max_reply_bytes, name="teacher")
 
     def preflight(self) -> None:
         """MissingComponent when nothing listens at the endpoint at all (one line, no traceback)."""
@@ -295,7 +296,8 @@ class TeacherClient:
         last: OSError | None = None
         for i in range(2):
             try:
-                socket.create_connection((parts.hostname, port), timeout=min(self.cfg.timeout, 10)).close()
+                socket.create_connection((parts.hostname, port),
+                                         timeout=min(self.cfg.timeout or 10, 10)).close()
                 return
             except OSError as e:
                 last = e
@@ -304,67 +306,17 @@ class TeacherClient:
         raise MissingComponent(f"teacher endpoint {self.cfg.url} is unreachable ({why})")
 
     def complete(self, messages: list[dict], seed: int) -> Reply:
-        """One chat completion, retried on transport errors and 5xx/429 with exponential backoff."""
+        """One chat completion under the shared retry rule."""
         body = {"model": self.cfg.model, "messages": messages, "temperature": self.cfg.temperature,
                 "max_tokens": self.cfg.max_tokens, "seed": seed, "stream": False}
-        tries = 1 + self.cfg.retries
-        for i in range(tries):
-            try:
-                return self._post(body)
-            except TeacherError as e:
-                if not e.retry or i + 1 == tries:
-                    if e.retry:
-                        e.args = (f"{e.args[0]} ({tries} tries)",)
-                    raise
-            time.sleep(self.cfg.backoff * (2 ** i))
-        raise AssertionError("unreachable")
-
-    def _post(self, body: dict) -> Reply:
-        cap, timeout = self.cfg.max_reply_bytes, self.cfg.timeout
-        deadline = time.monotonic() + timeout
         try:
-            with self._http.stream("POST", self.cfg.url, json=body) as resp:
-                chunks, size = [], 0
-                for chunk in resp.iter_bytes():
-                    size += len(chunk)
-                    if size > cap:
-                        head = b"".join(chunks)[:4096].decode("utf-8", "replace")
-                        raise TeacherError(f"teacher reply larger than {cap} bytes; refused unread",
-                                           raw=head + f"\n[... refused: over {cap} bytes]")
-                    if time.monotonic() > deadline:
-                        raise TeacherError(f"teacher timed out: no complete reply within {timeout:g} s")
-                    chunks.append(chunk)
-                status = resp.status_code
-        except httpx.TimeoutException:
-            # Not retried: a request that used its whole deadline would most likely use the next one too.
-            raise TeacherError(f"teacher timed out: no reply within {timeout:g} s") from None
-        except httpx.ConnectError as e:
-            raise TeacherError(f"teacher unreachable: {str(e) or 'connection failed'}", retry=True,
-                               connect=True) from None
-        except httpx.HTTPError as e:
-            raise TeacherError(f"teacher unreachable: {type(e).__name__}: {str(e) or 'transport error'}",
-                               retry=True) from None
-        raw = b"".join(chunks).decode("utf-8", "replace")
-        if status != 200:
-            raise TeacherError(f"teacher answered HTTP {status}: {' '.join(raw[:200].split())}",
-                               retry=status in RETRY_STATUS, raw=raw)
-        try:
-            envelope = json.loads(raw)
-        except ValueError:
-            raise TeacherError(f"teacher reply is not a chat completion (not JSON): "
-                               f"{' '.join(raw[:120].split())!r}", raw=raw) from None
-        try:
-            choice = envelope["choices"][0]
-            content = choice["message"]["content"]
-        except (KeyError, IndexError, TypeError):
-            raise TeacherError("teacher reply is not a chat completion (no choices[0].message.content)",
-                               raw=raw) from None
-        if not isinstance(content, (str, type(None))):
-            raise TeacherError("teacher reply content is not text", raw=raw)
-        return Reply(content or "", choice.get("finish_reason") if isinstance(choice, dict) else None)
+            done = self._chat.complete(body)
+        except EndpointError as e:
+            raise TeacherError(f"teacher {e}", retry=e.retry, raw=e.raw, connect=e.connect) from None
+        return Reply(done.content, done.finish_reason)
 
     def close(self) -> None:
-        self._http.close()
+        self._chat.close()
 
 
 # ----------------------------------------------------------------------------- the loop

@@ -35,7 +35,8 @@ def add_arguments(p) -> None:
     p.add_argument("--api-key", help="the teacher's API key (or SEKBENCH_API_KEY)")
     p.add_argument("--repair-rounds", type=int, default=2,
                    help="times a rejected scenario goes back to the teacher with its reasons")
-    p.add_argument("--timeout", type=float, default=120.0, help="per-request timeout, seconds")
+    p.add_argument("--timeout", type=float, default=None,
+                   help="per-request timeout, seconds (default: grows with the tokens asked for)")
 
 
 def run(args, ws) -> dict:
