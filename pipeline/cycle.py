@@ -1,15 +1,28 @@
 """The whole loop on local defaults: author -> rollout -> export -> sft -> eval -> lift.
 
 Procedural scenarios over the nine archetypes, two whole archetypes held out;
-the reference operator rolled through the training split; its kept trajectories
-(this cycle's only, never a held-out archetype) exported; a LoRA fitted on the
-default model (SmolLM2-135M-Instruct on the CPU); base and tuned evaluated on the
-held-out scenarios. Every stage reports progress through a `CycleUI` and its
-wall time; the result carries the eval's lift table, whatever it says.
+a seeded share of the trained archetypes' scenarios set apart as split `instance`
+(fresh instances of trained task types, never rolled out or trained on); the
+reference operator rolled through the training split; its kept trajectories (this
+cycle's only, never a held-out archetype) exported in a fixed order; a LoRA fitted
+on the default model (SmolLM2-135M-Instruct on the CPU); base and tuned evaluated
+on both hold-outs side by side: `holdout` (unseen archetypes) and `instance`.
+Every stage reports progress through a `CycleUI` and its wall time; the result
+carries both evals' reports, whatever they say.
+
+Same seed, same result: scenarios come from string-seeded generators; the reference
+operator's variation is seeded per session; the export is written in (scenario,
+seed) order, not in the order rollouts happened to finish; the fit seeds torch,
+LoRA init, dropout and batch order; eval sessions use the same seeds on both sides.
+What is not fixed: ids and timestamps (batch ids, rollout ids in the export lines,
+the tag), which never reach a model; and batched decoding in the eval, whose batch
+composition depends on timing (tests/pipeline/test_cycle.py measures what differs).
 """
 
 from __future__ import annotations
 
+import json
+import random
 import threading
 import time
 from collections import Counter
@@ -48,6 +61,10 @@ class CycleConfig:
     eval_limit: int | None = _f(None, "at most this many held-out scenarios in the eval")
     eval_max_turns: int = _f(15, "eval turn budget")
     eval_workers: int = _f(8, "eval sessions at once; the hf operator decodes them as one batch")
+    instance_fraction: float = _f(0.08, "share of the trained archetypes' scenarios set apart "
+                                        "as split instance (seeded; at least one)")
+    eval_trials: int = _f(1, "eval sessions per scenario and side (K); K > 1 samples")
+    eval_temperature: float | None = _f(None, "eval temperature (default: 0, or 0.7 when K > 1)")
     backend: str | None = _f(None, "docker or bwrap")
 
     def __post_init__(self):
@@ -61,6 +78,10 @@ class CycleConfig:
             raise SekbenchError(f"count must be at least {len(ARCHETYPES)} (one per archetype)")
         if self.max_steps < 1:
             raise SekbenchError("max_steps must be >= 1")
+        if not 0 <= self.instance_fraction < 1:
+            raise SekbenchError("instance_fraction must be in [0, 1)")
+        if self.eval_trials < 1:
+            raise SekbenchError("eval_trials must be >= 1")
 
 
 class CycleUI(Protocol):
@@ -85,8 +106,12 @@ def author(ws, store, backend, cfg: CycleConfig, ui: CycleUI, batch: str) -> dic
     holdout = set(cfg.holdout_archetypes)
     for s in scenarios:
         s["split"] = "holdout" if s["archetype"] in holdout else "train"
+    instance = instance_ids(scenarios, cfg.instance_fraction, cfg.seed)
+    for s in scenarios:
+        if s["id"] in instance:
+            s["split"] = "instance"
     ui.stage("author", len(scenarios), f"{len(scenarios)} scenarios, holdout "
-                                       f"{', '.join(sorted(holdout))}")
+                                       f"{', '.join(sorted(holdout))}, {len(instance)} instance")
     verdicts = []
     chunk = max(1, cfg.workers * 2)
     for i in range(0, len(scenarios), chunk):
@@ -103,7 +128,31 @@ def author(ws, store, backend, cfg: CycleConfig, ui: CycleUI, batch: str) -> dic
             "by_archetype": by_arch,
             "rejected_by_reason": dict(Counter(r for v in verdicts if not v.admitted for r in v.reasons)),
             "train": [s["id"] for s in admitted if s["split"] == "train"],
+            "instance": [s["id"] for s in admitted if s["split"] == "instance"],
             "holdout": [s["id"] for s in admitted if s["split"] == "holdout"]}
+
+
+def instance_ids(scenarios: list[dict], fraction: float, seed: int) -> set[str]:
+    """A seeded share of the trained archetypes' scenarios, taken in turn over archetypes so
+    a small share still covers several; none when fraction is 0."""
+    trained = sorted((s for s in scenarios if s["split"] == "train"), key=lambda s: s["id"])
+    if fraction <= 0 or len(trained) < 2:
+        return set()
+    want = min(len(trained) - 1, max(1, round(fraction * len(trained))))
+    rng = random.Random(f"sekbench/cycle/{seed}/instance")
+    groups: dict[str, list[dict]] = {}
+    for s in trained:
+        groups.setdefault(s["archetype"], []).append(s)
+    for g in groups.values():
+        rng.shuffle(g)
+    order = sorted(groups)
+    rng.shuffle(order)
+    out: list[str] = []
+    while len(out) < want:
+        for a in order:
+            if groups[a] and len(out) < want:
+                out.append(groups[a].pop()["id"])
+    return set(out)
 
 
 def rollout(ws, store, backend, cfg: CycleConfig, ui: CycleUI, train_ids: list[str], batch: str) -> dict:
@@ -126,6 +175,24 @@ def export(store, out: Path, batch: str, holdout: set[str]) -> dict:
     manifest = export_file(store, out, split="train", batch_id=batch, exclude_archetypes=holdout)
     if not manifest["trajectories"]:
         raise SekbenchError("the reference rollouts kept no trajectory; nothing to train on")
+    return fixed_order(out, manifest, store)
+
+
+def fixed_order(path: Path, manifest: dict, store) -> dict:
+    """The export rewritten in (scenario, session seed) order: the fit's batches are built from
+    the file's order, which would otherwise be the order rollouts happened to finish in."""
+    import hashlib
+    lines = [json.loads(x) for x in Path(path).read_text(encoding="utf-8").splitlines() if x.strip()]
+
+    def seed_of(line: dict) -> int:
+        row = store.rollout(line["rollout_id"]) or {}
+        return int((row.get("meta") or {}).get("seed") or 0)
+    lines.sort(key=lambda x: (x["scenario_id"], seed_of(x)))
+    text = "".join(json.dumps(x, ensure_ascii=False) + "\n" for x in lines)
+    Path(path).write_text(text, encoding="utf-8")
+    manifest = dict(manifest, sha256=hashlib.sha256(text.encode("utf-8")).hexdigest(),
+                    order="scenario, seed")
+    Path(str(path) + ".manifest.json").write_text(json.dumps(manifest, indent=2))
     return manifest
 
 
@@ -163,14 +230,35 @@ def sft(ws, cfg: CycleConfig, ui: CycleUI, data: str, out: Path) -> dict:
     return result
 
 
-def evaluate(ws, cfg: CycleConfig, ui: CycleUI, adapter: str, holdout_ids: list[str], backend) -> dict:
+def evaluate(ws, cfg: CycleConfig, ui: CycleUI, adapter: str, ids: list[str], backend,
+             split: str = "holdout") -> dict:
     from pipeline.eval import EvalConfig, run_job
-    ecfg = EvalConfig(model=cfg.model, adapter=adapter, scenario_ids=holdout_ids,
+    ecfg = EvalConfig(model=cfg.model, adapter=adapter, scenario_ids=ids, split=split,
                       limit=cfg.eval_limit, seed=cfg.seed, max_turns=cfg.eval_max_turns,
-                      workers=cfg.eval_workers, backend=cfg.backend, device=cfg.device)
-    n = min(len(holdout_ids), cfg.eval_limit or len(holdout_ids))
-    ui.stage("eval", n * 2, f"base vs tuned on {n} held-out scenarios")
+                      workers=cfg.eval_workers, backend=cfg.backend, device=cfg.device,
+                      per_scenario=cfg.eval_trials, temperature=cfg.eval_temperature)
+    n = min(len(ids), cfg.eval_limit or len(ids))
+    what = "held-out" if split == "holdout" else "fresh-instance"
+    ui.stage("eval", n * 2 * cfg.eval_trials,
+             f"base vs tuned on {n} {what} scenarios, {cfg.eval_trials} trial(s) each")
     return run_job(ws, ecfg, progress=ui.eval_progress, backend=backend)
+
+
+def holdouts_side_by_side(evals: dict[str, dict]) -> dict:
+    """Per metric and funnel stage, each hold-out's base, tuned and paired difference."""
+    out: dict = {}
+    for split, ev in evals.items():
+        pr = ev.get("paired") or {}
+        out[split] = {"n": (ev.get("base") or {}).get("n"), "report": ev.get("report"),
+                      "metrics": {m: {"base": ev["base"].get(m), "tuned": ev["tuned"].get(m),
+                                      "paired": (pr.get("metrics") or {}).get(m)}
+                                  for m in ev["base"] if isinstance(ev["base"].get(m), dict)},
+                      "funnel": {st: {"base": v["in_order"],
+                                      "tuned": ev["funnel"]["tuned"][st]["in_order"],
+                                      "paired": (pr.get("funnel") or {}).get(st)}
+                                 for st, v in (ev.get("funnel") or {}).get("base", {}).items()
+                                 if isinstance(v, dict) and "in_order" in v}}
+    return out
 
 
 # ----------------------------------------------------------------- the cycle
@@ -212,8 +300,16 @@ def run_cycle(ws, cfg: CycleConfig, ui: CycleUI | None = None, job_id: str | Non
                                                     "tokens_per_s", "job_id")}
         evald = timed("eval", evaluate, ws, cfg, ui, fitted["adapter"], authored["holdout"], backend)
         result["eval"] = evald
+        evals = {"holdout": evald}
+        if authored["instance"]:
+            result["eval_instance"] = timed("eval_instance", evaluate, ws, cfg, ui,
+                                            fitted["adapter"], authored["instance"], backend,
+                                            "instance")
+            evals["instance"] = result["eval_instance"]
+        result["holdouts"] = holdouts_side_by_side(evals)
         seconds["total"] = round(time.monotonic() - t_all, 1)
     store.job_update(job_id, status="succeeded", ended_at=now(),
                      result={"seconds": seconds, "base": evald["base"], "tuned": evald["tuned"],
-                             "lift": evald["lift"], "report": evald["report"], "sft": result["sft"]})
+                             "lift": evald["lift"], "report": evald["report"], "sft": result["sft"],
+                             "reports": {k: v.get("report") for k, v in evals.items()}})
     return result

@@ -23,6 +23,14 @@ def add_arguments(p) -> None:
     p.add_argument("--eval-limit", type=int, help="at most this many held-out scenarios")
     p.add_argument("--eval-max-turns", type=int, default=15)
     p.add_argument("--eval-workers", type=int, default=8, help="eval sessions at once (default 8)")
+    p.add_argument("--instance-fraction", type=float, default=0.08,
+                   help="share of the trained archetypes' scenarios set apart (split instance) "
+                        "and evaluated beside the held-out archetypes (default 0.08; 0: none)")
+    p.add_argument("--trials", type=int, default=1, metavar="K",
+                   help="eval sessions per scenario and side, each its own seed (default 1, "
+                        "greedy; K > 1 samples at --temperature; the eval stage costs about K times)")
+    p.add_argument("--temperature", type=float, default=None,
+                   help="eval temperature (default 0, or 0.7 with --trials > 1)")
     p.add_argument("--backend", choices=["docker", "bwrap"])
     p.add_argument("--job-id", help=argparse.SUPPRESS)
 
@@ -100,11 +108,16 @@ def run(args, ws) -> dict:
                       per_scenario=args.per_scenario, workers=args.workers, model=args.model,
                       device=args.device, eval_limit=args.eval_limit,
                       eval_max_turns=args.eval_max_turns, eval_workers=args.eval_workers,
-                      backend=args.backend, **overrides)
+                      backend=args.backend, instance_fraction=args.instance_fraction,
+                      eval_trials=args.trials, eval_temperature=args.temperature, **overrides)
     console = Console(stderr=True)
     with RichUI(console) as ui:
         result = run_cycle(ws, cfg, ui, job_id=args.job_id)
     print_table(result["eval"], console)
+    if result.get("eval_instance"):
+        from sekbench.widgets.lift_table import lift_table
+        console.print(lift_table(result["eval_instance"],
+                                 "eval on fresh instances of trained archetypes (split instance)"))
     secs = result["seconds"]
     console.print("wall time: " + " · ".join(f"{k} {v:.0f} s" for k, v in secs.items()))
     return result

@@ -109,7 +109,8 @@ def print_table(body: dict, console=None) -> None:
     from rich.console import Console
 
     from sekbench.widgets.lift_table import lift_table
-    (console or Console(stderr=True)).print(lift_table(body, "eval: base → tuned"))
+    title = f"eval ({body.get('split') or 'holdout'}): base → tuned"
+    (console or Console(stderr=True)).print(lift_table(body, title))
 
 
 def run(args, ws) -> dict:

@@ -1,5 +1,6 @@
 """`sekbench cycle` end to end, scaled down: one scenario per archetype, one SFT step,
-one held-out scenario with a two-turn budget. The full-size run is bench/bench_cycle.py."""
+one held-out and one fresh-instance scenario with a two-turn budget; and the same cycle
+twice with one seed, compared. The full-size run is bench/bench_cycle.py."""
 
 from __future__ import annotations
 
@@ -24,16 +25,108 @@ def test_scaled_down_cycle_runs_end_to_end(ws):
     assert done.returncode == 0, done.stderr[-3000:]
     out = json.loads(done.stdout)
     assert out["author"]["admitted"] == 9
-    assert out["rollout"]["rollouts"] == 7              # two archetypes held out of training
+    # two archetypes held out of training, one trained scenario set apart as a fresh instance
+    assert out["rollout"]["rollouts"] == 6
     assert out["export"]["trajectories"] >= 1
     assert not {"search_count", "file_transform"} & set(out["export"]["by_archetype"])
     assert out["sft"]["steps"] == 1 and out["sft"]["adapter"]
-    ev = out["eval"]
-    assert ev["base"]["n"] == ev["tuned"]["n"] == 1
+    ev, inst = out["eval"], out["eval_instance"]
+    assert ev["base"]["n"] == ev["tuned"]["n"] == 1 and inst["base"]["n"] == 1
+    assert ev["split"] == "holdout" and inst["split"] == "instance"
+    assert not set(inst["scenarios"]) & set(ev["scenarios"])
+    assert set(out["holdouts"]) == {"holdout", "instance"}
+    assert "paired" in ev and "funnel" in ev and "right_terminal" in ev["base"]
     assert ev["operators"]["tuned"].startswith("hf:default@")
-    assert set(out["seconds"]) >= {"author", "rollout", "export", "sft", "eval", "total"}
+    assert set(out["seconds"]) >= {"author", "rollout", "export", "sft", "eval", "eval_instance",
+                                   "total"}
     for stage in ("stage author", "stage sft", "stage eval"):
         assert stage in done.stderr                        # progress shown throughout
     store = Store(ws.db_path)
-    kinds = {j["kind"]: j["status"] for j in store.jobs()}
-    assert kinds == {"cycle": "succeeded", "sft": "succeeded", "eval": "succeeded"}
+    kinds = {}
+    for j in store.jobs():
+        kinds.setdefault(j["kind"], set()).add(j["status"])
+    assert kinds == {"cycle": {"succeeded"}, "sft": {"succeeded"}, "eval": {"succeeded"}}
+    # the fresh instance was never rolled out, so never exported or trained on
+    instance_rows = store.rollouts(split="instance", limit=100)
+    assert instance_rows and all(r["batch_id"].startswith("eval-") for r in instance_rows)
+
+
+def _weights(adapter_dir):
+    from safetensors.torch import load_file
+    return load_file(os.path.join(adapter_dir, "adapter_model.safetensors"))
+
+
+@pytest.mark.docker
+@pytest.mark.model
+@pytest.mark.slow
+def test_same_seed_same_result(ws, tmp_path):
+    """Two tiny cycles with one seed in two workspaces: the same scenarios, trajectories,
+    adapter weights (float tolerance) and eval outcomes."""
+    from pipeline.cycle import CycleConfig, run_cycle
+    from pipeline.workspace import Workspace
+    root = tmp_path / "ws2"
+    root.mkdir()
+    (root / "images").symlink_to(os.path.realpath(ws.images), target_is_directory=True)
+    if ws.models.exists():
+        (root / "models").symlink_to(os.path.realpath(ws.models), target_is_directory=True)
+    second = Workspace.from_env(root)
+    cfg = dict(count=9, seed=3, max_steps=2, eval_limit=1, eval_max_turns=3, eval_workers=2,
+               instance_fraction=0.12)
+    runs = [run_cycle(w, CycleConfig(**cfg)) for w in (ws, second)]
+    stores = [Store(w.db_path) for w in (ws, second)]
+    # scenarios
+    bodies = [{s["id"]: s for s in st.scenarios(admitted=None)} for st in stores]
+    assert bodies[0] == bodies[1]
+    # trajectories, in the file's order
+    msgs = [[json.loads(x)["messages"] for x in open(r["export"]["path"])] for r in runs]
+    assert msgs[0] == msgs[1]
+    # adapter weights
+    wa, wb = (_weights(r["sft"]["adapter"]) for r in runs)
+    assert set(wa) == set(wb)
+    worst = max(float((wa[k] - wb[k]).abs().max()) for k in wa)
+    assert worst < 1e-5, f"adapter weights differ by up to {worst}"
+    assert runs[0]["sft"]["final_loss"] == pytest.approx(runs[1]["sft"]["final_loss"], abs=1e-5)
+    # eval outcomes, session by session, on both hold-outs
+    keys = ("end_reason", "verified", "turns", "operate", "terminate", "clean", "right_terminal",
+            "broke_at")
+    for name in ("eval", "eval_instance"):
+        got = [[(row["scenario_id"], side, [tuple(s[k] for k in keys) for s in row[side]])
+                for row in r[name]["per_scenario"] for side in ("base", "tuned")] for r in runs]
+        assert got[0] == got[1], name
+
+
+def _split(scenarios, held=("search_count", "file_transform")):
+    for s in scenarios:
+        s["split"] = "holdout" if s["archetype"] in held else "train"
+    return scenarios
+
+
+def test_instance_scenarios_are_a_seeded_share_of_trained_archetypes():
+    from pipeline.author.procedural import generate
+    from pipeline.cycle import instance_ids
+    scenarios = _split(generate(90, 0))
+    got = instance_ids(scenarios, 0.08, 0)
+    assert got == instance_ids(_split(generate(90, 0)), 0.08, 0)      # same seed, same share
+    assert got != instance_ids(_split(generate(90, 1)), 0.08, 1)
+    by_id = {s["id"]: s for s in scenarios}
+    assert len(got) == round(0.08 * 70)
+    assert all(by_id[i]["split"] == "train" for i in got)              # never a held-out one
+    assert len({by_id[i]["archetype"] for i in got}) == len(got)       # spread over archetypes
+    assert instance_ids(scenarios, 0.0, 0) == set()
+    assert len(instance_ids(_split(generate(9, 0)), 0.08, 0)) == 1      # at least one
+
+
+def test_holdouts_side_by_side_carries_each_splits_paired_numbers():
+    from pipeline.cycle import holdouts_side_by_side
+    cell = {"rate": 0.5, "k": 1, "n": 2, "lo": 0.1, "hi": 0.9}
+    ev = {"base": {"verified": cell, "n": 2}, "tuned": {"verified": cell, "n": 2},
+          "paired": {"metrics": {"verified": {"diff": 0.0, "p": 1.0}},
+                     "funnel": {"help": {"diff": 0.5, "p": 0.5}}},
+          "funnel": {"base": {"help": {"in_order": cell, "did": cell}, "n": 2},
+                     "tuned": {"help": {"in_order": cell, "did": cell}, "n": 2}},
+          "report": "r1"}
+    got = holdouts_side_by_side({"holdout": ev, "instance": ev})
+    assert set(got) == {"holdout", "instance"}
+    assert got["holdout"]["metrics"]["verified"]["paired"]["p"] == 1.0
+    assert got["instance"]["funnel"]["help"]["paired"]["diff"] == 0.5
+    assert "n" not in got["holdout"]["metrics"] and "n" not in got["holdout"]["funnel"]
