@@ -13,6 +13,26 @@ from typing import Iterable
 
 # Event kinds a session records; `note` is commentary, not terminal output.
 KINDS = ("banner", "prompt", "command", "output", "terminal", "note")
+# The terminal every session runs on: both backends open a 200x50 pty (docker_backend's
+# exec_resize, bwrap_backend's pexpect dimensions) and the login sets TERM=xterm
+# (pipeline/shell.py). A cast of another size wraps lines the session never wrapped.
+# tests/sekbench/test_replay_cli.py checks these against a live session's `stty size`.
+PTY_COLS, PTY_ROWS, PTY_TERM = 200, 50, "xterm"
+
+
+def session_terminal(session: dict | None) -> tuple[int, int, str]:
+    """(columns, rows, TERM) a session ran with: its own record where it has one."""
+    meta = (session or {}).get("meta") or {}
+    if isinstance(meta, str):
+        try:
+            meta = json.loads(meta)
+        except ValueError:
+            meta = {}
+    pty = meta.get("pty") if isinstance(meta, dict) else None
+    if isinstance(pty, dict):
+        return (int(pty.get("cols") or PTY_COLS), int(pty.get("rows") or PTY_ROWS),
+                str(pty.get("term") or PTY_TERM))
+    return PTY_COLS, PTY_ROWS, PTY_TERM
 
 
 @dataclass
@@ -124,14 +144,14 @@ def terminal_bytes(event: dict) -> str | None:
     return _crlf(text)
 
 
-def asciicast(events: Iterable[dict], *, width: int = 100, height: int = 30,
-              title: str = "", started_at: float | None = None) -> str:
+def asciicast(events: Iterable[dict], *, width: int = PTY_COLS, height: int = PTY_ROWS,
+              term: str = PTY_TERM, title: str = "", started_at: float | None = None) -> str:
     """An asciicast v2 document (header line, then one [time, code, data] line per event)."""
     events = list(events)
     t0 = events[0]["ts"] if events else (started_at or 0.0)
     header = {"version": 2, "width": width, "height": height,
               "timestamp": int(started_at if started_at is not None else t0),
-              "env": {"SHELL": "/bin/sh", "TERM": "xterm-256color"}}
+              "env": {"SHELL": "/bin/sh", "TERM": term}}
     if title:
         header["title"] = title
     lines = [json.dumps(header)]
@@ -153,8 +173,9 @@ def export_asciicast(store, session_id: str, path: str | Path) -> Path:
         from pipeline.errors import SekbenchError
         raise SekbenchError(f"no session {session_id!r} in the store")
     title = f"{session.get('scenario_id') or 'session'} · {session.get('operator') or ''}".strip()
-    text = asciicast(store.events(session_id, limit=10_000_000), title=title,
-                     started_at=session.get("started_at"))
+    cols, rows, term = session_terminal(session)
+    text = asciicast(store.events(session_id, limit=10_000_000), width=cols, height=rows,
+                     term=term, title=title, started_at=session.get("started_at"))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")
