@@ -11,6 +11,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Static
 
+from pipeline.scenario import SPLITS
 from pipeline.store import pid_alive
 from sekbench.screens.base import TabScreen
 from sekbench.screens.data import send_signal
@@ -187,19 +188,27 @@ class JobsScreen(TabScreen):
         def submitted(form: dict | None) -> None:
             if not form:
                 return
-            if not form["limit"].isdigit() or not form["workers"].isdigit():
-                self.notify("limit and workers must be whole numbers", severity="error")
+            if not all(form[k].isdigit() for k in ("limit", "workers", "trials")) \
+                    or int(form["trials"]) < 1:
+                self.notify("limit, workers and trials must be whole numbers (trials >= 1)",
+                            severity="error")
                 return
-            args = ["eval", "--adapter", form["adapter"] or adapter, "--split", "holdout",
-                    "--workers", form["workers"], "--json"]
+            split = form["split"].strip() or "holdout"
+            if split not in SPLITS:
+                self.notify(f"split must be one of {', '.join(SPLITS)}", severity="error")
+                return
+            args = ["eval", "--adapter", form["adapter"] or adapter, "--split", split,
+                    "--workers", form["workers"], "--trials", form["trials"], "--json"]
             if int(form["limit"]) > 0:
                 args[1:1] = ["--limit", form["limit"]]
             self.start("eval", *args)
 
         self.app.push_screen(FormScreen(
-            "Eval base against tuned on the holdout split",
+            "Eval base against tuned, paired on the same scenarios and seeds",
             [("adapter", "Adapter", adapter), ("limit", "Scenarios (0: all)", "10"),
-             ("workers", "Sessions at once", "2")],
+             ("workers", "Sessions at once", "2"),
+             ("split", "Split: holdout, instance or train", "holdout"),
+             ("trials", "Trials per scenario (1: greedy; 5: sampled)", "1")],
             hint="Enter starts `sekbench eval`; its lift table appears here when it ends."),
             submitted)
 
