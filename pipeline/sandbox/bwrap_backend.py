@@ -65,8 +65,10 @@ class BwrapSandbox:
     backend = "bwrap"
 
     def __init__(self, state: Path, mnt: Path, image: str, limits: Limits, session_id: str,
-                 slot: userns.Slot, userns_fd: int, group: cgroups.Group):
-        self.root = mnt / "root"
+                 slot: userns.Slot, userns_fd: int, group: cgroups.Group,
+                 root: Path | None = None, extra: tuple[tuple[str, Path], ...] = ()):
+        self.root = root or mnt / "root"
+        self.extra = extra
         self.state = state
         self.mnt = mnt
         self.image = image
@@ -97,6 +99,8 @@ class BwrapSandbox:
             "--setenv", "PATH", SANDBOX_PATH]
         for place in WRITABLE:
             args += ["--bind", str(self.mnt / "w" / _state_name(place)), place]
+        for place, src in self.extra:
+            args += ["--bind", str(src), place]
         return args
 
     def _limits_prefix(self) -> list[str]:
@@ -303,7 +307,13 @@ class BwrapBackend:
         d.chmod(0o700)  # no sandbox id may walk into another sandbox's leftovers
         return d
 
-    def create(self, *, session_id: str, limits: Limits) -> BwrapSandbox:
+    def create(self, *, session_id: str, limits: Limits,
+               writable: tuple[str, ...] = ()) -> BwrapSandbox:
+        """A new sandbox; `writable` names extra directories (/etc/APP, /var/log/APP) that
+        become size-limited writable places of their own, root's until setup changes that."""
+        from pipeline.sandbox.docker_backend import writable_places
+        # parents before children, so a nested place is mounted inside its parent's
+        extra = sorted(writable_places(tuple(writable), self.rootfs), key=lambda p: p.count("/"))
         state = Path(tempfile.mkdtemp(prefix=f"{session_id}-", dir=self._sandboxes_dir()))
         labels = owner_labels(self.ws, session_id)
         (state / ".owner").write_text(labels["sekbench.owner"])
@@ -322,6 +332,15 @@ class BwrapBackend:
                 owner = slot.base + (UID if place == SESSION_HOME else 0)
                 userns.mount_tmpfs(mnt / "w" / _state_name(place), size_mb=size, mode=mode,
                                    uid=owner, gid=owner)
+            root = None
+            places = []
+            if extra:
+                root = userns.overlay_with_dirs(mnt, mnt / "root", extra, slot.base)
+                for i, place in enumerate(extra):
+                    src = mnt / "w" / f"x{i}"
+                    userns.mount_tmpfs(src, size_mb=limits.other_mb, mode=0o755, uid=slot.base,
+                                       gid=slot.base)
+                    places.append((place, src))
             bin_dir = mnt / "w" / _state_name("/usr/local") / "bin"
             bin_dir.mkdir()
             os.chown(bin_dir, slot.base, slot.base)
@@ -335,7 +354,8 @@ class BwrapBackend:
                 os.close(fd)
             slot.release()
             raise
-        return BwrapSandbox(state, mnt, self.image, limits, session_id, slot, fd, group)
+        return BwrapSandbox(state, mnt, self.image, limits, session_id, slot, fd, group,
+                            root=root, extra=tuple(places))
 
     def remove_own(self) -> int:
         """Stop this process's sandboxes: kill their cgroups, detach their mounts, delete them."""

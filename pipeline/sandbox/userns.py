@@ -16,6 +16,7 @@ import ctypes
 import errno
 import fcntl
 import os
+import re
 import subprocess
 import tempfile
 import time
@@ -90,7 +91,9 @@ def mount_dir(name: str, base: int) -> Path:
     MOUNT_DIR.mkdir(parents=True, exist_ok=True)
     for d in (MOUNT_DIR.parent, MOUNT_DIR):
         d.chmod(0o711)
-    d = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=MOUNT_DIR))
+    # overlayfs options are split on ',' and ':', so the folder's name holds neither
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", name)[:48]
+    d = Path(tempfile.mkdtemp(prefix=f"{safe}-", dir=MOUNT_DIR))
     os.chown(d, base, base)
     return d
 
@@ -156,6 +159,34 @@ def mount_tmpfs(dst: Path, *, size_mb: float, mode: int, uid: int, gid: int) -> 
     opts = f"size={max(1, int(size_mb * 1024))}k,mode={mode:o},uid={uid},gid={gid}"
     if _libc.mount(b"tmpfs", str(dst).encode(), b"tmpfs", MS_NOSUID | MS_NODEV, opts.encode()) != 0:
         raise MissingComponent(_err(f"cannot mount a size-limited tmpfs for the sandbox ({dst.name})"))
+
+
+def overlay_with_dirs(mnt: Path, lower: Path, dirs: list[str], owner: int) -> Path:
+    """A root like `lower` that also holds the directories `dirs`, to mount places on.
+
+    bwrap cannot create a mount point inside a read-only root, so where a scenario asks for
+    writable places the image lacks (/etc/APP, /var/log/APP), the root becomes an overlay
+    whose upper layer (a small tmpfs of its own) holds just those empty directories.
+    """
+    ov = mnt / "ov"
+    mount_tmpfs(ov, size_mb=1, mode=0o700, uid=0, gid=0)
+    (ov / "upper").mkdir()
+    (ov / "work").mkdir()
+    merged = mnt / "merged"
+    merged.mkdir()
+    opts = f"lowerdir={lower},upperdir={ov / 'upper'},workdir={ov / 'work'}"
+    if _libc.mount(b"overlay", str(merged).encode(), b"overlay", MS_NOSUID | MS_NODEV,
+                   opts.encode()) != 0:
+        raise MissingComponent(_err("cannot lay an overlay over the sandbox root for its extra "
+                                    "writable places"))
+    for place in dirs:
+        d = merged
+        for part in place.strip("/").split("/"):
+            d = d / part
+            if not d.exists():
+                d.mkdir(mode=0o755)
+                os.chown(d, owner, owner)  # root's inside, like the image's own directories
+    return merged
 
 
 def mounts_under(folder: Path) -> list[Path]:
