@@ -573,3 +573,11 @@ def run_job(ws, cfg: EvalConfig, *, job_id: str | None = None, kind: str = "eval
     return result
 
 
+
+
+def gate_agreement(store) -> dict:
+    """Gate vs curator: Cohen's kappa between the gate's verdict (kept or not) and the curator's
+    decision in force (accept or reject), over decided rollouts that are not void."""
+    pairs = [("keep" if v == "kept" else "drop", "keep" if d == "accept" else "drop")
+             for v, d in store.verdicts_decided()]
+    return stats.cohen_kappa(pairs)

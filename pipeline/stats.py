@@ -182,3 +182,18 @@ def cluster_paired(clusters: Sequence[Sequence[tuple[bool, bool]]], *, seed: int
                 test="sign-flip permutation on per-scenario mean differences",
                 interval="scenario bootstrap (percentile)", clusters=len(groups))
     return body
+
+
+def cohen_kappa(pairs: Sequence[tuple[str, str]]) -> dict:
+    """Cohen's kappa between two raters' labels on the same items, with the raw agreement
+    and the table; kappa is None when chance agreement is total (one label throughout)."""
+    n = len(pairs)
+    if not n:
+        return {"n": 0, "agree": None, "kappa": None, "table": {}}
+    labels = sorted({x for p in pairs for x in p})
+    table = {f"{a}/{b}": sum(1 for p in pairs if p == (a, b)) for a in labels for b in labels}
+    po = sum(1 for a, b in pairs if a == b) / n
+    pe = sum((sum(1 for a, _ in pairs if a == c) / n) * (sum(1 for _, b in pairs if b == c) / n)
+             for c in labels)
+    kappa = None if pe >= 1 else (po - pe) / (1 - pe)
+    return {"n": n, "agree": _r(po), "kappa": _r(kappa), "table": table}

@@ -505,6 +505,13 @@ class Store:
             r["body"] = _loads(r["body"], {})
         return rows
 
+    def verdicts_decided(self) -> list[tuple[str, str]]:
+        """(gate verdict, curator decision in force) for every decided, non-void rollout:
+        what the gate-vs-curator agreement is computed from."""
+        return [(r["verdict"], r["decision"]) for r in self.query(
+            "select rollouts.verdict, decided.decision from decided cross join rollouts "
+            "on rollouts.id = decided.rollout_id where rollouts.verdict != 'void'")]
+
 
 def _in_force(history: Iterable[dict]) -> dict[str, str]:
     """rollout id -> its decision in force, from decisions in the order they were made (an

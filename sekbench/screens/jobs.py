@@ -92,6 +92,7 @@ class JobsScreen(TabScreen):
                 yield Static("Training", classes="pane-title", id="metrics-title")
                 yield LossChart(id="loss-chart")
                 yield Static("Eval lift", classes="pane-title")
+                yield Static("", id="agreement")
                 with VerticalScroll(id="lift-pane"):
                     yield LiftTable(id="lift")
         yield from self.compose_footer()
@@ -111,11 +112,13 @@ class JobsScreen(TabScreen):
             metrics = store.metrics(chosen, after) if chosen else []
             last = store.last_metrics(j["id"] for j in jobs
                                       if j["kind"] == "eval" and j["status"] == "running")
-            return jobs, selected, chosen, metrics, store.reports("eval", limit=50), last
+            from pipeline.eval import gate_agreement
+            return (jobs, selected, chosen, metrics, store.reports("eval", limit=50), last,
+                    gate_agreement(store))
         self.read(fetch, self.show)
 
     def show(self, result) -> None:
-        jobs, selected, chosen, metrics, reports, last = result
+        jobs, selected, chosen, metrics, reports, last, agreement = result
         self.jobs = {j["id"]: j for j in jobs}
         now = self.now()
         self.query_one("#job-table", DataGrid).show_rows(
@@ -136,6 +139,12 @@ class JobsScreen(TabScreen):
         self.query_one("#lift", LiftTable).show(
             report["body"] if report else None,
             f"eval {report.get('job_id') or report['id']}" if report else "")
+        k = agreement or {}
+        self.query_one("#agreement", Static).update(
+            f"Gate vs curator: κ {k['kappa']:.2f}, agree {k['agree']:.0%} over {k['n']} decided"
+            if k.get("n") and k.get("kappa") is not None else
+            (f"Gate vs curator: agree {k['agree']:.0%} over {k['n']} decided (κ undefined: "
+             "one label throughout)" if k.get("n") else "Gate vs curator: no decisions yet"))
 
     def on_data_grid_row_highlighted(self, event: DataGrid.RowHighlighted) -> None:
         if event.key:

@@ -155,3 +155,21 @@ def test_small_real_eval_keeps_the_json_contract(ws):
         rows = store.rollouts(batch_id=out["batches"][side], limit=10)
         assert sorted(r["scenario_id"] for r in rows) == sorted(out["scenarios"])
         assert all(r["split"] == "holdout" for r in rows)
+
+
+def test_gate_agreement_is_kappa_over_decided_rollouts(tmp_path):
+    from pipeline.eval import gate_agreement
+    from pipeline.store import Store
+    store = Store(tmp_path / "s.db")
+    plan = [("kept", "accept")] * 6 + [("rejected", "reject")] * 3 + [("kept", "reject")] + \
+        [("rejected", "accept")] * 2 + [("void", "reject")]
+    for i, (verdict, decision) in enumerate(plan):
+        store.put_rollout({"id": f"r{i}", "verdict": verdict, "reasons": [], "messages": []})
+        store.decide(f"r{i}", decision)
+    store.put_rollout({"id": "undecided", "verdict": "kept", "reasons": [], "messages": []})
+    store.decide("r0", "undo")                     # r0's decision retracted: not counted
+    k = gate_agreement(store)
+    # 11 decided non-void: 5 keep/keep, 3 drop/drop, 1 keep/drop, 2 drop/keep
+    assert k["n"] == 11 and k["agree"] == round(8 / 11, 4)
+    po, pe = 8 / 11, (6 / 11) * (7 / 11) + (5 / 11) * (4 / 11)
+    assert k["kappa"] == round((po - pe) / (1 - pe), 4)

@@ -77,3 +77,12 @@ def test_cluster_paired_reports_its_methods():
     assert "bootstrap" in p["interval"] and "sign-flip" in p["test"]
     assert p["lo"] <= p["diff"] <= p["hi"]
     assert not math.isnan(p["lo"])
+
+
+def test_cohen_kappa_known_value():
+    # the textbook 2x2: 20 yes/yes, 5 yes/no, 10 no/yes, 15 no/no -> po 0.7, pe 0.5, kappa 0.4
+    pairs = [("y", "y")] * 20 + [("y", "n")] * 5 + [("n", "y")] * 10 + [("n", "n")] * 15
+    k = stats.cohen_kappa(pairs)
+    assert k["agree"] == 0.7 and k["kappa"] == pytest.approx(0.4) and k["n"] == 50
+    assert stats.cohen_kappa([("y", "y")] * 3)["kappa"] is None
+    assert stats.cohen_kappa([])["n"] == 0
