@@ -202,6 +202,19 @@ class BwrapSandbox:
             except (OSError, ValueError):
                 continue
 
+    def kill_session(self) -> int:
+        """Kill everything the session left running and confirm none is left (0), before the
+        checker runs. The shell's pid namespace dies with its bwrap, but the cgroup is the
+        proof: at this point it holds nothing else."""
+        if self._shell is not None:
+            try:
+                self._shell.close(force=True)
+            except Exception:
+                pass
+        if self.group.kill(timeout=5):
+            return 0
+        return len(self.group.pids()) or -1
+
     def remove(self) -> None:
         if self._removed:
             return

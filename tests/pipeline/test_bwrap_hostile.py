@@ -202,3 +202,36 @@ def test_refuses_to_start_without_cgroups(ws, monkeypatch, tmp_path):
     with pytest.raises(MissingComponent) as e:
         get_backend("bwrap", ws)
     assert "\n" not in str(e.value) and "cgroup" in str(e.value)
+
+
+def test_a_daemon_behind_a_fifo_cannot_answer_the_checker(ws, monkeypatch):
+    import json
+    from pipeline import scenario as scen
+    from pipeline.operators.script import ScriptOperator
+    from pipeline.session import Budget, run_session
+    monkeypatch.setattr(scen, "CHECKER_TIMEOUT", 3)
+    s = json.loads((Path(__file__).parents[2] / "assets" / "scenarios"
+                    / "file_transform-example.json").read_text())
+    s["checker"] = ("#!/bin/sh\nprintf 'alder\\nbirch\\nmaple\\nwren\\n' | "
+                    "cmp -s - /home/sek/out/sorted.txt\n")
+    daemon = ("mkdir -p ~/out && mkfifo ~/out/sorted.txt && setsid sh -c '"
+              "while :; do printf \"alder\\nbirch\\nmaple\\nwren\\n\" > ~/out/sorted.txt; sleep 1; done' "
+              ">/dev/null 2>&1 < /dev/null &")
+    res = run_session(backend=get_backend("bwrap", ws), operator=ScriptOperator([daemon, "exit"]),
+                      store=None, scenario=s, budget=Budget(command_timeout=5), limits=Limits())
+    assert res.end_reason == "exit"
+    assert res.verified is False, res.checker_output
+
+
+def test_kill_session_leaves_nothing_of_the_session(ws):
+    with sandbox(ws) as sb:
+        login = sb.login({"TERM": "dumb"})
+        login.channel.sendline("setsid sh -c 'sleep 300' </dev/null >/dev/null 2>&1 & "
+                               "sh -c 'while :; do sleep 1 & done' </dev/null >/dev/null 2>&1 & "
+                               "echo started")
+        login.channel.expect("started")
+        time.sleep(0.3)
+        assert len(sb.group.pids()) > 3
+        assert sb.kill_session() == 0
+        assert sb.group.pids() == []
+        assert sb.exec("echo checker-runs").output == "checker-runs\n"
