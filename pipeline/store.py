@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import sqlite3
 import threading
@@ -383,7 +384,8 @@ class Store:
         r["meta"] = _loads(r.get("meta"), {})
         return r
 
-    def _rollout_filter(self, verdict, reason, archetype, operator, split, batch_id):
+    def _rollout_filter(self, verdict, reason, archetype, operator, split, batch_id,
+                        search=None):
         where, params = [], []
         for col, val in (("verdict", verdict), ("archetype", archetype), ("operator", operator),
                          ("split", split), ("batch_id", batch_id)):
@@ -393,6 +395,10 @@ class Store:
         if reason:
             where.append("reasons like ?")
             params.append(f'%"{reason}"%')
+        if search:
+            # Text search over the transcripts (case-insensitive for ASCII, as LIKE is).
+            where.append("messages like ? escape '\\'")
+            params.append("%" + re.sub(r"([%_\\])", r"\\\1", search) + "%")
         return (" where " + " and ".join(where)) if where else "", params
 
     def rollouts(self, *, verdict: str | None = None, reason: str | None = None,
@@ -410,7 +416,8 @@ class Store:
     def count_rollouts(self, **filters: Any) -> int:
         where, params = self._rollout_filter(filters.get("verdict"), filters.get("reason"),
                                              filters.get("archetype"), filters.get("operator"),
-                                             filters.get("split"), filters.get("batch_id"))
+                                             filters.get("split"), filters.get("batch_id"),
+                                             filters.get("search"))
         # One equality on a column with its own index is fastest there; anything else (two
         # filters, a reason) counts over the covering queue index instead of the rows.
         single = sum(1 for v in filters.values() if v) == 1 and \
@@ -572,7 +579,8 @@ class WorkbenchStore(Store):
         progress); remembered like queue_count."""
         where, params = self._rollout_filter(filters.get("verdict"), filters.get("reason"),
                                              filters.get("archetype"), filters.get("operator"),
-                                             filters.get("split"), filters.get("batch_id"))
+                                             filters.get("split"), filters.get("batch_id"),
+                                             filters.get("search"))
         key = ("decided", *sorted((k, v) for k, v in filters.items() if v))
         if not where:   # each decided rollout looked up once (16 ms for 50,000)
             sql = ("select count(*) n from decided cross join rollouts "
@@ -581,6 +589,12 @@ class WorkbenchStore(Store):
             sql = (f"select count(*) n from rollouts indexed by idx_rollouts_queue{where} "
                    "and id in (select rollout_id from decided)")
         return self._remembered(key, lambda: self.query(sql, params)[0]["n"])
+
+    def notes_for(self, ids: Iterable[str]) -> dict[str, str]:
+        """The newest curator note on each of these rollouts (those with one)."""
+        return {r["rollout_id"]: r["note"] for r in self.query(
+            "select rollout_id, note from decisions where rollout_id in "
+            "(select value from json_each(?)) and note != '' order by id", [_dumps(list(ids))])}
 
     def decisions_for(self, ids: Iterable[str]) -> dict[str, str]:
         """The decisions in force for these rollouts (a page of the queue)."""
@@ -618,7 +632,8 @@ class WorkbenchStore(Store):
         (rowids first, then only `limit` rows are read)."""
         where, params = self._rollout_filter(filters.get("verdict"), filters.get("reason"),
                                              filters.get("archetype"), filters.get("operator"),
-                                             filters.get("split"), filters.get("batch_id"))
+                                             filters.get("split"), filters.get("batch_id"),
+                                             filters.get("search"))
         cols = ("id, session_id, scenario_id, archetype, split, operator, batch_id, end_reason, "
                 "terminal, checker_status, verified, verdict, reasons, turns, seconds, created_at")
         rows = self.query(f"select {cols} from rollouts where rowid in (select rowid from rollouts "

@@ -87,7 +87,8 @@ class LiveScreen(TabScreen):
                 # fixed widths that fit half of a 140-column terminal; turns and time are
                 # shown against their budget
                 yield DataGrid("Session", "Operator", "Scenario", "Turns", "Time", "Status",
-                               widths=(8, 12, 16, 5, 11, 9), id="session-table")
+                               widths=(8, 12, 16, 5, 11, 9), priority=(0, 3, 2, 4, 5, 1),
+                               id="session-table")
             with Vertical(id="live-right"):
                 yield Static("Select a session to stream it; b starts a rollout batch.",
                              classes="pane-title", id="stream-title")

@@ -70,7 +70,7 @@ class ReplayScreen(TabScreen):
             with Vertical(id="replay-left"):
                 yield Static("Saved sessions", classes="pane-title")
                 yield DataGrid("Session", "Scenario", "Operator", "End", "Turns", "Started",
-                               id="saved-table")
+                               priority=(0, 1, 3, 2, 4, 5), id="saved-table")
             with Vertical(id="replay-right"):
                 yield Static("Select a saved session.", classes="pane-title", id="transport")
                 yield ScrubBar(id="seekbar")

@@ -16,6 +16,7 @@ from textual.css.query import NoMatches
 from textual.lazy import Lazy
 from textual.widgets import Select, Static
 
+from pipeline.gate import REASONS
 from sekbench.replay import checker_summary, messages_to_events
 from sekbench.screens.base import TabScreen
 from sekbench.screens.data import one_line
@@ -24,8 +25,9 @@ from sekbench.widgets.data_grid import DataGrid
 from sekbench.widgets.scrollback import Scrollback
 
 PAGE = 100
-GATE_CODES = ("kept", "no_operation", "prose_drift", "over_imitation", "premature_exit",
-              "budget_overrun", "wrong_terminal", "unverified", "void")
+VERDICTS = ("kept", "rejected", "void")
+# Every code the gate can give, from the gate itself: a hand-kept list here once lacked one.
+GATE_CODES = ("kept", *REASONS, "void")
 DECISION_STYLE = {"accept": "bold green", "reject": "bold red"}
 
 
@@ -38,6 +40,7 @@ class Page:
     total: int
     rows: list[dict]
     decided: dict[str, str]   # the decisions in force for the rows on this page
+    notes: dict[str, str]     # the newest curator note on each row that has one
     decided_in_queue: int | None = None   # read after the page is shown (progress line)
 
 
@@ -45,7 +48,8 @@ def fetch_page(store, filters: dict, offset: int) -> Page:
     total = store.queue_count(**filters)
     offset = max(0, min(offset, (max(total, 1) - 1) // PAGE * PAGE))
     rows = store.rollout_page(**filters, offset=offset, limit=PAGE)
-    return Page(filters, offset, total, rows, store.decisions_for(r["id"] for r in rows))
+    ids = [r["id"] for r in rows]
+    return Page(filters, offset, total, rows, store.decisions_for(ids), store.notes_for(ids))
 
 
 def verdict_text(verdict: str | None) -> Text:
@@ -91,8 +95,12 @@ class ReviewScreen(TabScreen):
                 tooltip=f"Next {PAGE} trajectories"),
         Binding("left_square_bracket", "page(-1)", "Prev page", id="review.prev_page",
                 tooltip=f"Previous {PAGE} trajectories"),
-        Binding("x", "clear_filters", "Clear filters", id="review.clear_filters", show=False,
-                tooltip="Show the whole queue"),
+        Binding("x", "clear_filters", "Clear filters", id="review.clear_filters",
+                tooltip="Show the whole queue (filters and search)"),
+        Binding("space", "mark", "Mark", id="review.mark",
+                tooltip="Mark or unmark the row: a/r then decide on every marked row at once"),
+        Binding("slash", "search", "Search", id="review.search",
+                tooltip="Show only trajectories whose transcript contains a text"),
     ]
 
     def __init__(self) -> None:
@@ -103,6 +111,8 @@ class ReviewScreen(TabScreen):
         self.undo_stack: list[str] = []
         self.page_shown_at = 0.0
         self._selected: str | None = None
+        self.marked: set[str] = set()
+        self._facet_total: int | None = None   # the queue size the filter choices were read at
         self.writes: asyncio.Queue[tuple[str, str, str]] = asyncio.Queue()
         self.decisions_written = 0
         # The first page is read while the screen is still being built (compose, styles, the
@@ -125,7 +135,7 @@ class ReviewScreen(TabScreen):
         # The four Selects are the heaviest part of the screen to build: they are mounted just
         # after the first frame, which shows the queue.
         yield Lazy(Horizontal(
-            Select([(c, c) for c in GATE_CODES], prompt="verdict: any", id="filter-verdict"),
+            Select([(c, c) for c in VERDICTS], prompt="verdict: any", id="filter-verdict"),
             Select([(c, c) for c in GATE_CODES], prompt="reason: any", id="filter-reason"),
             Select([], prompt="archetype: any", id="filter-archetype"),
             Select([], prompt="operator: any", id="filter-operator"),
@@ -133,8 +143,9 @@ class ReviewScreen(TabScreen):
         yield Static("", id="review-progress", classes="pane-title")
         with Horizontal(id="review-body"):
             with Vertical(id="review-left"):
-                yield DataGrid("Rollout", "Archetype", "Operator", "Verdict", "Reasons", "Turns",
-                               "Decision", widths=(10, 15, 10, 14, 12, 5, 8), id="queue")
+                yield DataGrid("", "Rollout", "Archetype", "Operator", "Verdict", "Reasons",
+                               "Turns", "Decision", "Note", widths=(1, 10, 15, 10, 8, 12, 5, 8, 14),
+                               priority=(0, 1, 5, 6, 2, 4, 8, 3, 7), id="queue")
             with Vertical(id="review-right"):
                 yield Static("", id="gate")
                 yield Static("Scrollback", classes="pane-title")
@@ -187,11 +198,14 @@ class ReviewScreen(TabScreen):
         if page.filters != self.filters:
             return  # the filters changed while this page was read; a newer read follows
         self.page, self.page_offset = page, page.offset
+        if not page.filters and page.total != self._facet_total:
+            # New rollouts may bring new archetypes and operators: the filters offer them.
+            self._facet_total = page.total
+            self.read(self.fetch_facets, self.show_facets, group="facets")
         table = self.query_one("#queue", DataGrid)
-        table.show_rows([(r["id"], (r["id"][:10], r["archetype"] or "?", r["operator"] or "?",
-                                    verdict_text(r["verdict"]), ", ".join(r["reasons"]),
-                                    str(r["turns"] or 0), self._decision_cell(r["id"])))
-                         for r in page.rows])
+        table.show_rows([(r["id"], self._cells(r)) for r in page.rows])
+        if not page.rows:
+            self._clear_detail()
         self.show_progress()
         self.page_shown_at = time.perf_counter()
         filters = dict(page.filters)
@@ -206,6 +220,26 @@ class ReviewScreen(TabScreen):
         page.decided_in_queue = n
         if page is self.page:
             self.show_progress()
+
+    def _cells(self, r: dict) -> tuple:
+        return (Text("●", style="bold yellow") if r["id"] in self.marked else "",
+                r["id"][:10], r["archetype"] or "?", r["operator"] or "?",
+                verdict_text(r["verdict"]), ", ".join(r["reasons"]), str(r["turns"] or 0),
+                self._decision_cell(r["id"]), Text((self.page.notes if self.page else {})
+                                                   .get(r["id"], ""), style="italic"))
+
+    def _refresh_rows(self) -> None:
+        if self.page is not None:
+            self.query_one("#queue", DataGrid).show_rows(
+                [(r["id"], self._cells(r)) for r in self.page.rows])
+
+    def _clear_detail(self) -> None:
+        """Nothing matches: the detail pane shows nothing rather than a row no longer listed."""
+        self._selected = None
+        self.query_one("#gate", Static).update(Text("No trajectory matches these filters.",
+                                                    style="dim"))
+        self.query_one("#trajectory", Scrollback).clear()
+        self.query_one("#checker", Static).update("")
 
     def _decision_cell(self, rollout_id: str) -> Text:
         decision = self.page.decided.get(rollout_id) if self.page else None
@@ -223,9 +257,14 @@ class ReviewScreen(TabScreen):
         else:
             pct = 100 * page.decided_in_queue / page.total if page.total else 0
             decided = f"decided {page.decided_in_queue:,} ({pct:.1f}%)"
+        extra = ""
+        if self.marked:
+            extra += f" · {len(self.marked)} marked (a/r decide on all)"
+        if page.filters.get("search"):
+            extra += f" · search “{page.filters['search']}”"
         self.query_one("#review-progress", Static).update(
             f"Queue {page.total:,} · {decided} · "
-            f"at {at:,} of {page.total:,} · page {page.offset // PAGE + 1} of {pages}")
+            f"at {at:,} of {page.total:,} · page {page.offset // PAGE + 1} of {pages}{extra}")
 
     def _set_options(self, selector: str, values: list[str]) -> None:
         select = self.query_one(selector, Select)
@@ -279,8 +318,46 @@ class ReviewScreen(TabScreen):
     def action_clear_filters(self) -> None:
         for select in self.query("#review-filters Select").results(Select):
             select.clear()
+        if self.filters.pop("search", None) is not None:
+            self.page_offset = 0
+            self.reload(facets=False)
+
+    def action_search(self) -> None:
+        def submitted(form: dict | None) -> None:
+            if form is None:
+                return
+            text = form["text"]
+            if text:
+                self.filters["search"] = text
+            else:
+                self.filters.pop("search", None)
+            self.page_offset = 0
+            self.reload(facets=False)
+        self.app.push_screen(FormScreen("Search the transcripts", [
+            ("text", "Text a trajectory must contain (blank: no search)",
+             self.filters.get("search", ""))]), submitted)
+
+    def action_mark(self) -> None:
+        table = self.query_one("#queue", DataGrid)
+        key = table.selected_key
+        if key is None:
+            return
+        self.marked ^= {key}
+        self._refresh_rows()
+        self.show_progress()
+        if table.cursor_row < table.row_count - 1:
+            table.move_cursor(row=table.cursor_row + 1)
 
     def action_decide(self, decision: str, note: str = "") -> None:
+        if self.marked:
+            # A marked selection is decided at once; undo takes the decisions back one by one.
+            for rollout_id in sorted(self.marked):
+                self.undo_stack.append(rollout_id)
+                self._record(rollout_id, decision, note)
+            self.notify(f"{decision} · {len(self.marked)} marked trajectories")
+            self.marked.clear()
+            self._refresh_rows()
+            return
         rollout_id = self.query_one("#queue", DataGrid).selected_key
         if rollout_id is None:
             self.notify("nothing selected to decide on", severity="warning")

@@ -107,11 +107,16 @@ class DataGrid(ScrollView, can_focus=True):
             return self.data_grid
 
     def __init__(self, *columns: str, widths: Sequence[int] | None = None, id: str | None = None,
-                 classes: str | None = None):
+                 classes: str | None = None, priority: Sequence[int] | None = None):
+        """`priority` ranks the columns (0 first): where the grid is too narrow for all of them,
+        the lowest-ranked are left out whole instead of the rightmost being cut off. Without
+        it, columns rank in their order."""
         super().__init__(id=id, classes=classes)
         self._columns = columns
         self._fixed = tuple(widths) if widths else None
         self._widths = list(self._fixed or (len(c) for c in columns))
+        self._priority = list(priority) if priority is not None else list(range(len(columns)))
+        self._visible: list[int] = list(range(len(columns)))
         self._shown: list[tuple[str, tuple]] = []
         self._index: dict[str, int] = {}
         self._cut: dict[int, list[Segment]] = {}   # row index -> its segments, unstyled
@@ -149,6 +154,7 @@ class DataGrid(ScrollView, can_focus=True):
             self._widths = [min(MAX_AUTO_WIDTH, max([len(label)] + [
                 c.cell_len if isinstance(c, Text) else len(str(c)) for _, cells in snapshot
                 for c in cells[i:i + 1]])) for i, label in enumerate(self._columns)]
+            self._fit_columns()
         set_virtual_size(self, Size(self._total_width(), len(snapshot) + 1))
         row = self._index.get(keep, None) if keep is not None else None
         self.cursor_row = row if row is not None else min(self.cursor_row, max(0, len(snapshot) - 1))
@@ -195,17 +201,41 @@ class DataGrid(ScrollView, can_focus=True):
             self.scroll_to(y=self.cursor_row - rows_in_view + 1, animate=False, immediate=True)
 
     def on_resize(self) -> None:
+        self._fit_columns()
         self._scroll_to_cursor()
+
+    def _fit_columns(self) -> None:
+        """Choose the columns that fit the grid's width, by priority, in their own order."""
+        width = self.size.width
+        order = sorted(range(len(self._columns)), key=lambda i: (self._priority[i], i))
+        chosen, used = [], 1
+        for i in order:
+            if width and used + self._widths[i] + 1 > width and chosen:
+                continue
+            chosen.append(i)
+            used += self._widths[i] + 1
+        visible = sorted(chosen)
+        if visible != self._visible:
+            self._visible = visible
+            self._cut.clear()
+            set_virtual_size(self, Size(self._total_width(), len(self._shown) + 1))
+            self.refresh()
+
+    @property
+    def visible_columns(self) -> list[str]:
+        return [self._columns[i] for i in self._visible]
 
     # -------------------------------------------------------------- rendering
     def _total_width(self) -> int:
-        return sum(w + 1 for w in self._widths) + 1
+        return sum(self._widths[i] + 1 for i in self._visible) + 1
 
     def _segments(self, cells: Sequence) -> list[Segment]:
         out: list[Segment] = []
-        for cell, width in zip(cells, self._widths):
+        for i in self._visible:
+            if i >= len(cells):
+                break
             out.append(Segment(" "))
-            out.extend(_cut(cell, width))
+            out.extend(_cut(cells[i], self._widths[i]))
         out.append(Segment(" "))
         return out
 

@@ -64,11 +64,27 @@ class KeyFooter(Widget):
             pieces.append(Text.assemble((f" {shown} ", key_style + click),
                                         (f"{description} ", text_style + click)))
         palette = pieces.pop() if items and items[-1][2] == "palette" else None
+        descriptions = [d for _, _, d, _ in items[:len(pieces)]]
+        # A narrow terminal drops keys from the end (the app's own come last) rather than
+        # cutting the line; Help stays, since it lists every key, and an ellipsis says so.
+        width = self.size.width or 10_000
+        room = width - (palette.cell_len + 1 if palette is not None else 0)
+        more = Text(" … ", text_style)
+        dropped = False
+        while sum(p.cell_len for p in pieces) + (more.cell_len if dropped else 0) > room:
+            drop = next((i for i in range(len(pieces) - 1, -1, -1)
+                         if descriptions[i] != "Help"), None)
+            if drop is None:
+                break
+            del pieces[drop], descriptions[drop]
+            dropped = True
         line = Text(no_wrap=True, overflow="ellipsis", end="")
         for piece in pieces:
             line.append_text(piece)
+        if dropped:
+            line.append_text(more)
         if palette is not None:
-            gap = self.size.width - line.cell_len - palette.cell_len
+            gap = width - line.cell_len - palette.cell_len
             line.append(" " * max(1, gap))
             line.append_text(palette)
         return line

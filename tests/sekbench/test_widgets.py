@@ -137,6 +137,26 @@ async def test_footer_shows_the_keys_and_a_click_presses_one():
         assert app.screen.hits == ["accept"]
 
 
+@pytest.mark.asyncio
+async def test_a_narrow_footer_drops_keys_from_the_end_and_keeps_help():
+    class HelpKeys(KeysScreen):
+        BINDINGS = [*KeysScreen.BINDINGS,
+                    *(Binding(str(n), f"hit('k{n}')", f"Key number {n}") for n in range(6)),
+                    Binding("question_mark", "hit('help')", "Help")]
+
+    class FooterApp(App):
+        def on_mount(self) -> None:
+            self.push_screen(HelpKeys())
+
+    app = FooterApp()
+    async with app.run_test(size=(60, 5)) as pilot:
+        await pilot.pause()
+        text = app.screen.query_one(KeyFooter).render().plain
+        assert len(text) == 60 and text.startswith(" a Accept ")
+        assert "Help" in text and " … " in text and "Key number 5" not in text
+        assert text.rstrip().endswith("palette")
+
+
 class ViewApp(App):
     def compose(self) -> ComposeResult:
         yield Scrollback(id="view")
@@ -168,3 +188,25 @@ async def test_growing_scrollback_reflows_the_screen_only_when_its_scrollbar_app
         assert len(layouts) == before          # no reflow while it only grows
         assert view.scroll_offset.y == view.max_scroll_y == 33 - 10   # and it follows the end
         assert "more 9" in "".join(s.text for s in view.render_line(9))
+
+
+@pytest.mark.asyncio
+async def test_data_grid_leaves_out_low_priority_columns_whole_when_narrow():
+    from textual.app import App
+    from sekbench.widgets.data_grid import DataGrid
+
+    class One(App):
+        def compose(self):
+            yield DataGrid("id", "note", "verdict", widths=(6, 30, 8), priority=(0, 2, 1))
+
+    app = One()
+    async with app.run_test(size=(60, 10)) as pilot:
+        grid = app.query_one(DataGrid)
+        grid.show_rows([("k1", ("abc", "a long note", "kept"))])
+        await pilot.pause()
+        assert grid.visible_columns == ["id", "note", "verdict"]
+        await pilot.resize_terminal(24, 10)
+        await pilot.pause()
+        assert grid.visible_columns == ["id", "verdict"]     # note left out, not cut
+        line = "".join(seg.text for seg in grid.render_line(1))
+        assert "kept" in line and "a long" not in line

@@ -322,7 +322,12 @@ async def test_review_filters_and_paging(make_app, workspace):
         await pilot.press("left_square_bracket")
         await settle(pilot)
         assert "page 1 of 3" in text_of(app, "#review-progress")
-        screen.query_one("#filter-verdict", Select).value = "premature_exit"
+        # the verdict filter offers verdicts, the reason filter every gate code
+        verdicts = [v for _, v in screen.query_one("#filter-verdict", Select)._options[1:]]
+        assert verdicts == ["kept", "rejected", "void"]
+        reasons = {v for _, v in screen.query_one("#filter-reason", Select)._options[1:]}
+        assert {"undiscovered", "wrong_terminal", "premature_exit"} <= reasons
+        screen.query_one("#filter-reason", Select).value = "premature_exit"
         await settle(pilot)
         assert "Queue 4 " in text_of(app, "#review-progress")
         # the operator choices arrive with the store's facets, as a person would wait for them
@@ -333,6 +338,54 @@ async def test_review_filters_and_paging(make_app, workspace):
         await pilot.press("x")
         await settle(pilot)
         assert "Queue 240" in text_of(app, "#review-progress")
+
+
+@pytest.mark.asyncio
+async def test_review_search_marks_notes_new_facets_and_empty_results(make_app, workspace):
+    store = Store(workspace.db_path)
+    app = make_app("review")
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        screen = app.screen
+        table = screen.query_one("#queue", DataGrid)
+        # notes are in the table
+        assert "clean run" in [str(c) for c in table.get_row("roll00000")]
+        # a rollout of a new archetype arrives while the screen is open: the filter offers it
+        store.put_rollout({"id": "late0001", "archetype": "brand_new", "operator": "http:x",
+                           "verdict": "kept", "reasons": [], "created_at": 3e9,
+                           "messages": [{"role": "user", "content": "sek@box:~$ "},
+                                        {"role": "assistant", "content": "grep -c zebra f"}]})
+        screen.reload()
+        assert await wait_for(pilot, lambda: choose(
+            screen.query_one("#filter-archetype", Select), "brand_new"))
+        await settle(pilot)
+        assert table.keys() == ["late0001"]
+        await pilot.press("x")
+        await settle(pilot)
+        # text search over the transcripts
+        await pilot.press("slash")
+        assert isinstance(app.screen, FormScreen)
+        await pilot.press(*"zebra", "enter")
+        await settle(pilot)
+        assert table.keys() == ["late0001"] and "search" in text_of(app, "#review-progress")
+        await pilot.press("slash")
+        await pilot.press(*"-no-such-text", "enter")
+        await settle(pilot)
+        # nothing matches: the detail pane is cleared, not left on a row no longer listed
+        assert table.row_count == 0
+        assert "No trajectory matches" in text_of(app, "#gate")
+        assert screen.query_one("#trajectory", Scrollback).plain() == ""
+        await pilot.press("x")
+        await settle(pilot)
+        # bulk: mark two rows, accept both at once
+        table.move_cursor(row=table.keys().index("roll00001"))
+        await pilot.press("space", "space")           # marks roll00001 and roll00002
+        assert screen.marked == {"roll00001", "roll00002"}
+        assert "2 marked" in text_of(app, "#review-progress")
+        await pilot.press("a")
+        assert await wait_for(pilot, lambda: {store.current_decisions().get(r)
+                                               for r in ("roll00001", "roll00002")} == {"accept"})
+        assert not screen.marked
 
 
 # ------------------------------------------------------------------------ jobs

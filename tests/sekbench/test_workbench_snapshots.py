@@ -9,7 +9,8 @@ import pytest
 
 from conftest import settle
 
-SIZE = (140, 40)
+SIZE = (160, 45)
+SMALL = (100, 30)   # every screen stays usable here: columns collapse by priority
 
 
 def run_before(*keys: str):
@@ -28,8 +29,9 @@ def run_before(*keys: str):
     ("jobs", ()),
     ("replay", ("end",)),
 ])
-def test_screen_snapshot(snap_compare, make_app, mode, keys):
-    assert snap_compare(make_app(mode), terminal_size=SIZE, run_before=run_before(*keys))
+@pytest.mark.parametrize("size", [SIZE, SMALL], ids=["160x45", "100x30"])
+def test_screen_snapshot(snap_compare, make_app, mode, keys, size):
+    assert snap_compare(make_app(mode), terminal_size=size, run_before=run_before(*keys))
 
 
 def test_help_snapshot(snap_compare, make_app):

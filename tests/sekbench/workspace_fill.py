@@ -100,16 +100,18 @@ def fill(store: Store, *, rollouts: int = 40, seed: int = 7) -> dict:
         sessions.append(sid)
     ids = []
     for i in range(rollouts):
-        verdict = GATE[i % len(GATE)]
+        code = GATE[i % len(GATE)]
+        # the gate's verdict is kept, void or rejected; the code is its reason
+        verdict = code if code in ("kept", "void") else "rejected"
         ids.append(store.put_rollout({
             "id": f"roll{i:05d}", "session_id": sessions[i % len(sessions)],
             "scenario_id": scenario(i)["id"], "archetype": ARCHETYPES[i % len(ARCHETYPES)],
             "split": "train", "operator": ("reference", "hf:smollm2")[i % 2], "batch_id": "batch-1",
-            "end_reason": "exit" if verdict != "premature_exit" else "exit",
+            "end_reason": "exit",
             "terminal": "exit", "checker_status": 0 if verdict == "kept" else 1,
             "checker_output": "PASS count.txt = 3" if verdict == "kept" else "FAIL expected 3, got 0",
             "verified": int(verdict == "kept"), "verdict": verdict,
-            "reasons": [] if verdict == "kept" else [verdict], "turns": 4,
+            "reasons": [] if code == "kept" else [code], "turns": 4,
             "seconds": round(rng.uniform(3, 20), 1), "messages": messages(i),
             "created_at": T0 + i,
         }))
