@@ -237,7 +237,7 @@ def _dismantle(state: Path, group: cgroups.Group | None, mnt: Path | None = None
     """Kill a sandbox's processes, remove its cgroup, detach its mounts, delete its folders."""
     if group is None:
         try:
-            group = cgroups.from_name((state / ".cgroup").read_text().strip())
+            group = cgroups.from_record((state / ".cgroup").read_text())
         except OSError:
             group = None
     if group is not None:
@@ -359,7 +359,7 @@ class BwrapBackend:
             os.chown(bin_dir, slot.base, slot.base)
             group = cgroups.create(slot.index, memory_mb=limits.memory_mb, pids=limits.pids,
                                    cpus=limits.cpus)
-            (state / ".cgroup").write_text(group.name)
+            (state / ".cgroup").write_text(group.record())
             (state / "seccomp.bpf").write_bytes(seccomp.build())
         except BaseException:
             _dismantle(state, group, mnt)

@@ -117,6 +117,10 @@ class Group:
     def name(self) -> str:
         return next(iter(self.dirs.values())).name
 
+    def record(self) -> str:
+        """What from_record() needs to find this group again, from any process."""
+        return "".join([f"version\t{self.version}\n"] + [f"{c}\t{d}\n" for c, d in self.dirs.items()])
+
     def procs_files(self) -> list[str]:
         return [str(d / "cgroup.procs") for d in self.dirs.values()]
 
@@ -215,13 +219,15 @@ def create(slot: int, *, memory_mb: int, pids: int, cpus: float) -> Group:
     return group
 
 
-def from_name(name: str) -> Group | None:
-    """The group of that name (left by an earlier run), if it still exists."""
+def from_record(text: str) -> Group | None:
+    """The group `Group.record()` wrote (left by an earlier run, maybe from another cgroup)."""
+    fields = dict(ln.split("\t", 1) for ln in text.splitlines() if "\t" in ln)
     try:
-        lay = layout()
-    except MissingComponent:
+        version = int(fields.pop("version", "1"))
+    except ValueError:
         return None
-    dirs = {c: p / name for c, p in lay.parents.items()}
-    if not any(d.exists() for d in dirs.values()):
-        return None
-    return Group(lay.version, {c: d for c, d in dirs.items() if d.exists()})
+    # only ever a sandbox group below a sekbench/ parent, whatever the file says
+    dirs = {c: Path(p) for c, p in fields.items()
+            if Path(p).parent.name == PARENT and str(p).startswith(str(CGROUP_ROOT) + "/")}
+    dirs = {c: d for c, d in dirs.items() if d.is_dir()}
+    return Group(version, dirs) if dirs else None
