@@ -63,6 +63,12 @@ def test_harness_environment_is_invisible(ws, monkeypatch):
         root = sb.exec(look)
         user = sb.exec(look, user="sek")
         pid1 = sb.exec("tr '\\0' '\\n' < /proc/1/environ")
+    from pipeline.operators.script import ScriptOperator
+    from pipeline.session import Budget, run_session
+    session = run_session(backend=get_backend("bwrap", ws), operator=ScriptOperator([look, "exit"]),
+                          store=None, budget=Budget(command_timeout=5), limits=Limits())
+    assert session.turns and "PATH=" in session.turns[0].output
+    assert key not in session.turns[0].output
     for res in (root, user, pid1):
         assert key not in res.output
         assert "SEKBENCH_HOME" not in res.output and "PYTEST" not in res.output
@@ -235,3 +241,39 @@ def test_kill_session_leaves_nothing_of_the_session(ws):
         assert sb.kill_session() == 0
         assert sb.group.pids() == []
         assert sb.exec("echo checker-runs").output == "checker-runs\n"
+
+
+def test_a_sandbox_dies_with_its_killed_owner_and_the_next_command_cleans_up(ws):
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pipeline.sandbox import userns
+    owner = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time\n"
+        "from pipeline.workspace import Workspace\n"
+        "from pipeline.sandbox import Limits, get_backend\n"
+        f"sb = get_backend('bwrap', Workspace.from_env({str(ws.root)!r})).create(session_id='orphan', limits=Limits())\n"
+        "login = sb.login({'TERM': 'dumb'})\n"
+        "login.channel.sendline('setsid sleep 300 </dev/null >/dev/null 2>&1 & echo started')\n"
+        "login.channel.expect('started')\n"
+        "print(sb.state, sb.mnt, *sb.group.dirs.values(), flush=True)\n"
+        "time.sleep(300)\n")], stdout=subprocess.PIPE, text=True, cwd=str(Path(__file__).parents[2]))
+    try:
+        line = owner.stdout.readline().split()
+        state, mnt, groups = Path(line[0]), Path(line[1]), [Path(p) for p in line[2:]]
+        time.sleep(0.3)
+        procs = [int(p) for p in (groups[0] / "cgroup.procs").read_text().split()]
+        assert len(procs) >= 3  # bwrap, its init, the shell, the sleep
+    finally:
+        owner.send_signal(signal.SIGKILL)
+        owner.wait()
+    deadline = time.monotonic() + 5
+    while (groups[0] / "cgroup.procs").read_text().split() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert (groups[0] / "cgroup.procs").read_text().split() == []  # nothing outlived its owner
+    assert not any(os.path.exists(f"/proc/{p}") and Path(f"/proc/{p}/status").read_text().find("State:\tZ") < 0
+                   for p in procs)
+    assert get_backend("bwrap", ws).reap_stale() == 1
+    assert not state.exists() and not mnt.exists() and not userns.mounts_under(mnt)
+    assert not any(g.exists() for g in groups)
