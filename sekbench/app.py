@@ -83,7 +83,14 @@ class SekbenchApp(App):
         keymap = self.data.ws.root / "keymap.json"
         if keymap.exists():  # {"binding id": "keys"} lets a user remap any key
             try:
-                self.set_keymap(json.loads(keymap.read_text(encoding="utf-8")))
+                mapping = json.loads(keymap.read_text(encoding="utf-8"))
+                if not isinstance(mapping, dict):
+                    raise ValueError("it must be an object of {\"binding id\": \"keys\"}")
+                self.set_keymap(mapping)
+                unknown = sorted(set(mapping) - self.binding_ids())
+                if unknown:
+                    self.notify(f"keymap.json: no binding has the id {', '.join(unknown)} "
+                                "(the ids are listed in ? Help)", severity="warning", timeout=10)
             except (OSError, ValueError) as e:
                 self.notify(f"keymap.json ignored: {one_line(e)}", severity="warning")
         self.switch_mode(self.start_mode)
@@ -143,21 +150,40 @@ class SekbenchApp(App):
     def action_toggle_theme(self) -> None:
         self.theme = LIGHT if self.current_theme.dark else DARK
 
+    def binding_ids(self) -> set[str]:
+        """Every binding id a keymap can name: the app's, each tab's, and the dialogs'."""
+        from sekbench.screens.confirm import ConfirmScreen
+        from sekbench.screens.form import FormScreen
+        classes = [type(self), *self.MODES.values(), HelpScreen, FormScreen, ConfirmScreen]
+        return {b.id for cls in classes for b in getattr(cls, "BINDINGS", [])
+                if isinstance(b, Binding) and b.id}
+
     def key_rows(self, screen: Screen) -> list[tuple[str, str, str]]:
-        """(key, description, tooltip) for every action reachable on a screen: the screen's
-        own first, then the app's, then those of the focused widget."""
-        groups: dict[int, list[tuple[str, str, str]]] = {0: [], 1: [], 2: []}
-        seen = set()
+        """(keys, description, tooltip) for every action reachable on a screen, each once with
+        all the keys that reach it: the screen's own first, then the app's, then those of the
+        focused widget."""
+        groups: dict[int, list[list]] = {0: [], 1: [], 2: []}
+        rows: dict[tuple[int, str], list] = {}
         for key, active in screen.active_bindings.items():
             binding = active.binding
-            if not binding.description or (id(active.node), binding.action) in seen:
+            if not binding.description:
                 continue
-            seen.add((id(active.node), binding.action))
+            shown = self.get_key_display(binding)
+            row = rows.get((id(active.node), binding.action))
+            description = "Command palette" if binding.action == "command_palette" \
+                else binding.description
+            if row is not None:
+                if shown not in row[0]:
+                    row[0].append(shown)
+                continue
             rank = 0 if active.node is screen else 1 if active.node is self else 2
-            groups[rank].append((self.get_key_display(binding), binding.description,
-                                 binding.tooltip or ""))
-        groups[1].append(("ctrl+p", "Command palette", "Find any action by name"))
-        return groups[0] + groups[1] + groups[2]
+            row = rows[(id(active.node), binding.action)] = [[shown], description,
+                                                             binding.tooltip or ""]
+            groups[rank].append(row)
+        if not any(action == "command_palette" for _, action in rows):
+            groups[1].append([["ctrl+p"], "Command palette", "Find any action by name"])
+        return [(" / ".join(keys), description, tooltip)
+                for keys, description, tooltip in groups[0] + groups[1] + groups[2]]
 
     def action_help(self) -> None:
         if isinstance(self.screen, HelpScreen):

@@ -31,7 +31,7 @@ class ReplayScreen(TabScreen):
     BINDINGS = [
         Binding("space", "play_pause", "Play/Pause", id="replay.play", priority=True,
                 tooltip="Play the session at its recorded pace times the speed, or pause it"),
-        Binding("right,period", "step(1)", "Next turn", id="replay.next_turn", priority=True,
+        Binding("right,full_stop", "step(1)", "Next turn", id="replay.next_turn", priority=True,
                 tooltip="Pause and step to the next turn"),
         Binding("left,comma", "step(-1)", "Prev turn", id="replay.prev_turn", priority=True,
                 tooltip="Pause and step back a turn"),

@@ -85,6 +85,32 @@ async def test_every_screen_action_is_in_the_command_palette(make_app):
 
 
 @pytest.mark.asyncio
+async def test_help_lists_each_action_once_with_all_its_keys(make_app):
+    app = make_app("replay")
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        rows = app.key_rows(app.screen)
+        descriptions = [d for _, d, _ in rows]
+        assert len(descriptions) == len(set(descriptions)), descriptions
+        keys = dict((d, k) for k, d, _ in rows)
+        assert keys["Next turn"] == "→ / ." and keys["Faster"].startswith("+")
+        footer = {d for _, _, d, _ in app.screen.query_one("KeyFooter").keys()}
+        assert footer - {"palette"} <= set(descriptions)   # the footer's keys are all in Help
+
+
+@pytest.mark.asyncio
+async def test_keymap_with_an_unknown_binding_id_is_reported(make_app, workspace):
+    (workspace.root / "keymap.json").write_text(json.dumps(
+        {"review.accept": "y", "review.acept": "z"}))
+    app = make_app("review")
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        assert any("no binding has the id review.acept" in n for n in notes(app))
+        assert not any("review.accept," in n for n in notes(app))
+    (workspace.root / "keymap.json").unlink()
+
+
+@pytest.mark.asyncio
 async def test_failed_worker_is_a_notification_not_a_crash(make_app):
     app = make_app()
     async with app.run_test(size=SIZE) as pilot:
