@@ -12,13 +12,19 @@ What every sandbox gets, or the backend refuses to start (MissingComponent, one 
 - one cgroup (pipeline/sandbox/cgroups.py) with the memory, pids and CPU limits, holding setup,
   the session and the checker alike.
 - size-limited tmpfs mounts on the host for the writable places (the Docker backend's sizes),
-  so a session writes nothing to the host's disk; they last from setup to the checker.
+  so a session writes nothing to the host's disk; they last from setup to the checker. Extra
+  places a scenario asks for (`create(writable=...)`, e.g. /etc/APP) are tmpfs mounts too, on
+  an overlay of the root whose upper layer holds nothing but their mount points.
 - bwrap is spawned with a minimal environment, so no process inside (its pid 1 included) can
   show the harness's environment; every invocation unshares every other namespace (no
   network), dies with its parent and drops capabilities; the session shell also runs with
   no-new-privileges and rlimits on processes, address space and file size.
+- the checker runs only after kill_session() has emptied the cgroup of whatever the session
+  left, and a killed harness takes its sandboxes' processes with it (bwrap dies with its
+  parent, the pid namespace with bwrap); the next command's reap removes the mounts and cgroup.
 It needs root on the host, cgroup v1 or v2 with those controllers, user namespaces and idmapped
-mounts (Linux 5.12 or later on the filesystem that holds the workspace).
+mounts (Linux 5.12 or later, on the filesystem that holds the image's root). It cannot give a
+block-I/O limit or an LSM profile, and its seccomp list is sekbench's own, not Docker's.
 """
 
 from __future__ import annotations
