@@ -30,6 +30,7 @@ block-I/O limit or an LSM profile, and its seccomp list is sekbench's own, not D
 from __future__ import annotations
 
 import os
+import select
 import shutil
 import signal
 import socket
@@ -39,8 +40,7 @@ import time
 from pathlib import Path
 
 from pipeline.errors import MissingComponent, SekbenchError
-from pipeline.sandbox import (SESSION_HOME, WRITABLE, ExecResult, Limits, Login,
-                              cap_output, owner_labels)
+from pipeline.sandbox import SESSION_HOME, WRITABLE, ExecResult, Limits, Login, owner_labels
 from pipeline.sandbox import cgroups, seccomp, userns
 from pipeline.store import pid_alive
 from pipeline.workspace import Workspace
@@ -54,6 +54,7 @@ SANDBOX_PATH = "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin"
 JOIN = ('unset PWD OLDPWD; n=$1; shift; while [ "$n" -gt 0 ]; do echo $$ > "$1" || exit 125; shift; '
         'n=$((n-1)); done; b=$1; shift; exec "$@" 9<"$b"')
 JOIN_FAILED = 125
+EXEC_FLOOD = 16 << 20
 
 
 def _place_sizes(limits: Limits) -> dict[str, float]:
@@ -154,18 +155,52 @@ class BwrapSandbox:
             inner = self._limits_prefix() + ["setpriv", f"--reuid={UID}", f"--regid={UID}",
                                              "--clear-groups", "--no-new-privs", "--inh-caps=-all",
                                              "sh", "-c", script]
+        return self._run(args + inner, timeout, max_output)
+
+    def _run(self, argv: list[str], timeout: float, max_output: int) -> ExecResult:
+        """Run one invocation, keeping the head and tail of its output as it streams: a script
+        printing gigabytes must not fill the harness's memory, so past EXEC_FLOOD it is killed."""
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, env=dict(HOST_ENV), cwd="/")
+        half = max(1, max_output // 2)
+        head, tail, total = bytearray(), bytearray(), 0
+        timed_out = flooded = False
+        deadline = time.monotonic() + timeout
+        fd = proc.stdout.fileno()
         try:
-            proc = subprocess.run(args + inner, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                  stdin=subprocess.DEVNULL, timeout=timeout, env=dict(HOST_ENV),
-                                  cwd="/")
-        except subprocess.TimeoutExpired as e:
-            data, truncated = cap_output(e.stdout or b"", max_output)
-            return ExecResult(137, data.decode("utf-8", "replace"), timed_out=True,
-                              truncated=truncated)
-        if proc.returncode == JOIN_FAILED and not proc.stdout.strip():
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0 or not select.select([fd], [], [], left)[0]:
+                    timed_out = True
+                    break
+                chunk = os.read(fd, 65536)
+                if not chunk:
+                    break
+                total += len(chunk)
+                if len(head) < half:
+                    take = half - len(head)
+                    head += chunk[:take]
+                    chunk = chunk[take:]
+                if chunk:
+                    tail += chunk
+                    if len(tail) > half:
+                        del tail[:len(tail) - half]
+                if total > EXEC_FLOOD:
+                    flooded = True
+                    break
+        finally:
+            if timed_out or flooded:
+                proc.kill()  # bwrap, and with it (die-with-parent) the whole pid namespace
+            status = proc.wait()
+            proc.stdout.close()
+        if status == JOIN_FAILED and total == 0:
             raise SekbenchError("could not put a sandbox process into its cgroup")
-        data, truncated = cap_output(proc.stdout, max_output)
-        return ExecResult(proc.returncode, data.decode("utf-8", "replace"), truncated=truncated)
+        omitted = total - len(head) - len(tail)
+        data = bytes(head) + (f"\n[... {omitted} bytes omitted ...]\n".encode() if omitted else b"") + bytes(tail)
+        if flooded:
+            data += f"\n[sekbench: output passed {EXEC_FLOOD >> 20} MiB; the script was killed]\n".encode()
+        return ExecResult(137 if (timed_out or flooded) else status, data.decode("utf-8", "replace"),
+                          timed_out=timed_out, truncated=omitted > 0 or flooded)
 
     def alive(self) -> bool:
         return not self._removed and self.root.exists()

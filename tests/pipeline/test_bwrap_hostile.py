@@ -277,3 +277,16 @@ def test_a_sandbox_dies_with_its_killed_owner_and_the_next_command_cleans_up(ws)
     assert get_backend("bwrap", ws).reap_stale() == 1
     assert not state.exists() and not mnt.exists() and not userns.mounts_under(mnt)
     assert not any(g.exists() for g in groups)
+
+
+def test_a_root_script_flooding_its_output_is_cut_short(ws):
+    with sandbox(ws) as sb:
+        started = time.monotonic()
+        res = sb.exec("yes 'flood flood flood flood'", timeout=20, max_output=4096)
+        took = time.monotonic() - started
+        normal = sb.exec("seq 3; echo done >&2", max_output=4096)
+    assert took < 5, took  # killed at the flood limit, not at the 20 s timeout
+    assert res.truncated and res.status == 137 and not res.timed_out
+    assert len(res.output) < 4096 + 200 and "bytes omitted" in res.output
+    assert res.output.startswith("flood flood")
+    assert (normal.status, normal.output, normal.truncated) == (0, "1\n2\n3\ndone\n", False)
