@@ -210,3 +210,29 @@ async def test_data_grid_leaves_out_low_priority_columns_whole_when_narrow():
         assert grid.visible_columns == ["id", "verdict"]     # note left out, not cut
         line = "".join(seg.text for seg in grid.render_line(1))
         assert "kept" in line and "a long" not in line
+
+
+@pytest.mark.asyncio
+async def test_loss_chart_plots_with_axes_overlays_and_eta():
+    from textual_plotext import PlotextPlot
+    from sekbench.widgets.loss_chart import LossChart, smooth
+
+    class ChartApp(App):
+        def compose(self) -> ComposeResult:
+            yield LossChart(id="chart")
+
+    assert smooth([1.0, 0.0]) == [1.0, 0.7]
+    app = ChartApp()
+    async with app.run_test(size=(80, 20)) as pilot:
+        chart = app.query_one(LossChart)
+        chart.set_total(10)
+        chart.add([{"step": s, "ts": 100.0 + 2 * s, "values": {"loss": 3.0 / s, "lr": 2e-4}}
+                   for s in range(1, 5)])
+        chart.set_overlays({"earlier": [{"step": s, "values": {"loss": 4.0 / s}}
+                                        for s in range(1, 9)]})
+        await pilot.pause()
+        label = str(chart.query_one("#loss-label").render())
+        assert "loss 3.000 → 0.750" in label and "step 4 of 10" in label
+        assert "ETA 0:12" in label          # 2 s a step, 6 steps to go
+        drawn = chart.query_one(PlotextPlot).render().plain
+        assert "step" in drawn and "earlier" in drawn and "this fit" in drawn
