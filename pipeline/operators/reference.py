@@ -29,7 +29,7 @@ LOOKS = ["ls", "ls -la", "pwd", "ls ~"]
 
 # What a blockage looks like on screen, most telling first: a shell error naming what failed,
 # or a status the provider gave an item.
-_ERROR = re.compile(r"([^\s:']+)'?: (Permission denied|No such file or directory|not found)\s*$")
+_ERROR = re.compile(r"([^\s:']+)'?: (Permission denied|No such file or directory|not found|not installed)\s*$")
 _STATUS = re.compile(r"(?i)\b(on hold|cancelled|awaiting approval|never arrived|not received|nothing "
                      r"received|upload pending)\b")
 

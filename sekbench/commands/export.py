@@ -34,6 +34,7 @@ def run(args, ws) -> dict:
     from pipeline.card import write_card
     res = {"path": m["path"], "trajectories": m["trajectories"], "sha256": m["sha256"],
            "by_archetype": m["by_archetype"], "form": m["form"], "manifest": m["manifest"],
+           "by_terminal": m["by_terminal"], "panic_trajectories": m["panic_trajectories"],
            "card": str(write_card(out, Store(ws.db_path)))}
     if args.atif:
         from pipeline.atif import write_atif

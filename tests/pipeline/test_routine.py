@@ -235,3 +235,22 @@ def test_system_places_are_admitted_in_docker(ws):
             single.messages.get("setup_failed", ""):
         pytest.skip("the Docker backend makes directories writable, not a single file such as /etc/announce")
     assert single.admitted, single.messages
+
+
+def test_export_carries_and_counts_panic_trajectories(ws, tmp_path):
+    from pipeline.record import export
+    from pipeline.store import Store
+    store = Store(ws.db_path)
+    msgs = [{"role": "user", "content": "$ "}, {"role": "assistant", "content": "orders --pending"}]
+    for i, (terminal, verdict) in enumerate([("exit", "kept"), ("panic", "kept"), ("panic", "kept"),
+                                             ("exit", "rejected")]):
+        store.put_rollout({"id": f"r{i}", "session_id": f"s{i}", "scenario_id": f"x-{i}",
+                           "archetype": "archive", "split": "train", "operator": "reference",
+                           "batch_id": "b", "end_reason": terminal, "terminal": terminal,
+                           "expected_terminal": terminal, "verified": 1, "verdict": verdict,
+                           "reasons": [verdict], "turns": 2, "seconds": 1.0, "messages": msgs,
+                           "meta": {}})
+    m = export(store, tmp_path / "train.jsonl")
+    assert m["trajectories"] == 3 and m["panic_trajectories"] == 2
+    assert m["by_terminal"] == {"exit": 1, "panic": 2}
+    assert store.rollouts(limit=10)[1]["expected_terminal"] == "panic"
