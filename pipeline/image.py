@@ -141,14 +141,42 @@ def rootfs_dir(ws: Workspace, tag: str) -> Path:
     return ws.images / ("rootfs-" + tag.split(":", 1)[1])
 
 
-def build_rootfs(ws: Workspace, tag: str, suite: str) -> tuple[Path, bool]:
+def _rootfs_from_docker(client, tag: str, dest: Path) -> None:
+    """Unpack the engine's copy of the image: the same content, without a debootstrap."""
+    container = client.containers.create(tag, ["/bin/true"], network_mode="none")
+    try:
+        fd, name = tempfile.mkstemp(suffix=".tar", dir=dest.parent)
+        with os.fdopen(fd, "wb") as out:
+            for chunk in container.export():
+                out.write(chunk)
+        try:
+            with tarfile.open(name) as tar:
+                tar.extractall(dest, numeric_owner=True, filter="fully_trusted")
+        finally:
+            os.unlink(name)
+    finally:
+        container.remove(force=True)
+    # the engine's own mount points, not part of the image's content
+    for stub in (".dockerenv",):
+        (dest / stub).unlink(missing_ok=True)
+
+
+def build_rootfs(ws: Workspace, tag: str, suite: str, *, docker_client=None) -> tuple[Path, bool]:
+    """The image's root under this workspace: unpacked from the engine's image of the same
+    content tag where it has one (a new workspace on a machine that built it before),
+    otherwise made with debootstrap."""
     root = rootfs_dir(ws, tag)
     if (root / ".sekbench-complete").exists():
         return root, False
     tmp = Path(tempfile.mkdtemp(prefix=".rootfs-", dir=ws.images))
+    reused = docker_client is not None and docker_has_image(docker_client, tag)
     try:
-        _debootstrap(suite, host_mirror(suite), tmp)
-        _customise(tmp)
+        if reused:
+            log.info("unpacking %s from the Docker engine (no debootstrap needed)", tag)
+            _rootfs_from_docker(docker_client, tag, tmp)
+        else:
+            _debootstrap(suite, host_mirror(suite), tmp)
+            _customise(tmp)
         tmp.chmod(0o755)  # mkdtemp made it 0700; it becomes the sandbox's /
         (tmp / ".sekbench-complete").write_text(tag + "\n")
         if root.exists():
@@ -157,7 +185,7 @@ def build_rootfs(ws: Workspace, tag: str, suite: str) -> tuple[Path, bool]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
-    return root, True
+    return root, not reused
 
 
 def docker_has_image(client, tag: str) -> bool:
@@ -193,7 +221,7 @@ def build_image(ws: Workspace | None = None, *, docker_client=None, need_docker:
     if docker_client is not None and docker_has_image(docker_client, tag) \
             and (rootfs_dir(ws, tag) / ".sekbench-complete").exists():
         return ImageInfo(tag, rootfs_dir(ws, tag), built=False)
-    root, built = build_rootfs(ws, tag, suite)
+    root, built = build_rootfs(ws, tag, suite, docker_client=docker_client)
     if docker_client is not None:
         if not docker_has_image(docker_client, tag):
             _import(docker_client, root, tag)
