@@ -47,6 +47,8 @@ def run(args, ws) -> dict:
     if not scenarios:
         raise SekbenchError(f"no admitted {args.split} scenarios in the store (run: sekbench author)")
     options = operator_options(args)
+    from sekbench.commands.run import announce_model
+    announce_model(args.operator)
     make_operator(args.operator, **options)  # fail fast, one line, before any sandbox starts
     backend = start_backend(args.backend, ws, store)
     cfg = RolloutConfig(operator=args.operator, per_scenario=args.per_scenario,

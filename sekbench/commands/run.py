@@ -44,6 +44,14 @@ def run_one(args, ws, operator) -> dict:
     return res.to_json()
 
 
+def announce_model(spec: str) -> None:
+    """An in-process model takes seconds to load (longer the first time, when the GGUF is
+    converted): say so before the screen goes quiet."""
+    if spec.startswith("hf:") or spec == "hf":
+        print(f"sekbench: preparing the model for {spec} (loading it takes a while, longer "
+              "the first time) ...", file=sys.stderr, flush=True)
+
+
 def print_summary(result: dict, *, show_turns: bool = True) -> None:
     """A person's view of one session: its turns, how it ended, whether it verified."""
     from rich.console import Console
@@ -70,6 +78,7 @@ def run(args, ws) -> dict | None:
     if args.operator == "reference" and not args.scenario:
         raise SekbenchError("the reference operator needs a scenario (--scenario ID_OR_FILE)")
     options = {"model": args.model} if args.model else {}
+    announce_model(args.operator)
     operator = make_operator(args.operator, **options)
     result = run_one(args, ws, operator)
     if args.json:

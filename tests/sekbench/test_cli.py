@@ -71,3 +71,11 @@ def test_run_without_json_prints_a_summary_not_a_dict(tmp_path, ws):
     assert "'session_id'" not in out.stdout and "{" not in out.stdout.splitlines()[0]
     assert "echo hello-summary" in out.stdout
     assert "ended exit" in out.stdout
+
+
+def test_an_hf_operator_says_it_is_preparing_the_model_before_loading(ws, tmp_path):
+    out = _cli("run", "--operator", f"hf:{tmp_path / 'no-model-here'}", "--json")
+    assert out.returncode != 0 and out.stdout == ""
+    lines = out.stderr.strip().splitlines()
+    assert lines[0].startswith("sekbench: preparing the model for hf:")
+    assert "Traceback" not in out.stderr and len(lines) == 2
