@@ -55,6 +55,7 @@ JOIN = ('unset PWD OLDPWD; n=$1; shift; while [ "$n" -gt 0 ]; do echo $$ > "$1" 
         'n=$((n-1)); done; b=$1; shift; exec "$@" 9<"$b"')
 JOIN_FAILED = 125
 EXEC_FLOOD = 16 << 20
+UNOWNED_GRACE_S = 60
 
 
 def _place_sizes(limits: Limits) -> dict[str, float]:
@@ -370,7 +371,8 @@ class BwrapBackend:
         extra = sorted(writable_places(tuple(writable), self.rootfs), key=lambda p: p.count("/"))
         state = Path(tempfile.mkdtemp(prefix=f"{session_id}-", dir=self._sandboxes_dir()))
         labels = owner_labels(self.ws, session_id)
-        (state / ".owner").write_text(labels["sekbench.owner"])
+        (state / ".owner.new").write_text(labels["sekbench.owner"])
+        os.rename(state / ".owner.new", state / ".owner")  # a reaper reads all of it or none
         slot = userns.take_slot()
         fd = -1
         group = None
@@ -433,6 +435,13 @@ class BwrapBackend:
             try:
                 o_host, _, o_pid = (d / ".owner").read_text().rpartition(":")
             except OSError:
+                # create() writes .owner right after making the folder: one without it is a
+                # sandbox being born (never touched) or one whose creator died a while ago
+                try:
+                    if time.time() - d.stat().st_mtime < UNOWNED_GRACE_S:
+                        continue
+                except OSError:
+                    continue  # gone meanwhile
                 o_host, o_pid = host, "0"
             if everything or (o_host == host and not pid_alive(int(o_pid or 0))):
                 _dismantle(d, None)

@@ -290,3 +290,53 @@ def test_a_root_script_flooding_its_output_is_cut_short(ws):
     assert len(res.output) < 4096 + 200 and "bytes omitted" in res.output
     assert res.output.startswith("flood flood")
     assert (normal.status, normal.output, normal.truncated) == (0, "1\n2\n3\ndone\n", False)
+
+
+def test_dev_shm_is_not_the_sessions(ws):
+    with sandbox(ws) as sb:
+        res = sb.exec("touch /dev/shm/x && echo wrote; ls -ld /dev/shm", user="sek")
+    assert "wrote" not in res.output and "Permission denied" in res.output, res.output
+
+
+def test_two_workspaces_batch_at_once_with_reaping_between_and_none_is_disturbed(ws, ws2):
+    import subprocess
+    import sys
+    # A third process reaps both workspaces over and over while 2 x 3 workers run 60 sandboxes.
+    reaper = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time\n"
+        "from pipeline.workspace import Workspace\n"
+        "from pipeline.sandbox.bwrap_backend import BwrapBackend\n"
+        "bs = [BwrapBackend(Workspace.from_env(p), None, '') for p in sys.argv[1:]]\n"
+        "n = 0\n"
+        "while n < 10**6:\n"
+        "    for b in bs:\n"
+        "        n += 1 + b.reap_stale()\n"
+        "    time.sleep(0.01)\n"), str(ws.root), str(ws2.root)],
+        cwd=str(Path(__file__).parents[2]))
+    backends = [get_backend("bwrap", w) for w in (ws, ws2)]
+    failures, done = [], []
+
+    def worker(backend, k):
+        for i in range(10):
+            try:
+                sb = backend.create(session_id=f"batch-{k}-{i}", limits=Limits())
+                try:
+                    setup = sb.exec(f"echo {k}-{i} > /srv/mark")
+                    user = sb.exec("cat /srv/mark; echo x > ~/f && cat ~/f", user="sek")
+                    if setup.status or user.output != f"{k}-{i}\nx\n":
+                        failures.append((k, i, setup.output, user.output))
+                    done.append(1)
+                finally:
+                    sb.remove()
+            except Exception as e:  # a disturbed sandbox is the failure this test looks for
+                failures.append((k, i, repr(e)))
+    try:
+        threads = [threading.Thread(target=worker, args=(backends[k % 2], k)) for k in range(6)]
+        [t.start() for t in threads]
+        [t.join() for t in threads]
+        assert reaper.poll() is None  # it was reaping the whole time
+    finally:
+        reaper.kill()
+        reaper.wait()
+    assert not failures, failures[:3]
+    assert len(done) == 60
