@@ -333,7 +333,11 @@ class Store:
 
     def scenario_rows(self, limit: int = 5000) -> list[dict]:
         rows = self.query("select id, archetype, split, provider, announcement, admitted, reasons, "
-                          "source, file from scenarios order by id limit ?", [limit])
+                          "source, file, coalesce(json_extract(body, '$.terminal'), 'exit') terminal, "
+                          "json_extract(body, '$.blocked_kind') blocked_kind, "
+                          "case json_type(body, '$.provider.retrieve') when 'array' then "
+                          "json_array_length(body, '$.provider.retrieve') else 1 end steps "
+                          "from scenarios order by id limit ?", [limit])
         for r in rows:
             r["reasons"] = _loads(r["reasons"], [])
         return rows
@@ -353,6 +357,23 @@ class Store:
         for r in self.query("select coalesce(archetype, '?') a, sum(admitted) ok, count(*) n "
                             "from admissions group by a order by a"):
             out[r["a"]] = {"admitted": r["ok"] or 0, "attempted": r["n"]}
+        return out
+
+    def scenario_mix(self) -> dict[str, dict]:
+        """Per archetype, over admitted scenarios: how many are blocked (end in panic) and how
+        many retrieve in several steps; and, over every rejected attempt, each reason's count."""
+        out: dict[str, dict] = {}
+        for r in self.query(
+                "select coalesce(archetype, '?') a, "
+                "sum(coalesce(json_extract(body, '$.terminal'), 'exit') = 'panic') blocked, "
+                "sum(json_type(body, '$.provider.retrieve') = 'array') multi "
+                "from scenarios where admitted = 1 group by a"):
+            out[r["a"]] = {"blocked": r["blocked"] or 0, "multi_step": r["multi"] or 0, "rejected": {}}
+        for r in self.query("select coalesce(archetype, '?') a, reasons from admissions "
+                            "where admitted = 0"):
+            row = out.setdefault(r["a"], {"blocked": 0, "multi_step": 0, "rejected": {}})
+            for reason in _loads(r["reasons"], []):
+                row["rejected"][reason] = row["rejected"].get(reason, 0) + 1
         return out
 
     def admissions(self, limit: int = 500) -> list[dict]:
@@ -620,6 +641,27 @@ class WorkbenchStore(Store):
         """The highest event seq of a session (-1 when none)."""
         rows = self.query("select max(seq) m from events where session_id = ?", [sid])
         return rows[0]["m"] if rows and rows[0]["m"] is not None else -1
+
+    def counterpart_session(self, sid: str) -> dict | None:
+        """For an eval session, the other side's session of the same scenario and seed
+        (base for tuned, tuned for base); None for any other session."""
+        me = self.session(sid)
+        batch = (me or {}).get("batch_id") or ""
+        if not batch.startswith("eval-"):
+            return None
+        for report in self.query("select body from reports where kind = 'eval' and body like ? "
+                                 "order by created_at desc limit 5", [f'%"{batch}"%']):
+            batches = (_loads(report["body"], {}) or {}).get("batches") or {}
+            other = next((b for side, b in batches.items() if b != batch), None)
+            if other is None or batch not in batches.values():
+                continue
+            seed = (_loads(me.get("meta"), {}) or {}).get("seed")
+            rows = self.query("select * from sessions where batch_id = ? and scenario_id is ? "
+                              "and json_extract(meta, '$.seed') is ? order by started_at limit 1",
+                              [other, me.get("scenario_id"), seed])
+            if rows:
+                return rows[0]
+        return None
 
     def session_checker(self, sid: str) -> dict | None:
         """The checker's judgement of a session, from its rollout (None where none was kept)."""

@@ -48,6 +48,9 @@ class ReplayScreen(TabScreen):
                 tooltip="Show it all"),
         Binding("x", "export", "Export .cast", id="replay.export",
                 tooltip="Write the session as asciicast v2 (plays in asciinema)"),
+        Binding("c", "compare", "Base | tuned", id="replay.compare",
+                tooltip="For an eval session: the other side's session of the same scenario "
+                        "and seed beside it, turn for turn"),
     ]
 
     def __init__(self) -> None:
@@ -59,6 +62,9 @@ class ReplayScreen(TabScreen):
         self.speed_index = 1
         self.playing = False
         self._last_frame = 0.0
+        self.compare: Timeline | None = None    # the other side of an eval, shown beside
+        self.compare_id: str | None = None
+        self._compare_shown = 0
 
     @property
     def speed(self) -> float:
@@ -74,7 +80,13 @@ class ReplayScreen(TabScreen):
             with Vertical(id="replay-right"):
                 yield Static("Select a saved session.", classes="pane-title", id="transport")
                 yield ScrubBar(id="seekbar")
-                yield Scrollback(id="replay-view")
+                with Horizontal(id="replay-views"):
+                    with Vertical(id="replay-main"):
+                        yield Static("", classes="pane-title", id="replay-main-title")
+                        yield Scrollback(id="replay-view")
+                    with Vertical(id="replay-other"):
+                        yield Static("", classes="pane-title", id="replay-other-title")
+                        yield Scrollback(id="replay-compare")
         yield from self.compose_footer()
 
     def on_mount(self) -> None:
@@ -101,6 +113,8 @@ class ReplayScreen(TabScreen):
 
     def load(self, session_id: str) -> None:
         self.session_id = session_id
+        if self.compare is not None:
+            self.close_compare()
         def fetch(store):
             events = store.events(session_id, limit=10_000_000)
             verdict = store.session_checker(session_id)
@@ -136,6 +150,8 @@ class ReplayScreen(TabScreen):
         self.position = position
         self.t = self.timeline.time_of(position) if t is None else t
         self.show_transport()
+        if self.compare is not None:
+            self._follow_compare()
 
     def frame(self) -> None:
         now = time.monotonic()
@@ -200,6 +216,61 @@ class ReplayScreen(TabScreen):
     def action_to_end(self) -> None:
         self.pause()
         self.seek_to(len(self.timeline.events))
+
+    # ------------------------------------------------------------- compare
+    def action_compare(self) -> None:
+        if self.compare is not None:
+            self.close_compare()
+            return
+        session_id = self.session_id
+        if session_id is None:
+            self.notify("no session selected", severity="warning")
+            return
+
+        def fetch(store):
+            other = store.counterpart_session(session_id)
+            if other is None:
+                return None
+            return other, store.events(other["id"], limit=10_000_000), store.session(session_id)
+
+        def shown(found) -> None:
+            if found is None:
+                self.notify("not an eval session: nothing to compare it with", severity="warning")
+                return
+            other, events, me = found
+            if session_id != self.session_id:
+                return
+            self.compare, self.compare_id, self._compare_shown = Timeline(events), other["id"], -1
+            self.query_one("#replay-main-title", Static).update(
+                f"{(me or {}).get('operator') or '?'}")
+            self.query_one("#replay-other-title", Static).update(
+                f"{other.get('operator') or '?'} · {other['id'][:10]}")
+            self.set_class(True, "-comparing")
+            self._follow_compare()
+
+        self.read(fetch, shown, group="compare")
+
+    def close_compare(self) -> None:
+        self.compare, self.compare_id = None, None
+        self.set_class(False, "-comparing")
+        self.query_one("#replay-compare", Scrollback).clear()
+
+    def _follow_compare(self) -> None:
+        """The other side shows as many turns as this one (all of it at the end)."""
+        other = self.compare
+        turn = self.timeline.turn_at(self.position)
+        if self.position >= len(self.timeline.events):
+            upto = len(other.events)
+        elif turn == 0:
+            upto = other.prompts[0] if other.prompts else 0
+        else:
+            upto = other.prompts[turn - 1] + 1 if turn <= len(other.prompts) else len(other.events)
+        if upto == self._compare_shown:
+            return
+        view = self.query_one("#replay-compare", Scrollback)
+        view.clear()
+        view.add_events(other.events[:upto])
+        self._compare_shown = upto
 
     def action_export(self) -> None:
         session_id = self.session_id

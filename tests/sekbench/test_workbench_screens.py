@@ -152,12 +152,15 @@ async def test_author_form_starts_a_batch_with_held_out_archetypes(make_app, mon
         await pilot.press("a")
         app.screen.query_one("#field-count", Input).value = "12"
         app.screen.query_one("#field-holdout", Input).value = "log_triage, csv_column"
+        app.screen.query_one("#field-holdout_providers", Input).value = "listing, man"
         await pilot.press("enter")
         assert await wait_for(pilot, lambda: len(launched()) == 1, 10)
         argv = launched()[0]
         assert argv[0] == "author" and argv[argv.index("--count") + 1] == "12"
         assert argv[argv.index("--holdout-archetypes") + 1] == "log_triage,csv_column"
         assert "--teacher" not in argv
+        assert argv[argv.index("--holdout-providers") + 1] == "listing,man"
+        assert "--holdout-announcements" not in argv
         assert await wait_for(pilot, lambda: any("author finished" in n for n in notes(app)), 10)
 
 
@@ -589,3 +592,47 @@ async def test_replay_scrub_bar_click_seeks_and_fast_sessions_are_paced(make_app
         await pilot.press("right", "right")
         assert screen.t == tl.time_of(screen.position)
         assert tl.turn_at(screen.position) == 2
+
+
+@pytest.mark.asyncio
+async def test_replay_shows_base_and_tuned_side_by_side_for_an_eval_scenario(make_app, workspace,
+                                                                              ids):
+    store = Store(workspace.db_path)
+    sides = {}
+    for side, op, typed in (("base", "hf:default", "I will list the files."),
+                            ("tuned", "hf:default@/runs/a1", "ls -la")):
+        sid = store.session_start(id=f"eval-{side}-s1", scenario_id="search_count-0042",
+                                  operator=op, backend="docker", batch_id=f"eval-{side}-b1",
+                                  meta={"seed": 7})
+        for seq, (kind, text) in enumerate([("banner", "Welcome."), ("prompt", "sek@box:~$ "),
+                                            ("command", typed), ("output", f"out of {side}"),
+                                            ("prompt", "sek@box:~$ "), ("command", "exit")]):
+            store.append_event(sid, seq, kind, text)
+        store.session_end(sid, "exit", terminal="exit", turns=2)
+        store.session_update(sid, started_at=T0 + 50, ended_at=T0 + 60)
+        sides[side] = sid
+    store.put_report("eval", {"batches": {"base": "eval-base-b1", "tuned": "eval-tuned-b1"}})
+    app = make_app("replay")
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        screen = app.screen
+        table = screen.query_one("#saved-table", DataGrid)
+        table.move_cursor(row=table.keys().index(sides["base"]))
+        await settle(pilot)
+        await pilot.press("c")
+        await settle(pilot)
+        assert screen.compare_id == sides["tuned"] and screen.has_class("-comparing")
+        other = screen.query_one("#replay-compare", Scrollback)
+        await pilot.press("right", "right")          # two turns on the base side
+        assert "ls -la" in other.plain() and "exit" not in other.plain()
+        assert "I will list the files." in screen.query_one("#replay-view", Scrollback).plain()
+        await pilot.press("end")
+        assert other.plain().rstrip().endswith("exit")
+        await pilot.press("c")                       # back to one transcript
+        assert screen.compare is None and not screen.has_class("-comparing")
+        # a session that is not part of an eval has nothing to compare with
+        table.move_cursor(row=table.keys().index(ids["sessions"][3]))
+        await settle(pilot)
+        await pilot.press("c")
+        await settle(pilot)
+        assert any("nothing to compare" in n for n in notes(app))
