@@ -29,6 +29,9 @@ def running(store: Store, job_id: str, *, interrupted: str = "interrupted",
     is closed as `interrupted` (Ctrl-C, SIGTERM) or `failed` with its one-line reason when the
     body raises. `partial`, when given, is stored as the result on the way out. Closing as
     `succeeded` is the caller's, with its own result."""
+    # A process the workbench launched logs to a file it named; the Jobs pane tails it.
+    if os.environ.get("SEKBENCH_JOB_LOG") and "log" not in fields:
+        fields["log"] = os.environ["SEKBENCH_JOB_LOG"]
     store.job_update(job_id, status="running", pid=os.getpid(), host=socket.gethostname(),
                      started_at=now(), **fields)
     extra = {} if partial is None else {"result": partial}

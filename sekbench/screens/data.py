@@ -89,13 +89,46 @@ def launch(ws: Workspace, label: str, *args: str) -> Launch:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     base = ws.jobs / f"{label}-{stamp}-{os.getpid()}-{int(time.time() * 1000) % 100000}"
     out, log = base.with_suffix(".json"), base.with_suffix(".log")
-    env = dict(os.environ, SEKBENCH_HOME=str(ws.root))
+    env = dict(os.environ, SEKBENCH_HOME=str(ws.root), SEKBENCH_JOB_LOG=str(log))
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PACKAGE_ROOT), env.get("PYTHONPATH")) if p)
     argv = [sys.executable, "-m", "sekbench.cli", *args]
     with open(out, "wb") as fout, open(log, "wb") as ferr:
         proc = subprocess.Popen(argv, stdout=fout, stderr=ferr, stdin=subprocess.DEVNULL,
                                 env=env, cwd=ws.root, start_new_session=True)
     return Launch(label, argv, proc, out, log)
+
+
+def process_usage(pid: int | None) -> tuple[float, int] | None:
+    """(CPU seconds used so far, resident memory in bytes) of a process on this host."""
+    if not pid:
+        return None
+    try:
+        with open(f"/proc/{int(pid)}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        ticks = os.sysconf("SC_CLK_TCK")
+        cpu = (int(fields[11]) + int(fields[12])) / ticks      # utime + stime
+        rss = int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None
+    return cpu, rss
+
+
+def log_tail(path: str | None, lines: int = 6, max_bytes: int = 16_384) -> list[str]:
+    """The last lines of a job's log (its stderr), read from the end of the file."""
+    if not path:
+        return []
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - max_bytes))
+            data = f.read().decode("utf-8", "replace")
+    except OSError:
+        return []
+    # progress bars redraw with \r: the last state of each line is what a person would see
+    out = [ln.rstrip("\r").rsplit("\r", 1)[-1] for ln in data.split("\n")]
+    out = [ln for ln in out if ln.strip()]
+    return out[-lines:]
 
 
 def send_signal(pid: int | None, sig: signal.Signals, host: str | None = None) -> str:

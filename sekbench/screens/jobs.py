@@ -14,7 +14,8 @@ from textual.widgets import Static
 from pipeline.scenario import SPLITS
 from pipeline.store import pid_alive
 from sekbench.screens.base import TabScreen
-from sekbench.screens.data import send_signal
+from sekbench.screens.confirm import ConfirmScreen
+from sekbench.screens.data import log_tail, process_usage, send_signal
 from sekbench.screens.form import FormScreen
 from sekbench.screens.live import clock_text
 from sekbench.widgets.data_grid import DataGrid
@@ -32,7 +33,23 @@ def job_status(job: dict) -> Text:
     return Text(status, style=STATUS_STYLE.get(status, ""))
 
 
+def eval_adapter(job: dict | None) -> str | None:
+    """The adapter an eval job measured (its name), from its config."""
+    if not job or job["kind"] != "eval":
+        return None
+    args = job.get("args") if isinstance(job.get("args"), dict) else {}
+    adapter = (args.get("config") or {}).get("adapter") or \
+        ((job.get("result") or {}).get("adapter") if isinstance(job.get("result"), dict) else None)
+    return str(adapter).rstrip("/").rsplit("/", 1)[-1] if adapter else None
+
+
 def job_summary(job: dict, last: dict | None = None) -> str:
+    summary = _job_summary(job, last)
+    name = eval_adapter(job)
+    return f"{name}: {summary}" if name else summary
+
+
+def _job_summary(job: dict, last: dict | None = None) -> str:
     result = job.get("result") if isinstance(job.get("result"), dict) else {}
     if job["status"] == "running" and job["kind"] == "eval" and last and "total" in last:
         return f"{last.get('side', '?')} {last.get('done', 0)}/{last['total']} sessions"
@@ -70,7 +87,9 @@ class JobsScreen(TabScreen):
         Binding("e", "eval", "Eval", id="jobs.eval",
                 tooltip="Eval the selected (or newest) adapter against base on the holdout split"),
         Binding("c", "cancel", "Cancel job", id="jobs.cancel",
-                tooltip="Send SIGTERM to the selected job's process"),
+                tooltip="Stop the selected job (asks first; a fit checkpoints and can resume)"),
+        Binding("r", "resume", "Resume fit", id="jobs.resume",
+                tooltip="Continue a cancelled or interrupted fit from its last checkpoint"),
     ]
 
     def __init__(self) -> None:
@@ -78,6 +97,7 @@ class JobsScreen(TabScreen):
         self.jobs: dict[str, dict] = {}
         self.metrics_for: str | None = None
         self.metrics_after = 0
+        self._usage: dict[int, tuple[float, float]] = {}   # pid -> (wall, cpu seconds) last seen
 
     def compose(self) -> ComposeResult:
         yield from self.compose_frame()
@@ -91,6 +111,8 @@ class JobsScreen(TabScreen):
             with Vertical(id="jobs-right"):
                 yield Static("Training", classes="pane-title", id="metrics-title")
                 yield LossChart(id="loss-chart")
+                yield Static("", id="job-process", classes="chart-label")
+                yield Static("", id="job-log")
                 yield Static("Eval lift", classes="pane-title")
                 yield Static("", id="agreement")
                 with VerticalScroll(id="lift-pane"):
@@ -106,19 +128,35 @@ class JobsScreen(TabScreen):
             jobs = store.jobs(limit=200)
             # Training metrics follow the selected fit, else the newest one.
             by_id = {j["id"]: j for j in jobs}
-            chosen = selected if by_id.get(selected or "", {}).get("kind") == "sft" else \
+            picked = by_id.get(selected or "")
+            # An eval selected shows the fit of the adapter it measured.
+            if picked and picked["kind"] == "eval" and eval_adapter(picked):
+                name = eval_adapter(picked)
+                fit = next((j for j in jobs if j["kind"] == "sft" and (adapter_of(j) or "")
+                            .rstrip("/").rsplit("/", 1)[-1] == name), None)
+                picked = fit or picked
+            chosen = picked["id"] if picked and picked["kind"] == "sft" else \
                 next((j["id"] for j in jobs if j["kind"] == "sft"), None)
             after = known_after if chosen == known_for else 0
             metrics = store.metrics(chosen, after) if chosen else []
+            overlays = None
+            if chosen != known_for and chosen:
+                # earlier fits beside this one: the two most recent finished ones
+                others = [j for j in jobs if j["kind"] == "sft" and j["id"] != chosen
+                          and j["status"] in ("succeeded", "done")][:2]
+                overlays = {f"fit {o['id'][-6:]}": store.metrics(o["id"], 0) for o in others}
+            job = by_id.get(selected or "") or (jobs[0] if jobs else None)
+            usage = process_usage(job["pid"]) if job and job["status"] == "running" else None
+            tail = log_tail(job.get("log")) if job else []
             last = store.last_metrics(j["id"] for j in jobs
                                       if j["kind"] == "eval" and j["status"] == "running")
             from pipeline.eval import gate_agreement
             return (jobs, selected, chosen, metrics, store.reports("eval", limit=50), last,
-                    gate_agreement(store))
+                    gate_agreement(store), overlays, (job, usage, tail))
         self.read(fetch, self.show)
 
     def show(self, result) -> None:
-        jobs, selected, chosen, metrics, reports, last, agreement = result
+        jobs, selected, chosen, metrics, reports, last, agreement, overlays, process = result
         self.jobs = {j["id"]: j for j in jobs}
         now = self.now()
         self.query_one("#job-table", DataGrid).show_rows(
@@ -127,10 +165,17 @@ class JobsScreen(TabScreen):
         if chosen != self.metrics_for:
             self.metrics_for, self.metrics_after = chosen, 0
             chart.clear()
+        if overlays is not None:
+            chart.set_overlays(overlays)
+        fit = self.jobs.get(chosen or "")
+        fit_args = (fit or {}).get("args") if isinstance((fit or {}).get("args"), dict) else {}
+        fit_result = (fit or {}).get("result") if isinstance((fit or {}).get("result"), dict) else {}
+        chart.set_total(fit_result.get("total_steps") or fit_args.get("max_steps") or None)
         fresh = [m for m in metrics if m["id"] > self.metrics_after]
         if fresh:
             self.metrics_after = fresh[-1]["id"]
             chart.add(fresh)
+        self.show_process(*process)
         self.query_one("#metrics-title", Static).update(
             f"Training · {chosen}" if chosen else "Training")
         selected = selected or (jobs[0]["id"] if jobs else None)
@@ -145,6 +190,25 @@ class JobsScreen(TabScreen):
             if k.get("n") and k.get("kappa") is not None else
             (f"Gate vs curator: agree {k['agree']:.0%} over {k['n']} decided (κ undefined: "
              "one label throughout)" if k.get("n") else "Gate vs curator: no decisions yet"))
+
+    def show_process(self, job: dict | None, usage: tuple[float, int] | None,
+                     tail: list[str]) -> None:
+        """The selected job's process (CPU since the last look, resident memory) and log tail."""
+        line = ""
+        if job is not None and usage is not None:
+            cpu_s, rss = usage
+            wall = time.monotonic()
+            before = self._usage.get(job["pid"])
+            self._usage[job["pid"]] = (wall, cpu_s)
+            pct = f"{100 * (cpu_s - before[1]) / (wall - before[0]):.0f}%" \
+                if before and wall > before[0] else "…"
+            line = f"{job['kind']} {job['id'][-6:]} · pid {job['pid']} · CPU {pct} · " \
+                   f"memory {rss / 2**20:,.0f} MiB"
+        elif job is not None:
+            line = f"{job['kind']} {job['id'][-6:]} · {job['status']}"
+        self.query_one("#job-process", Static).update(line)
+        self.query_one("#job-log", Static).update(
+            Text("\n".join(tail), style="dim", no_wrap=True, overflow="ellipsis") if tail else "")
 
     def on_data_grid_row_highlighted(self, event: DataGrid.RowHighlighted) -> None:
         if event.key:
@@ -229,8 +293,30 @@ class JobsScreen(TabScreen):
         if job["status"] not in ("running", "queued"):
             self.notify(f"{job['id']} is not running ({job['status']})", severity="warning")
             return
-        reason = send_signal(job["pid"], signal.SIGTERM, job["host"])
-        if reason:
-            self.notify(f"could not cancel {job['id']}: {reason}", severity="error")
-        else:
-            self.notify(f"cancel sent to {job['id']} (pid {job['pid']})")
+
+        def answered(yes: bool | None) -> None:
+            if not yes:
+                return
+            reason = send_signal(job["pid"], signal.SIGTERM, job["host"])
+            if reason:
+                self.notify(f"could not cancel {job['id']}: {reason}", severity="error")
+            else:
+                self.notify(f"cancel sent to {job['id']} (pid {job['pid']})"
+                            + ("; r resumes it" if job["kind"] == "sft" else ""))
+
+        self.app.push_screen(ConfirmScreen(
+            f"Cancel {job['kind']} {job['id']}?",
+            "A fit writes a checkpoint and stops; r resumes it later." if job["kind"] == "sft"
+            else "Its sessions end as interrupted (void)."), answered)
+
+    def action_resume(self) -> None:
+        job = self.selected_job()
+        out = adapter_of(job)
+        if job is None or job["kind"] != "sft" or not out:
+            self.notify("select a fit to resume", severity="warning")
+            return
+        if job["status"] in ("running", "queued", "succeeded", "done"):
+            self.notify(f"{job['id']} is {job['status']}: nothing to resume", severity="warning")
+            return
+        self.start("sft", "sft", "--resume", out, "--json")
+        self.notify(f"resuming the fit in {out}")

@@ -439,6 +439,9 @@ async def test_jobs_metrics_lift_and_cancel(make_app, workspace, ids, sleeper):
         lift = text_of(app, "#lift")
         assert "verified" in lift and "search_count" in lift
         await pilot.press("c")
+        from sekbench.screens.confirm import ConfirmScreen
+        assert isinstance(app.screen, ConfirmScreen)    # asks before it stops a fit
+        await pilot.press("y")
         assert sleeper.wait(timeout=5) != 0
         table.move_cursor(row=table.keys().index(ids["sft"]))
         await settle(pilot)
@@ -636,3 +639,42 @@ async def test_replay_shows_base_and_tuned_side_by_side_for_an_eval_scenario(mak
         await pilot.press("c")
         await settle(pilot)
         assert any("nothing to compare" in n for n in notes(app))
+
+
+@pytest.mark.asyncio
+async def test_jobs_process_log_tail_eval_adapter_and_resume(make_app, workspace, ids, sleeper,
+                                                             monkeypatch, tmp_path):
+    store = Store(workspace.db_path)
+    log = tmp_path / "fit.log"
+    log.write_text("loading the model\nstep 1/10 loss 2.1\rstep 2/10 loss 1.9\n")
+    jid = store.job_create("sft", {"data": "x", "max_steps": 10}, id="sft-live-000001",
+                           out=str(tmp_path / "adapters" / "a9"))
+    store.job_update(jid, status="running", pid=sleeper.pid, started_at=T0 - 5, log=str(log))
+    ev = store.job_create("eval", {"config": {"adapter": str(tmp_path / "adapters" / "a9")}},
+                          id="eval-live-00002")
+    store.job_update(ev, status="succeeded", started_at=T0 - 4, ended_at=T0 - 1)
+    launched = fake_cli(tmp_path, monkeypatch, "")
+    app = make_app("jobs")
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        screen = app.screen
+        table = screen.query_one("#job-table", DataGrid)
+        # an eval row names the adapter it measured; selecting it shows that adapter's fit
+        assert any(str(c).startswith("a9:") for c in table.get_row(ev))
+        table.move_cursor(row=table.keys().index(jid))
+        await settle(pilot)
+        assert f"pid {sleeper.pid}" in text_of(app, "#job-process")
+        assert "memory" in text_of(app, "#job-process")
+        tail = text_of(app, "#job-log")
+        assert "step 2/10 loss 1.9" in tail and "step 1/10" not in tail
+        table.move_cursor(row=table.keys().index(ev))
+        await settle(pilot)
+        assert screen.metrics_for == jid
+        # a cancelled fit resumes from a key
+        store.job_update(jid, status="interrupted", ended_at=T0)
+        table.move_cursor(row=table.keys().index(jid))
+        screen.reload()
+        await settle(pilot)
+        await pilot.press("r")
+        assert await wait_for(pilot, lambda: any(a[:2] == ["sft", "--resume"] for a in launched()),
+                              10)
