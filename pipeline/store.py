@@ -152,6 +152,10 @@ class Store:
                 # Stores made before blocked scenarios: every rollout there expected exit.
                 t("rollouts").add_column("expected_terminal", str)
                 self.db.conn.execute("update rollouts set expected_terminal = 'exit'")
+            elif "expected_terminal" not in t("rollouts").columns_dict:
+                # Stores made before blocked scenarios: every rollout there expected exit.
+                t("rollouts").add_column("expected_terminal", str)
+                self.db.conn.execute("update rollouts set expected_terminal = 'exit'")
             if not t("decisions").exists():
                 t("decisions").create({
                     "id": int, "rollout_id": str, "decision": str, "note": str, "ts": float,
@@ -357,6 +361,23 @@ class Store:
         for r in self.query("select coalesce(archetype, '?') a, sum(admitted) ok, count(*) n "
                             "from admissions group by a order by a"):
             out[r["a"]] = {"admitted": r["ok"] or 0, "attempted": r["n"]}
+        return out
+
+    def scenario_mix(self) -> dict[str, dict]:
+        """Per archetype, over admitted scenarios: how many are blocked (end in panic) and how
+        many retrieve in several steps; and, over every rejected attempt, each reason's count."""
+        out: dict[str, dict] = {}
+        for r in self.query(
+                "select coalesce(archetype, '?') a, "
+                "sum(coalesce(json_extract(body, '$.terminal'), 'exit') = 'panic') blocked, "
+                "sum(json_type(body, '$.provider.retrieve') = 'array') multi "
+                "from scenarios where admitted = 1 group by a"):
+            out[r["a"]] = {"blocked": r["blocked"] or 0, "multi_step": r["multi"] or 0, "rejected": {}}
+        for r in self.query("select coalesce(archetype, '?') a, reasons from admissions "
+                            "where admitted = 0"):
+            row = out.setdefault(r["a"], {"blocked": 0, "multi_step": 0, "rejected": {}})
+            for reason in _loads(r["reasons"], []):
+                row["rejected"][reason] = row["rejected"].get(reason, 0) + 1
         return out
 
     def scenario_mix(self) -> dict[str, dict]:

@@ -57,6 +57,14 @@ def verdict_text(verdict: str | None) -> Text:
                 "dim" if verdict == "void" else "red")
 
 
+def _expected(rollout: dict) -> tuple[str, str]:
+    """The terminal the scenario asked for (panic on a blocked one), marked where it was missed."""
+    want = rollout.get("expected_terminal") or "exit"
+    got = rollout.get("terminal")
+    style = "magenta" if want == "panic" else ""
+    return (want + (" (blocked)" if want == "panic" else ""), style if got in (None, want) else "red")
+
+
 def gate_panel(rollout: dict, history: list[dict]) -> Group:
     reasons = rollout.get("reasons") or []
     lines = [
@@ -64,6 +72,7 @@ def gate_panel(rollout: dict, history: list[dict]) -> Group:
                       ("  reasons: ", "dim"), (", ".join(reasons) or "none", "")),
         Text.assemble(("Session ", "bold"), (f"{rollout.get('end_reason') or '?'}", ""),
                       ("  terminal: ", "dim"), (rollout.get("terminal") or "-", ""),
+                      ("  expected: ", "dim"), _expected(rollout),
                       ("  verified: ", "dim"),
                       ("yes" if rollout.get("verified") else "no",
                        "green" if rollout.get("verified") else "red"),

@@ -27,16 +27,31 @@ def verdict_cell(admitted: int, reasons: list[str]) -> Text:
     return Text(reasons[0] if reasons else "rejected", style="red")
 
 
+def ends_cell(terminal: str | None, kind: str | None) -> Text:
+    if terminal == "panic":
+        return Text(f"panic ({kind})" if kind else "panic", style="magenta")
+    return Text("exit", style="dim")
+
+
 def scenario_detail(scenario: dict | None) -> Group | Text:
     if not scenario:
         return Text("No scenario selected. An empty table? Press a to author a batch.", style="dim")
     provider = scenario.get("provider") or {}
     ann = scenario.get("announcement") or {}
     where = ann.get("var") or ann.get("path") or ""
+    retrieve = provider.get("retrieve", "?")
+    steps = retrieve if isinstance(retrieve, list) else [retrieve]
+    blocked = scenario.get("terminal") == "panic"
+    ends = (Text.assemble(("ends in panic", "magenta"),
+                          f" · blocked ({scenario.get('blocked_kind') or 'by hand'}): "
+                          f"`{scenario.get('blocked_by', '?')}` fails as the session user")
+            if blocked else Text("ends in exit", style="green"))
     parts: list = [
         Text(scenario.get("id", "?"), style="bold"),
-        Text(f"{scenario.get('archetype', '?')} · split {scenario.get('split', 'train')}",
+        Text(f"{scenario.get('archetype', '?')} · split {scenario.get('split', 'train')}"
+             + (f" · provider style {scenario['provider_style']}" if scenario.get("provider_style") else ""),
              style="dim"),
+        ends,
         Text(""),
         Text("Announcement", style="bold underline"),
         Text(f"{ann.get('kind', '?')}{' ' + where if where else ''}: {ann.get('text', '')}"),
@@ -45,7 +60,8 @@ def scenario_detail(scenario: dict | None) -> Group | Text:
         Text(scenario.get("directives", "")),
         Text(""),
         Text("Provider", style="bold underline"),
-        Text(f"{provider.get('name', '?')}  (retrieve: {provider.get('retrieve', '?')})"),
+        Text(f"{provider.get('name', '?')}  (retrieve"
+             + (f" in {len(steps)} steps: " if len(steps) > 1 else ": ") + " → ".join(steps) + ")"),
         Text(""),
         Text("Checker", style="bold underline"),
         Syntax(scenario.get("checker", ""), "bash", theme="ansi_dark", word_wrap=True),
@@ -73,10 +89,12 @@ class ScenariosScreen(TabScreen):
         yield from self.compose_frame()
         with Horizontal(id="scenarios-body"):
             with Vertical(id="scenarios-left"):
-                yield DataGrid("ID", "Archetype", "Split", "Provider", "Announce", "Verdict",
-                               "Reasons", id="scenario-table")
+                yield DataGrid("ID", "Archetype", "Split", "Provider", "Announce", "Ends",
+                               "Steps", "Verdict", "Reasons", id="scenario-table",
+                               priority=[0, 1, 4, 6, 7, 3, 5, 2, 8])
                 yield Static("Yield per archetype", classes="pane-title")
-                yield DataGrid("Archetype", "Admitted", "Attempted", "Yield", id="yield-table")
+                yield DataGrid("Archetype", "Admitted", "Attempted", "Yield", "Blocked",
+                               "Multi-step", "Rejected for", id="yield-table")
             with VerticalScroll(id="scenario-detail"):
                 yield Static(scenario_detail(None), id="scenario-detail-body")
         yield from self.compose_footer()
@@ -87,14 +105,16 @@ class ScenariosScreen(TabScreen):
 
     # ------------------------------------------------------------------ data
     def reload(self) -> None:
-        self.read(lambda s: (s.scenario_rows(), s.admission_yield()), self.show)
+        self.read(lambda s: (s.scenario_rows(), s.admission_yield(), s.scenario_mix()), self.show)
 
     def show(self, result) -> None:
-        rows, yields = result
+        rows, yields, mix = result
         table = self.query_one("#scenario-table", DataGrid)
         first = not table.row_count
         table.show_rows([(r["id"], (r["id"], r["archetype"] or "?", r["split"] or "",
                                     r["provider"] or "", r["announcement"] or "",
+                                    ends_cell(r.get("terminal"), r.get("blocked_kind")),
+                                    str(r.get("steps") or 1),
                                     verdict_cell(r["admitted"], r["reasons"]),
                                     ", ".join(r["reasons"])))
                          for r in rows])
@@ -103,9 +123,13 @@ class ScenariosScreen(TabScreen):
                 y = yields.setdefault(r["archetype"] or "?", {"admitted": 0, "attempted": 0})
                 y["attempted"] += 1
                 y["admitted"] += int(bool(r["admitted"]))
+        none = {"blocked": 0, "multi_step": 0, "rejected": {}}
         self.query_one("#yield-table", DataGrid).show_rows([
             (arch, (arch, str(y["admitted"]), str(y["attempted"]),
-                    f"{100 * y['admitted'] / y['attempted']:.0f}%" if y["attempted"] else "-"))
+                    f"{100 * y['admitted'] / y['attempted']:.0f}%" if y["attempted"] else "-",
+                    str(mix.get(arch, none)["blocked"]), str(mix.get(arch, none)["multi_step"]),
+                    ", ".join(f"{k} {n}" for k, n in sorted(mix.get(arch, none)["rejected"].items(),
+                                                            key=lambda kv: -kv[1])) or "-"))
             for arch, y in sorted(yields.items())])
         if first and table.row_count:
             self.show_detail(table.selected_key)
@@ -140,6 +164,11 @@ class ScenariosScreen(TabScreen):
             holdout = ",".join(a.strip() for a in form["holdout"].split(",") if a.strip())
             if holdout:
                 args[1:1] = ["--holdout-archetypes", holdout]
+            for key, flag in (("holdout_providers", "--holdout-providers"),
+                              ("holdout_announcements", "--holdout-announcements")):
+                value = ",".join(a.strip() for a in form.get(key, "").split(",") if a.strip())
+                if value:
+                    args[1:1] = [flag, value]
             if form.get("teacher"):
                 args[1:1] = ["--teacher", form["teacher"]]
             self.start("author", *args)
@@ -149,6 +178,9 @@ class ScenariosScreen(TabScreen):
             [("count", "How many", "20"), ("seed", "Seed", "0"),
              ("holdout", "Held-out archetypes (comma-separated; scenarios go to holdout)",
               ",".join(DEFAULT_HOLDOUT)),
+             ("holdout_providers", "Held-out provider styles (direct, listing, subcommand, pointer, "
+              "gnu, man, argparse, modern)", ""),
+             ("holdout_announcements", "Held-out announcement kinds (motd, banner, env, file)", ""),
              ("teacher", "Teacher endpoint (blank: procedural)",
               os.environ.get("SEKBENCH_TEACHER", ""))],
             hint="Enter starts `sekbench author`; Escape cancels."), submitted)
