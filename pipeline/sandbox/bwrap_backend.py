@@ -36,6 +36,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -50,9 +51,13 @@ ROOT_CAPS = ["CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FOWNER", "CAP_KILL"]
 HOST_ENV = {"PATH": "/usr/bin:/bin:/usr/sbin:/sbin"}
 SANDBOX_PATH = "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin"
 # Joins the sandbox's cgroup before anything else runs, then opens the seccomp program on fd 9
-# for bwrap: args are N, N cgroup.procs files, the BPF file, the command.
+# and the script to run (or /dev/null) on fd 8 for bwrap: args are N, N cgroup.procs files,
+# the BPF file, the script file, the command.
 JOIN = ('unset PWD OLDPWD; n=$1; shift; while [ "$n" -gt 0 ]; do echo $$ > "$1" || exit 125; shift; '
-        'n=$((n-1)); done; b=$1; shift; exec "$@" 9<"$b"')
+        'n=$((n-1)); done; b=$1; s=$2; shift 2; exec "$@" 9<"$b" 8<"$s"')
+# Where a script given to exec() appears inside: a file, not an argument (no ARG_MAX, and its
+# text is in no command line), on a /run of that invocation's own.
+SCRIPT = "/run/sekbench/script"
 JOIN_FAILED = 125
 EXEC_FLOOD = 16 << 20
 UNOWNED_GRACE_S = 60
@@ -89,15 +94,16 @@ class BwrapSandbox:
         self._shell = None
         self._removed = False
 
-    def _spawn(self) -> list[str]:
+    def _spawn(self, script_file: Path | None = None) -> list[str]:
         """Host side of every invocation: join the cgroup, enter the user namespace as its root."""
         files = self.group.procs_files()
         return (["sh", "-c", JOIN, "sh", str(len(files)), *files, str(self.state / "seccomp.bpf"),
+                 str(script_file or "/dev/null"),
                  "nsenter", f"--user=/proc/{os.getpid()}/fd/{self._userns_fd}", "-S", "0", "-G", "0",
                  "--"])
 
-    def _base(self) -> list[str]:
-        args = self._spawn() + [
+    def _base(self, script_file: Path | None = None) -> list[str]:
+        args = self._spawn(script_file) + [
             "bwrap", "--seccomp", "9", "--ro-bind", str(self.root), "/", "--dev", "/dev",
             # sysctls: their files already belong to host root, which no id inside maps to;
             # a read-only bind also shuts out the ones a namespace's own root may write
@@ -146,17 +152,26 @@ class BwrapSandbox:
              max_output: int = 65536) -> ExecResult:
         if self._removed:
             raise SekbenchError("the sandbox is gone")
-        args = self._base()
+        script_file = self.state / f".script-{os.getpid()}-{threading.get_ident()}-{time.monotonic_ns()}"
+        fd = os.open(script_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(script.encode("utf-8", "surrogateescape"))
+        args = self._base(script_file) + ["--size", str(1 << 20), "--tmpfs", "/run"]
         if user == "root":
+            args += ["--perms", "0400", "--ro-bind-data", "8", SCRIPT, "--remount-ro", "/run"]
             args += ["--cap-drop", "ALL"] + sum((["--cap-add", c] for c in ROOT_CAPS), [])
             args += ["--setenv", "HOME", "/root", "--"]
-            inner = ["sh", "-c", script]
+            inner = ["sh", SCRIPT]
         else:
+            args += ["--perms", "0444", "--ro-bind-data", "8", SCRIPT, "--remount-ro", "/run"]
             args += ["--setenv", "HOME", SESSION_HOME, "--chdir", SESSION_HOME, "--"]
             inner = self._limits_prefix() + ["setpriv", f"--reuid={UID}", f"--regid={UID}",
                                              "--clear-groups", "--no-new-privs", "--inh-caps=-all",
-                                             "sh", "-c", script]
-        return self._run(args + inner, timeout, max_output)
+                                             "sh", SCRIPT]
+        try:
+            return self._run(args + inner, timeout, max_output)
+        finally:
+            script_file.unlink(missing_ok=True)
 
     def _run(self, argv: list[str], timeout: float, max_output: int) -> ExecResult:
         """Run one invocation, keeping the head and tail of its output as it streams: a script
