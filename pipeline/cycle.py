@@ -50,6 +50,11 @@ class CycleConfig:
     seed: int = _f(0, "authoring seed; also the rollout and eval seed")
     holdout_archetypes: list[str] = field(default_factory=lambda: list(_default_holdout()),
                                           metadata={"help": "archetypes kept out of training"})
+    holdout_providers: list[str] = field(default_factory=list, metadata={
+        "help": "provider styles kept out of training (direct, listing, subcommand, pointer, "
+                "gnu, man, argparse, modern)"})
+    holdout_announcements: list[str] = field(default_factory=list, metadata={
+        "help": "announcement kinds kept out of training (motd, banner, env, file)"})
     per_scenario: int = _f(1, "reference rollouts per training scenario (seeded variation)")
     workers: int = _f(2, "sandboxes at once while authoring and rolling out")
     model: str = _f("default", "base model (default: the prepared SmolLM2-135M-Instruct)")
@@ -102,10 +107,15 @@ class _Quiet:
 def author(ws, store, backend, cfg: CycleConfig, ui: CycleUI, batch: str) -> dict:
     from pipeline.admit import admit_many
     from pipeline.author.procedural import generate
-    scenarios = generate(cfg.count, cfg.seed)
+    from pipeline.author.procedural import Holdout
     holdout = set(cfg.holdout_archetypes)
-    for s in scenarios:
-        s["split"] = "holdout" if s["archetype"] in holdout else "train"
+    held = Holdout(frozenset(holdout), frozenset(cfg.holdout_providers),
+                   frozenset(cfg.holdout_announcements))
+    try:
+        # splits holdout (unseen along every axis asked for) and train (seen along all)
+        scenarios = generate(cfg.count, cfg.seed, holdout=held)
+    except ValueError as e:
+        raise SekbenchError(str(e)) from None
     instance = instance_ids(scenarios, cfg.instance_fraction, cfg.seed)
     for s in scenarios:
         if s["id"] in instance:

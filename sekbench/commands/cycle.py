@@ -14,6 +14,11 @@ def add_arguments(p) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--holdout-archetypes", default="search_count,file_transform",
                    help="archetypes held out of training and evaluated on")
+    p.add_argument("--holdout-providers", default="",
+                   help="provider styles held out of training: direct, listing, subcommand, "
+                        "pointer (discovery), gnu, man, argparse, modern (help layouts)")
+    p.add_argument("--holdout-announcements", default="",
+                   help="announcement kinds held out of training: motd, banner, env, file")
     p.add_argument("--per-scenario", type=int, default=1, help="reference rollouts per training scenario")
     p.add_argument("--workers", type=int, default=2, help="sandboxes at once (author, rollout)")
     p.add_argument("--model", default="default", help="base model (default: the prepared SmolLM2)")
@@ -105,6 +110,8 @@ def run(args, ws) -> dict:
     overrides = {k: getattr(args, k) for k in ("max_steps", "lr") if getattr(args, k) is not None}
     cfg = CycleConfig(count=args.count, seed=args.seed,
                       holdout_archetypes=[a for a in args.holdout_archetypes.split(",") if a],
+                      holdout_providers=[a for a in args.holdout_providers.split(",") if a],
+                      holdout_announcements=[a for a in args.holdout_announcements.split(",") if a],
                       per_scenario=args.per_scenario, workers=args.workers, model=args.model,
                       device=args.device, eval_limit=args.eval_limit,
                       eval_max_turns=args.eval_max_turns, eval_workers=args.eval_workers,

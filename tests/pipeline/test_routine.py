@@ -254,3 +254,31 @@ def test_export_carries_and_counts_panic_trajectories(ws, tmp_path):
     assert m["trajectories"] == 3 and m["panic_trajectories"] == 2
     assert m["by_terminal"] == {"exit": 1, "panic": 2}
     assert store.rollouts(limit=10)[1]["expected_terminal"] == "panic"
+
+
+def test_cycle_author_holds_out_provider_styles_and_kinds(monkeypatch):
+    from pipeline import admit, cycle
+    seen: list[dict] = []
+
+    def admitted(items, backend, **kw):
+        out = []
+        for s, _, _ in items:
+            seen.append(s)
+            out.append(admit.Verdict(s["id"], True, ["admitted"], archetype=s["archetype"], scenario=s))
+        return out
+
+    monkeypatch.setattr(admit, "admit_many", admitted)
+    cfg = cycle.CycleConfig(count=45, seed=3, holdout_providers=["pointer"],
+                            holdout_announcements=["env"])
+    got = cycle.author(None, None, None, cfg, cycle._Quiet(), "b")
+    by_id = {s["id"]: s for s in seen}
+    held = Holdout(frozenset(cfg.holdout_archetypes), frozenset({"pointer"}), frozenset({"env"}))
+    assert got["holdout"] and got["train"]
+    for sid in got["holdout"]:
+        assert all(is_unseen(by_id[sid], held).values())
+    for s in seen:
+        if s["split"] != "holdout":
+            assert not any(is_unseen(s, held).values()), s["id"]
+    with pytest.raises(Exception, match="unknown provider style"):
+        cycle.author(None, None, None, cycle.CycleConfig(count=9, holdout_providers=["fancy"]),
+                     cycle._Quiet(), "b")
