@@ -47,7 +47,7 @@ def run_one(args, ws, operator) -> dict:
 def announce_model(spec: str) -> None:
     """An in-process model takes seconds to load (longer the first time, when the GGUF is
     converted): say so before the screen goes quiet."""
-    if spec.startswith("hf:") or spec == "hf":
+    if spec.startswith("hf:") and spec[3:].strip():   # a bare `hf` is refused right after
         print(f"sekbench: preparing the model for {spec} (loading it takes a while, longer "
               "the first time) ...", file=sys.stderr, flush=True)
 
