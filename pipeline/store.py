@@ -21,7 +21,14 @@ from typing import Any, Iterable, Iterator
 
 import sqlite_utils
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# Columns a table gained after stores were made without them, by the schema version that added
+# them: (version, table, column, type, SQL that fills the old rows or None). Opening an older
+# store adds each one that is missing; the store then records SCHEMA_VERSION.
+ADDED_COLUMNS = [
+    # blocked scenarios: every rollout of an older store expected exit
+    (2, "rollouts", "expected_terminal", str, "update rollouts set expected_terminal = 'exit'"),
+]
 # The Review queue's order and every column it filters on (see idx_rollouts_queue).
 QUEUE_COLUMNS = ("created_at", "id", "verdict", "archetype", "operator", "split", "batch_id",
                  "reasons")
@@ -148,14 +155,6 @@ class Store:
                 t("rollouts").create_index(["verdict"])
                 t("rollouts").create_index(["archetype"])
                 t("rollouts").create_index(["created_at"])
-            elif "expected_terminal" not in t("rollouts").columns_dict:
-                # Stores made before blocked scenarios: every rollout there expected exit.
-                t("rollouts").add_column("expected_terminal", str)
-                self.db.conn.execute("update rollouts set expected_terminal = 'exit'")
-            elif "expected_terminal" not in t("rollouts").columns_dict:
-                # Stores made before blocked scenarios: every rollout there expected exit.
-                t("rollouts").add_column("expected_terminal", str)
-                self.db.conn.execute("update rollouts set expected_terminal = 'exit'")
             if not t("decisions").exists():
                 t("decisions").create({
                     "id": int, "rollout_id": str, "decision": str, "note": str, "ts": float,
@@ -204,7 +203,25 @@ class Store:
                                           pk="session_id")
             if not t("meta").exists():
                 t("meta").create({"key": str, "value": str}, pk="key")
-                t("meta").insert({"key": "schema", "value": str(SCHEMA_VERSION)})
+            self._migrate_columns()
+
+    def _migrate_columns(self) -> None:
+        """Bring an older store's tables up to SCHEMA_VERSION; refuse a newer store's."""
+        from pipeline.errors import SekbenchError
+        t = self.db.table
+        row = self.query("select value from meta where key = 'schema'")
+        have = int(row[0]["value"]) if row else None
+        if have is not None and have > SCHEMA_VERSION:
+            raise SekbenchError(f"{self.path} has store schema {have}, newer than this "
+                                f"sekbench's {SCHEMA_VERSION}; upgrade sekbench to open it")
+        for _version, table, column, kind, fill in ADDED_COLUMNS:
+            if t(table).exists() and column not in t(table).columns_dict:
+                t(table).add_column(column, kind)
+                if fill:
+                    self.db.conn.execute(fill)
+        if have != SCHEMA_VERSION:
+            self.db.conn.execute("insert or replace into meta(key, value) values ('schema', ?)",
+                                 [str(SCHEMA_VERSION)])
 
     # --------------------------------------------------------------- helpers
     def _write(self, fn, *args, **kwargs):

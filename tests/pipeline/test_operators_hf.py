@@ -95,7 +95,9 @@ def _random_adapter(model_dir, out):
     model = AutoModelForCausalLM.from_pretrained(model_dir)
     cfg = LoraConfig(r=8, lora_alpha=64, target_modules=["q_proj", "v_proj", "o_proj"],
                      init_lora_weights=False, task_type="CAUSAL_LM")
-    get_peft_model(model, cfg).save_pretrained(out)
+    from pipeline.sft import peft_quiet
+    with peft_quiet():
+        get_peft_model(model, cfg).save_pretrained(out)
     return out
 
 
