@@ -265,6 +265,28 @@ async def test_live_interrupt_asks_then_stops_the_selected_session_only(make_app
 
 
 @pytest.mark.asyncio
+async def test_live_long_lines_scroll_horizontally(make_app, workspace, ids):
+    app = make_app("live")
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        screen = app.screen
+        running = screen.streaming
+        store = Store(workspace.db_path)
+        long = "x" * 150 + "END-OF-LONG-LINE"
+        store.append_event(running, 2000, "output", long + "\n")
+        view = screen.query_one("#stream", Scrollback)
+        assert await wait_for(pilot, lambda: "END-OF-LONG-LINE" in view.plain(), 3)
+        await pilot.pause()
+        assert view.max_scroll_x > 0          # wider than the pane: it scrolls, not cut
+        view.focus()
+        await pilot.press("end")
+        before = view.scroll_x
+        await pilot.press("right", "right", "right")
+        await pilot.pause()
+        assert view.scroll_x > before
+
+
+@pytest.mark.asyncio
 async def test_live_follows_a_newly_started_session_unless_pinned(make_app, workspace, ids):
     store = Store(workspace.db_path)
     app = make_app("live")
