@@ -224,17 +224,35 @@ def test_admission_proves_blockage_and_walks_the_chain(ws, batch):
     assert item in v.messages["undiscoverable"]
 
 
-@pytest.mark.docker
-def test_system_places_are_admitted_in_docker(ws):
+def _system_places_admitted(ws, backend_name: str):
     from pipeline.admit import admit_many, load_items
     files = [str(SCENARIOS / "system-dirs-example.json"), str(SCENARIOS / "system-paths-example.json")]
-    dirs, single = admit_many(load_items(files), _backend(ws), store=None)
+    dirs, single = admit_many(load_items(files), _backend(ws, backend_name), store=None)
     # /etc/shipit, /var/log/shipit, /var/lib/shipit: setup's owners and modes hold there
     assert dirs.admitted, dirs.messages
     if not single.admitted and "cannot create /etc/announce: Read-only file system" in \
             single.messages.get("setup_failed", ""):
-        pytest.skip("the Docker backend makes directories writable, not a single file such as /etc/announce")
+        pytest.skip(f"the {backend_name} backend makes directories writable, not a single file "
+                    "such as /etc/announce")
     assert single.admitted, single.messages
+
+
+@pytest.mark.docker
+def test_system_places_are_admitted_in_docker(ws):
+    _system_places_admitted(ws, "docker")
+
+
+@pytest.mark.bwrap
+def test_system_places_are_admitted_in_bwrap(ws):
+    _system_places_admitted(ws, "bwrap")
+
+
+@pytest.mark.bwrap
+def test_blocked_and_chained_scenarios_are_admitted_in_bwrap(ws, batch):
+    from pipeline.admit import admit_many
+    picked = [_one(batch, "on_hold"), _one(batch, "missing_input"), _one(batch, None, "subcommand")]
+    verdicts = admit_many(((s, None, None) for s in picked), _backend(ws, "bwrap"), store=None)
+    assert [v.reasons for v in verdicts] == [["admitted"]] * 3, [v.messages for v in verdicts]
 
 
 def test_export_carries_and_counts_panic_trajectories(ws, tmp_path):
