@@ -102,11 +102,37 @@ def terminal_table(body: dict) -> Table | None:
     return table
 
 
-def lift_table(body: dict | None, title: str = "") -> Table | Text | Group:
+def sessions_table(body: dict) -> Table | None:
+    """Each scenario's sessions (ids to open in Replay or `sekbench show`), where it broke."""
+    rows = body.get("per_scenario")
+    if not rows:
+        return None
+    table = Table(title="sessions (sekbench show ID)", expand=True, title_style="bold",
+                  header_style="bold")
+    for name in ("scenario", "base", "tuned"):
+        table.add_column(name)
+
+    def cell(sessions: list[dict]) -> Text:
+        text = Text()
+        for i, x in enumerate(sessions):
+            if i:
+                text.append("\n")
+            text.append(str(x.get("session_id")))
+            mark = "✓" if x.get("verified") else (x.get("broke_at") or x.get("end_reason") or "")
+            text.append(f" {x.get('end_reason')} {mark}", style="dim")
+        return text or Text("-", style="dim")
+    for row in rows:
+        table.add_row(row.get("scenario_id") or "?", cell(row.get("base") or []),
+                      cell(row.get("tuned") or []))
+    return table
+
+
+def lift_table(body: dict | None, title: str = "", *, sessions: bool = False) -> Table | Text | Group:
     if not body or "base" not in body:
         return Text("No eval yet: select an adapter job and press e.", style="dim")
     main = metric_table(body, title)
-    extra = [t for t in (funnel_table(body), terminal_table(body)) if t is not None]
+    extra = [t for t in (funnel_table(body), terminal_table(body),
+                         sessions_table(body) if sessions else None) if t is not None]
     return Group(main, *extra) if extra else main
 
 
@@ -146,4 +172,4 @@ def metric_table(body: dict, title: str = "") -> Table:
 
 class LiftTable(Static):
     def show(self, body: dict | None, title: str = "") -> None:
-        self.update(lift_table(body, title))
+        self.update(lift_table(body, title, sessions=True))
