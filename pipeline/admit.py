@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import shlex
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -139,10 +140,49 @@ def check_blocked(s: dict, sandbox) -> str | None:
     return None
 
 
+PROVIDER_TIMEOUT = 10.0
+
+
+def check_provider_limits(s: dict, sandbox) -> str | None:
+    """Run the provider as the session user under the session's limits (the sandbox's own:
+    processes, memory); a provider that runs into one is rejected. Returns the message naming
+    the limit, or None. Where the backend cannot count its limit events, nothing is said."""
+    events = getattr(sandbox, "limit_events", None)
+    if events is None:
+        return None
+    before = events()
+    if not before:
+        return None
+    name = s["provider"]["name"]
+    tried = [f"{name} --help", *scen.retrieve_steps(s)]
+    for cmd in tried:
+        # output to /dev/null: only what the provider does to the sandbox counts here
+        sandbox.exec(f"{cmd} >/dev/null 2>&1 </dev/null", timeout=PROVIDER_TIMEOUT, user=SESSION_USER)
+    time.sleep(0.3)  # a bomb forked into the background keeps forking after its parent returns
+    after = events()
+    kill = getattr(sandbox, "kill_session", None)
+    if kill is not None:
+        kill()
+    limits = getattr(sandbox, "limits", None) or ADMISSION_LIMITS
+    what = " and ".join(f"`{c}`" for c in tried)
+    if after.get("pids", 0) > before.get("pids", 0):
+        return (f"running {what} hit the session's process limit (pids {limits.pids}, "
+                f"{after['pids'] - before.get('pids', 0)} forks refused): a provider must not fork without bound")
+    if after.get("oom", 0) > before.get("oom", 0):
+        return (f"running {what} hit the session's memory limit ({limits.memory_mb} MiB, "
+                f"a process killed for memory)")
+    return None
+
+
 def admit_one(s: dict | None, backend: Backend, *, file: str | None = None,
               load_error: str | None = None, checker_timeout: float | None = None) -> Verdict:
     if s is None:
         return Verdict(None, False, ["invalid"], {"invalid": load_error or "unreadable"}, file=file)
+    if not isinstance(s, dict):
+        return Verdict(None, False, ["invalid"], {"invalid": "a scenario is a JSON object"}, file=file)
+    bad_text = scen.text_problem(s)
+    if bad_text:  # nothing of it can be stored or shown as it is, not even its id
+        return Verdict(None, False, ["invalid"], {"invalid": bad_text}, file=file)
     found = scen.problems(s)
     sid = s.get("id") if isinstance(s.get("id"), str) else None
     arch = s.get("archetype") if isinstance(s.get("archetype"), str) else None
@@ -178,6 +218,12 @@ def admit_one(s: dict | None, backend: Backend, *, file: str | None = None,
         elif before.status == 0:
             reasons.append("vacuous_checker")
             messages["vacuous_checker"] = "the checker passes before any work is done"
+        tripped = check_provider_limits(s, sb)
+        if tripped:
+            # the discovery session and the reference would only run it into them again
+            reasons.append("undiscoverable")
+            messages["undiscoverable"] = tripped
+            return Verdict(sid, False, reasons, messages, file=file, archetype=arch, scenario=s)
         problems = check_discoverable(s, sb)
         if problems:
             reasons.append("undiscoverable")
@@ -228,12 +274,15 @@ def admit_many(items: Iterable[tuple[dict | None, str | None, str | None]], back
             v = Verdict(sid, False, ["setup_failed"], {"setup_failed": f"admission crashed: {e}"},
                         file=file, scenario=s)
         if store is not None:
-            store.record_admission(scenario_id=v.scenario_id, archetype=v.archetype,
-                                   admitted=v.admitted, reasons=v.reasons, messages=v.messages,
-                                   source=source, file=file, batch_id=batch_id)
-            if record_scenarios and s is not None and v.scenario_id and "invalid" not in v.reasons:
-                store.put_scenario(s, admitted=v.admitted, reasons=v.reasons, source=source,
-                                   file=file, seed=s.get("seed"))
+            try:
+                store.record_admission(scenario_id=v.scenario_id, archetype=v.archetype,
+                                       admitted=v.admitted, reasons=v.reasons, messages=v.messages,
+                                       source=source, file=file, batch_id=batch_id)
+                if record_scenarios and s is not None and v.scenario_id and "invalid" not in v.reasons:
+                    store.put_scenario(s, admitted=v.admitted, reasons=v.reasons, source=source,
+                                       file=file, seed=s.get("seed"))
+            except Exception as e:  # one unrecordable attempt must not lose the rest of the batch
+                log.warning("could not record the admission of %s: %s", file or v.scenario_id, e)
         return v
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:

@@ -77,15 +77,27 @@ def run_rollouts(*, scenarios: list[dict], backend: Backend, store: Store, cfg: 
     reasons: Counter = Counter()
     kept = 0
     done = 0
+    stopped: list[str] = []
 
     def one(s: dict, k: int) -> dict | None:
         if stop.is_set():
             return None
         op = make_operator()
-        res = run_session(backend=backend, operator=op, store=store, scenario=s,
-                          budget=cfg.budget, limits=Limits(), seed=cfg.seed * 1000 + k,
-                          options={"format": cfg.format, **cfg.options}, batch_id=batch_id,
-                          should_stop=stop.is_set)
+        try:
+            res = run_session(backend=backend, operator=op, store=store, scenario=s,
+                              budget=cfg.budget, limits=Limits(), seed=cfg.seed * 1000 + k,
+                              options={"format": cfg.format, **cfg.options}, batch_id=batch_id,
+                              should_stop=stop.is_set)
+        except Exception:  # a session that broke the harness must not take the batch with it
+            log.exception("a rollout of %s failed in the harness", s.get("id"))
+            return None
+        engine_alive = getattr(backend, "engine_alive", None)
+        if res.end_reason == "sandbox_died" and engine_alive is not None and not engine_alive():
+            # every further sandbox would die the same way: stop, keeping what is done
+            if not stop.is_set():
+                stopped.append(f"the sandbox engine went away ({res.detail})")
+                log.warning("stopping the batch: %s", stopped[0])
+            stop.set()
         extra = {"plan": getattr(op, "plan_notes", None), "k": k, "seed": cfg.seed * 1000 + k}
         row = rollout_row(res, s, op.name, batch_id, cfg.format, extra)
         if res.end_reason == "interrupted" and stop.is_set():
@@ -119,5 +131,8 @@ def run_rollouts(*, scenarios: list[dict], backend: Backend, store: Store, cfg: 
         raise
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
-    return {"rollouts": done, "kept": kept, "by_reason": dict(reasons),
-            "by_verdict": dict(verdicts), "batch_id": batch_id}
+    out = {"rollouts": done, "kept": kept, "by_reason": dict(reasons),
+           "by_verdict": dict(verdicts), "batch_id": batch_id}
+    if stopped:
+        out["stopped"] = stopped[0]
+    return out

@@ -2,8 +2,9 @@
 
 Installation writes the provider to /usr/local/bin/NAME, the announcement
 where its kind says, and a one-line login breadcrumb that points at it, then
-runs `setup` as root. The checker is never written into the sandbox: it is
-run as root after the session, passed on the command line.
+runs `setup` as root. The checker is not in the sandbox during the session: it
+is handed in on stdin after the session, once no session process is left, and
+runs from a file only root can read (see DockerSandbox.exec).
 """
 
 from __future__ import annotations
@@ -54,9 +55,45 @@ def load_file(path: str | Path) -> dict:
         data = json.loads(text)
     except json.JSONDecodeError as e:
         raise ScenarioInvalid(f"{p}: not JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
+    except RecursionError:
+        raise ScenarioInvalid(f"{p}: JSON nested too deeply to be a scenario") from None
     if not isinstance(data, dict):
         raise ScenarioInvalid(f"{p}: a scenario is a JSON object, found {type(data).__name__}")
+    bad = text_problem(data)
+    if bad:
+        raise ScenarioInvalid(f"{p}: {bad}")
     return data
+
+
+MAX_DEPTH = 16
+
+
+def text_problem(data) -> str | None:
+    """What makes parsed JSON unusable as text, where anything does: a lone surrogate
+    (JSON allows `\\ud800`; UTF-8, the store and the sandbox do not) or nesting deeper than any
+    scenario needs. Walked without recursion, so no input can exhaust the stack."""
+    todo = [(data, "", 0)]
+    while todo:
+        value, where, depth = todo.pop()
+        if depth > MAX_DEPTH:
+            return f"{where or 'the file'}: nested deeper than {MAX_DEPTH} levels"
+        if isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError as e:
+                return (f"{where or 'a value'}: a lone surrogate "
+                        f"({value[e.start]!a}) at character {e.start} is not text")
+        elif isinstance(value, dict):
+            for k, v in value.items():
+                name = f"{where}.{k}" if where else str(k)
+                try:
+                    k.encode("utf-8")
+                except UnicodeEncodeError:
+                    return f"{where or 'the file'}: a key with a lone surrogate ({k!a}) is not text"
+                todo.append((v, name, depth + 1))
+        elif isinstance(value, list):
+            todo.extend((v, f"{where}[{i}]", depth + 1) for i, v in enumerate(value))
+    return None
 
 
 def problems(s: dict) -> list[Problem]:

@@ -200,7 +200,9 @@ def _drive(res: SessionResult, rec: Recorder, sandbox, operator: Operator, scena
         try:
             res.banner = shell.login()
         except ShellDied as e:
-            res.end_reason, res.detail, res.void = "shell_died", f"login: {e}", True
+            gone = not sandbox.alive()
+            res.end_reason = "sandbox_died" if gone else "shell_died"
+            res.detail, res.void = f"login: {e}" + (" (the sandbox stopped)" if gone else ""), True
             return
         res.transcript.banner = res.banner
         rec.event("banner", res.banner)

@@ -35,6 +35,10 @@ log = logging.getLogger(__name__)
 # the user's processes; the session user (uid 1000, no-new-privileges) holds none.
 ROOT_CAPS = ["CHOWN", "DAC_OVERRIDE", "FOWNER", "KILL"]
 SESSION_UID = 1000
+READY = b"\x1esekbench-ready\x1f"
+READY_SH = "\\036sekbench-ready\\037"
+LOGIN_TRIES = 3
+LOGIN_READY_S = 10.0
 SECCOMP = Path(__file__).resolve().parents[2] / "assets" / "seccomp" / "sandbox.json"
 # Reads a root script from stdin into a file only root can read, runs it with stdin closed,
 # and removes it: the script's text never sits in a command line that /proc shows everyone.
@@ -78,11 +82,25 @@ class DockerSandbox:
     # ------------------------------------------------------------ the shell
     def login(self, env: dict[str, str]) -> Login:
         import pexpect.fdpexpect
-        ex = self.api.exec_create(self.id, ["sh", "-l"], stdin=True, tty=True, user=SESSION_USER,
-                                  workdir=SESSION_HOME, environment=env)
-        sock = self.api.exec_start(ex["Id"], socket=True, tty=True)
-        raw = sock._sock
-        raw.setblocking(True)
+        # Under load the engine can drop a TTY exec's first output (measured: 4 logins in 300
+        # printed their banner and prompt into nothing). The wrapper says it is ready and waits
+        # for a line before it becomes the login shell, so nothing is printed before the
+        # stream is shown to work; a start whose ready line never arrives is tried again.
+        wrapper = f"stty -echo 2>/dev/null; printf '{READY_SH}'; read -r _ && exec sh -l"
+        for attempt in range(LOGIN_TRIES):
+            ex = self.api.exec_create(self.id, ["sh", "-c", wrapper], stdin=True, tty=True,
+                                      user=SESSION_USER, workdir=SESSION_HOME, environment=env)
+            sock = self.api.exec_start(ex["Id"], socket=True, tty=True)
+            raw = sock._sock
+            raw.setblocking(True)
+            if _await(raw, READY, LOGIN_READY_S):
+                break
+            _close(sock)
+            log.warning("login stream %s showed nothing (try %d of %d)", ex["Id"][:12],
+                        attempt + 1, LOGIN_TRIES)
+        else:
+            raise SekbenchError(f"the engine gave no login stream in {LOGIN_TRIES} tries")
+        raw.sendall(b"\n")
         channel = pexpect.fdpexpect.fdspawn(raw.fileno(), timeout=30, use_poll=True)
         channel.delaybeforesend = None  # pexpect's default sleeps 50 ms before every send
         try:
@@ -227,6 +245,22 @@ class DockerSandbox:
         if self._lifeline is not None:
             _close(self._lifeline)
             self._lifeline = None
+
+
+def _await(raw, token: bytes, seconds: float) -> bool:
+    """Read from a socket until `token` has come by (True) or `seconds` pass (False)."""
+    import select
+    seen = b""
+    deadline = time.monotonic() + seconds
+    while token not in seen:
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([raw], [], [], left)[0]:
+            return False
+        chunk = raw.recv(4096)
+        if not chunk:
+            return False
+        seen = (seen + chunk)[-4096:]
+    return True
 
 
 def _close(sock) -> None:
