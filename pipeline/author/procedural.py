@@ -175,10 +175,22 @@ def generate(count: int, seed: int, archetypes: list[str] | None = None, *,
     h = holdout or Holdout()
     h.check()
     scenarios, seen = [], set()
-    # Exactly round(count * fraction) blocked scenarios, spread by the seed rather than by a
-    # stride (a stride would meet the archetype round-robin and block only a few archetypes).
-    chosen = sorted(random.Random(f"sekbench/procedural/{seed}/blocked").sample(
-        range(count), min(count, round(count * max(0.0, blocked_fraction)))))
+    # Exactly round(count * fraction) blocked scenarios, taken in turn over the archetypes
+    # (seeded), so every archetype gets some before any gets many.
+    pick = random.Random(f"sekbench/procedural/{seed}/blocked")
+    groups: dict[str, list[int]] = {}
+    for index in range(count):
+        groups.setdefault(names[index % len(names)], []).append(index)
+    for g in groups.values():
+        pick.shuffle(g)
+    turn = sorted(groups)
+    pick.shuffle(turn)
+    want, chosen = min(count, round(count * max(0.0, blocked_fraction))), []
+    while len(chosen) < want:
+        for a in turn:
+            if groups[a] and len(chosen) < want:
+                chosen.append(groups[a].pop())
+    chosen.sort()
     blocked_at = {i: BLOCKED_KINDS[n % len(BLOCKED_KINDS)] for n, i in enumerate(chosen)}
     for index in range(count):
         archetype = names[index % len(names)]

@@ -33,7 +33,7 @@ def test_blocked_share_kinds_and_archetypes(batch):
     assert len(blocked) == round(90 / 6)
     kinds = collections.Counter(s["blocked_kind"] for s in blocked)
     assert set(kinds) == set(BLOCKED_KINDS)
-    assert len({s["archetype"] for s in blocked}) >= 5
+    assert {s["archetype"] for s in blocked} == set(ARCHETYPES)
     for s in blocked:
         assert s["reference"][-1].startswith("panic ") and len(s["reference"][-1].split()) >= 4
         assert s["blocked_by"] and "\n" not in s["blocked_by"]
