@@ -71,23 +71,7 @@ def layout() -> Layout:
         raise MissingComponent("the bwrap backend needs root to give each sandbox its own cgroup")
     own = _own_paths()
     if (CGROUP_ROOT / "cgroup.controllers").exists():
-        base = CGROUP_ROOT / own.get("", "/").lstrip("/")
-        have = (base / "cgroup.controllers").read_text().split()
-        missing = [c for c in ("memory", "pids", "cpu") if c not in have]
-        if missing:
-            raise MissingComponent(f"cgroup v2 at {base} lacks the {', '.join(missing)} controller(s)")
-        parent = base / PARENT
-        try:
-            # A v2 group may delegate controllers only while it holds no processes of its own:
-            # true of the root, and of `sekbench/`, which never holds any.
-            if base != CGROUP_ROOT:
-                _write(base / "cgroup.subtree_control", "+memory +pids +cpu")
-            parent.mkdir(exist_ok=True)
-            _write(parent / "cgroup.subtree_control", "+memory +pids +cpu")
-        except OSError as e:
-            raise MissingComponent(f"cannot delegate cgroup v2 controllers below {base} "
-                                   f"({e.strerror})") from None
-        _LAYOUT = Layout(2, {"": parent})
+        _LAYOUT = Layout(2, {"": _v2_parent(CGROUP_ROOT / own.get("", "/").lstrip("/"))})
         return _LAYOUT
     mounts = _v1_mounts()
     missing = [c for c in V1_CONTROLLERS if c not in mounts]
@@ -104,6 +88,34 @@ def layout() -> Layout:
         parents[c] = parent
     _LAYOUT = Layout(1, parents)
     return _LAYOUT
+
+
+def _v2_parent(base: Path) -> Path:
+    """The sekbench/ folder to hold sandbox groups in a cgroup v2 tree.
+
+    A v2 group may hand controllers to children only while it holds no processes itself (the
+    root excepted). So it goes below this process's own group where that works, else below the
+    nearest ancestor that already delegates memory, pids and cpu (a systemd slice, typically).
+    """
+    wanted = ("memory", "pids", "cpu")
+    have = (base / "cgroup.controllers").read_text().split()
+    missing = [c for c in wanted if c not in have]
+    if missing:
+        raise MissingComponent(f"cgroup v2 at {base} lacks the {', '.join(missing)} controller(s)")
+    for cand in [base, *base.parents]:
+        if cand != CGROUP_ROOT and CGROUP_ROOT not in cand.parents:
+            break
+        try:
+            if not all(c in (cand / "cgroup.subtree_control").read_text().split() for c in wanted):
+                _write(cand / "cgroup.subtree_control", "+memory +pids +cpu")
+            parent = cand / PARENT
+            parent.mkdir(exist_ok=True)
+            _write(parent / "cgroup.subtree_control", "+memory +pids +cpu")
+            return parent
+        except OSError:
+            continue
+    raise MissingComponent(f"cannot delegate cgroup v2 controllers for sandboxes below {base} "
+                           "(it holds processes, and no parent delegates memory, pids and cpu)")
 
 
 class Group:
