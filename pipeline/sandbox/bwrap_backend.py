@@ -7,8 +7,9 @@ What every sandbox gets, or the backend refuses to start (MissingComponent, one 
   and nothing runs as a real host user. The image's root filesystem is shown read-only through
   an idmapped mount so its files still belong to root inside; `/proc/sys` is read-only and its
   files belong to host root, which no id inside maps to.
-- a seccomp filter close to Docker's default (pipeline/sandbox/seccomp.py): no new namespaces,
-  mounts, keyrings, io_uring, bpf, perf, userfaultfd, ptrace, kexec, modules, reboot or swap.
+- a seccomp filter (pipeline/sandbox/seccomp.py) from the Docker backend's own profile, close
+  to Docker's default: no new namespaces, mounts, keyrings, io_uring, bpf, perf, userfaultfd,
+  kexec, modules, reboot or swap; bwrap adds ptrace and chroot.
 - one cgroup (pipeline/sandbox/cgroups.py) with the memory, pids and CPU limits, holding setup,
   the session and the checker alike.
 - size-limited tmpfs mounts on the host for the writable places (the Docker backend's sizes),
@@ -24,7 +25,7 @@ What every sandbox gets, or the backend refuses to start (MissingComponent, one 
   parent, the pid namespace with bwrap); the next command's reap removes the mounts and cgroup.
 It needs root on the host, cgroup v1 or v2 with those controllers, user namespaces and idmapped
 mounts (Linux 5.12 or later, on the filesystem that holds the image's root). It cannot give a
-block-I/O limit or an LSM profile, and its seccomp list is sekbench's own, not Docker's.
+block-I/O limit or an LSM profile, and its seccomp list is a deny list.
 """
 
 from __future__ import annotations

@@ -1,13 +1,13 @@
 """A seccomp filter for bwrap sandboxes, built with libseccomp through ctypes.
 
-The filter allows by default and refuses what Docker's default profile
-refuses to a container without CAP_SYS_ADMIN: new namespaces (a user
-namespace would hand the session a fresh root), mounts, the kernel keyring,
-io_uring, bpf, perf, userfaultfd, ptrace, kexec, module loading, reboot,
-swap, clock and quota changes, handle-based opens. Calls of another
-architecture (i386, x32) kill the process, so the deny list cannot be stepped
-around. libseccomp2 is part of every Debian base system, so this needs no new
-dependency; where it cannot be loaded the bwrap backend refuses to start.
+The rules are the Docker backend's profile (assets/seccomp/sandbox.json, one list for both
+backends): allow by default, refuse what Docker's default profile refuses a container without
+CAP_SYS_ADMIN (new namespaces, mounts, the kernel keyring, bpf, perf, userfaultfd, kexec,
+modules, reboot, swap, clock and quota changes, handle-based opens) and io_uring. bwrap adds a
+few of its own (EXTRA): ptrace, chroot, NUMA policy calls and TIOCSTI. Calls of another
+architecture (i386, x32) kill the process, so the list cannot be stepped around. libseccomp2
+is part of every Debian base system (apt needs it), so this adds no dependency; where it
+cannot be loaded, or the profile cannot be read, the bwrap backend refuses to start.
 """
 
 from __future__ import annotations
@@ -15,10 +15,14 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import errno
+import json
 import os
 import tempfile
+from pathlib import Path
 
 from pipeline.errors import MissingComponent
+
+PROFILE = Path(__file__).resolve().parents[2] / "assets" / "seccomp" / "sandbox.json"
 
 SCMP_ACT_ALLOW = 0x7FFF0000
 SCMP_ACT_KILL_PROCESS = 0x80000000
@@ -29,29 +33,48 @@ def SCMP_ACT_ERRNO(code: int) -> int:
 
 
 SCMP_FLTATR_ACT_BADARCH = 2
-SCMP_CMP_MASKED_EQ = 7
+OPS = {"SCMP_CMP_NE": 1, "SCMP_CMP_LT": 2, "SCMP_CMP_LE": 3, "SCMP_CMP_EQ": 4,
+       "SCMP_CMP_GE": 5, "SCMP_CMP_GT": 6, "SCMP_CMP_MASKED_EQ": 7}
+SCMP_CMP_MASKED_EQ = OPS["SCMP_CMP_MASKED_EQ"]
 
-# Refused with EPERM, whatever the arguments.
-DENY = (
-    "unshare", "setns", "mount", "umount", "umount2", "pivot_root", "chroot",
-    "fsopen", "fsconfig", "fsmount", "fspick", "open_tree", "move_mount", "mount_setattr",
-    "keyctl", "add_key", "request_key",
-    "io_uring_setup", "io_uring_enter", "io_uring_register",
-    "bpf", "perf_event_open", "userfaultfd", "fanotify_init",
-    "ptrace", "process_vm_readv", "process_vm_writev", "kcmp", "pidfd_getfd",
-    "kexec_load", "kexec_file_load", "init_module", "finit_module", "delete_module",
-    "create_module", "get_kernel_syms", "query_module",
-    "reboot", "swapon", "swapoff", "acct", "syslog", "vhangup", "iopl", "ioperm",
-    "settimeofday", "clock_settime", "clock_adjtime", "adjtimex",
-    "quotactl", "quotactl_fd", "lookup_dcookie", "nfsservctl", "uselib", "ustat", "sysfs",
-    "_sysctl", "open_by_handle_at", "name_to_handle_at",
-    "mbind", "set_mempolicy", "migrate_pages", "move_pages",
-)
-
-# clone(2) is needed for every fork; only its namespace flags are refused.
-CLONE_NEW = (0x00020000, 0x02000000, 0x04000000, 0x08000000, 0x10000000,
-             0x20000000, 0x40000000, 0x00000080)  # NS CGROUP UTS IPC USER PID NET TIME
+# Refused with EPERM beyond the shared profile: a bwrap sandbox runs no debugger, and these
+# reach outside the pid namespace's own processes or the session's terminal.
+EXTRA = ("ptrace", "chroot", "pidfd_getfd", "mbind", "set_mempolicy", "migrate_pages",
+         "move_pages", "vhangup")
 TIOCSTI = 0x5412
+
+
+def _rules() -> list[tuple[str, int, list[tuple[int, int, int, int]]]]:
+    """(syscall, action, [(arg, op, a, b)]) from the shared profile, then bwrap's extras."""
+    try:
+        prof = json.loads(PROFILE.read_text())
+    except (OSError, ValueError) as e:
+        raise MissingComponent(f"the sandbox seccomp profile {PROFILE} is unreadable ({e})") from None
+    if prof.get("defaultAction") != "SCMP_ACT_ALLOW":
+        raise MissingComponent(f"the bwrap backend reads only allow-by-default seccomp profiles "
+                               f"({PROFILE.name} has {prof.get('defaultAction')})")
+    rules = []
+    for entry in prof.get("syscalls", []):
+        act = entry.get("action")
+        if act == "SCMP_ACT_ALLOW":
+            continue  # already the default
+        if act == "SCMP_ACT_ERRNO":
+            action = SCMP_ACT_ERRNO(int(entry.get("errnoRet", errno.EPERM)))
+        elif act in ("SCMP_ACT_KILL", "SCMP_ACT_KILL_PROCESS"):
+            action = SCMP_ACT_KILL_PROCESS
+        else:
+            raise MissingComponent(f"unsupported action {act} in {PROFILE.name}")
+        try:
+            cmps = [(int(a["index"]), OPS[a["op"]], int(a.get("value", 0)), int(a.get("valueTwo", 0)))
+                    for a in entry.get("args") or []]
+        except KeyError as e:
+            raise MissingComponent(f"unsupported comparison {e} in {PROFILE.name}") from None
+        rules += [(name, action, cmps) for name in entry.get("names", [])]
+    listed = {name for name, _, cmps in rules if not cmps}
+    rules += [(name, SCMP_ACT_ERRNO(errno.EPERM), []) for name in EXTRA if name not in listed]
+    # Pushing bytes into the terminal's input would type commands for someone else.
+    rules.append(("ioctl", SCMP_ACT_ERRNO(errno.EPERM), [(1, SCMP_CMP_MASKED_EQ, 0xFFFFFFFF, TIOCSTI)]))
+    return rules
 
 
 class _ArgCmp(ctypes.Structure):
@@ -92,25 +115,15 @@ def build() -> bytes:
         if lib.seccomp_attr_set(ctx, SCMP_FLTATR_ACT_BADARCH, SCMP_ACT_KILL_PROCESS) != 0:
             raise MissingComponent("libseccomp refused the foreign-architecture action")
 
-        def add(name: str, action: int, *cmps: _ArgCmp) -> None:
+        for name, action, cmps in _rules():
             nr = lib.seccomp_syscall_resolve_name(name.encode())
             if nr < 0:  # not a call on this architecture (e.g. create_module on x86_64)
-                return
-            arr = (_ArgCmp * len(cmps))(*cmps) if cmps else None
+                continue
+            arr = (_ArgCmp * len(cmps))(*(_ArgCmp(*c) for c in cmps)) if cmps else None
             rc = lib.seccomp_rule_add_array(ctx, action, nr, len(cmps), arr)
             if rc != 0:
                 raise MissingComponent(f"libseccomp refused a rule for {name} "
                                        f"({os.strerror(-rc)})")
-
-        for name in DENY:
-            add(name, SCMP_ACT_ERRNO(errno.EPERM))
-        for flag in CLONE_NEW:
-            add("clone", SCMP_ACT_ERRNO(errno.EPERM), _ArgCmp(0, SCMP_CMP_MASKED_EQ, flag, flag))
-        # clone3 passes its flags in memory a filter cannot read; ENOSYS makes libc fall back
-        # to clone, whose flags are checked above.
-        add("clone3", SCMP_ACT_ERRNO(errno.ENOSYS))
-        # Pushing bytes into the terminal's input would type commands for someone else.
-        add("ioctl", SCMP_ACT_ERRNO(errno.EPERM), _ArgCmp(1, SCMP_CMP_MASKED_EQ, 0xFFFFFFFF, TIOCSTI))
         with tempfile.TemporaryFile() as f:
             rc = lib.seccomp_export_bpf(ctx, f.fileno())
             if rc != 0:
