@@ -41,10 +41,14 @@ def _yaml(v: str) -> str:
 
 
 def front_matter(exports: list[tuple[Path, dict]]) -> list[str]:
+    # an empty file is no split to `datasets` ("corresponds to no data"): listed, not loaded
+    exports = [(d, m) for d, m in exports if m.get("trajectories")]
     splits = [m.get("split", "train") for _, m in exports]
     lines = ["---", "pretty_name: sekbench shell-operating trajectories", "language:", "- en",
-             "tags:", *(f"- {t}" for t in TAGS), "task_categories:", "- text-generation",
-             "configs:"]
+             "tags:", *(f"- {t}" for t in TAGS), "task_categories:", "- text-generation"]
+    if not exports:
+        return lines + ["---"]
+    lines.append("configs:")
     if len(set(splits)) == len(splits):
         # one config, one split per file: `load_dataset(folder)` gives train/instance/holdout
         lines += ["- config_name: default", "  data_files:"]

@@ -118,8 +118,12 @@ def test_two_exports_of_one_split_get_a_config_each(store, tmp_path):
     folder = tmp_path / "exp"
     export(store, folder / "a.jsonl")
     export(store, folder / "b.jsonl", form="alternating")
-    head = write_card(folder / "b.jsonl").read_text().split("---")[1]
+    assert export(store, folder / "i.jsonl", split="instance")["trajectories"] == 0
+    text = write_card(folder / "b.jsonl").read_text()
+    head = text.split("---")[1]
     assert 'config_name: "a"' in head and "default: true" in head and 'config_name: "b"' in head
+    # an empty export is listed but is no split: `datasets` refuses a split with no data
+    assert "i.jsonl" not in head and "| `i.jsonl` | instance |" in text
     datasets = pytest.importorskip("datasets", reason="datasets is part of the ml extra")
     assert len(datasets.load_dataset(str(folder), split="train")) == 5
     assert len(datasets.load_dataset(str(folder), "b", split="train")) == 5
