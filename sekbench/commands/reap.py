@@ -5,11 +5,11 @@ from __future__ import annotations
 from pipeline.errors import MissingComponent
 
 NAME = "reap"
-HELP = "remove sandboxes whose run is gone (--all: every sekbench sandbox)"
+HELP = "remove sandboxes whose run is gone (--all: also this workspace's live ones)"
 
 
 def add_arguments(p) -> None:
-    p.add_argument("--all", action="store_true", help="remove every sekbench sandbox, live or not")
+    p.add_argument("--all", action="store_true", help="also remove this workspace's sandboxes whose run is alive (other workspaces' live sandboxes are never touched)")
 
 
 def run(args, ws) -> dict:

@@ -347,3 +347,126 @@ def test_writable_system_places_are_size_limited_and_root_owned(ws):
         assert full.status != 0 and "No space left" in full.output
     finally:
         sb.remove()
+
+
+@pytest.fixture
+def own_engine(tmp_path):
+    """A Docker engine of this test's own (socket, data-root, exec-root), with the sandbox image
+    loaded: it is killed mid-rollout, which the shared engine must never be."""
+    import shutil
+    import signal
+    import docker
+    if os.geteuid() != 0 or shutil.which("dockerd") is None:
+        pytest.skip("starting a second Docker engine needs root and dockerd")
+    from pipeline.image import current_tag
+    tag = f"sek-test-{os.getpid()}"
+    paths = {"sock": f"/run/{tag}.sock", "data": f"/var/lib/{tag}", "exec": f"/run/{tag}",
+             "pid": f"/run/{tag}.pid"}
+    log = open(tmp_path / "dockerd.log", "ab")
+
+    def start():
+        Path(paths["pid"]).unlink(missing_ok=True)  # a killed engine leaves its pidfile
+        # and its containerd's: a new engine waits on whatever process has that pid now
+        ctrd = Path(paths["exec"]) / "containerd" / "containerd.pid"
+        try:
+            old = int(ctrd.read_text())
+            for _ in range(50):
+                cmd = Path(f"/proc/{old}/cmdline").read_bytes()
+                if paths["exec"].encode() not in cmd:
+                    break
+                time.sleep(0.2)
+        except (OSError, ValueError):
+            pass
+        ctrd.unlink(missing_ok=True)
+        proc = subprocess.Popen(["dockerd", "--iptables=false", "--bridge=none", "-H",
+                                 f"unix://{paths['sock']}", "--data-root", paths["data"],
+                                 "--exec-root", paths["exec"], "--pidfile", paths["pid"]],
+                                stdout=log, stderr=log, stdin=subprocess.DEVNULL,
+                                start_new_session=True)
+        for _ in range(60):
+            try:
+                client = docker.DockerClient(base_url=f"unix://{paths['sock']}", timeout=30)
+                client.ping()
+                return proc, client
+            except Exception:  # not listening yet
+                time.sleep(0.5)
+        stop(proc)
+        raise AssertionError("the test's own Docker engine did not start within 30 s: "
+                             + (tmp_path / "dockerd.log").read_text()[-500:])
+
+    def stop(p):
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+    state = {"proc": None, "start": start}
+    try:
+        state["proc"], client = start()
+        image = docker.from_env().images.get(current_tag())
+        client.images.load(b"".join(image.save(named=True)))
+        yield paths, client, state
+    finally:
+        if state["proc"] is not None:
+            stop(state["proc"])
+        # shims of a killed engine that never came back: ours, named by our exec-root
+        shims = subprocess.run(["pgrep", "-f", f"-address {paths['exec']}/"], capture_output=True,
+                               text=True).stdout.split()
+        for pid in shims:
+            try:
+                os.kill(int(pid), signal.SIGKILL)
+            except (ProcessLookupError, ValueError):
+                pass
+        # dockerd bind-mounts its data-root onto itself and mounts netns files in its exec-root
+        for line in Path("/proc/mounts").read_text().splitlines()[::-1]:
+            where = line.split()[1]
+            if where.startswith((paths["data"], paths["exec"] + "/")):
+                subprocess.run(["umount", "-l", where], capture_output=True)
+        shutil.rmtree(paths["data"], ignore_errors=True)
+        shutil.rmtree(paths["exec"], ignore_errors=True)
+        Path(paths["sock"]).unlink(missing_ok=True)
+        Path(paths["pid"]).unlink(missing_ok=True)
+
+
+@pytestmark_docker
+def test_engine_killed_mid_rollout_voids_sessions_and_stops_the_batch(ws, tmp_path, own_engine):
+    import signal
+    paths, client, state = own_engine
+    Store(ws.db_path).put_scenario(EXAMPLE, admitted=True, reasons=["admitted"], source="test",
+                                   file=None)
+    script = tmp_path / "cmds.txt"
+    script.write_text("orders --help\nsleep 4\nsleep 4\nexit\n")
+    env = {**os.environ, "DOCKER_HOST": f"unix://{paths['sock']}", "SEKBENCH_HOME": str(ws.root)}
+    proc = subprocess.Popen([sys.executable, "-m", "sekbench.cli", "rollout", "--operator",
+                             f"script:{script}", "--per-scenario", "6", "--workers", "2", "--json"],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    deadline = time.monotonic() + 60
+    while len(client.api.containers()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert len(client.api.containers()) == 2, proc.poll() is not None and proc.communicate()
+    time.sleep(1)
+    state["proc"].send_signal(signal.SIGKILL)  # the engine dies mid-session
+    state["proc"].wait()
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0 and "Traceback" not in err, err[-2000:]
+    result = json.loads(out)
+    assert "engine went away" in result["stopped"] and result["kept"] == 0
+    assert result["rollouts"] < 6  # stopped, not run into six dead sandboxes
+    store = Store(ws.db_path)
+    sessions = store.sessions()
+    assert sessions and all(s["status"] == "ended" for s in sessions)
+    rows = store.query("select end_reason, verdict from rollouts")
+    assert rows and {(r["end_reason"], r["verdict"]) for r in rows} == {("sandbox_died", "void")}
+    # the engine back: nothing of the killed batch is left running, and reaping has no error
+    state["proc"], client = state["start"]()
+    done = subprocess.run([sys.executable, "-m", "sekbench.cli", "reap", "--json"], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert client.api.containers(all=True, filters={"label": "sekbench=1"}) == []
+    shims = subprocess.run(["pgrep", "-f", f"{paths['exec']}/containerd"], capture_output=True,
+                           text=True).stdout.split()
+    assert len(shims) <= 1  # the engine's own containerd; no shim of a stranded sandbox
