@@ -9,7 +9,9 @@ HELP = "remove sandboxes whose run is gone (--all: also this workspace's live on
 
 
 def add_arguments(p) -> None:
-    p.add_argument("--all", action="store_true", help="also remove this workspace's sandboxes whose run is alive (other workspaces' live sandboxes are never touched)")
+    p.add_argument("--all", action="store_true",
+                   help="also remove this workspace's sandboxes whose run is alive "
+                        "(other workspaces' live sandboxes are never touched)")
 
 
 def run(args, ws) -> dict:
