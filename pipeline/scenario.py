@@ -225,22 +225,38 @@ def refused_place(path: str) -> str | None:
     return None
 
 
+_WRITES = re.compile(r">|\b(?:mkdir|touch|cp|mv|tee|chmod|chown|chgrp|ln|install|rm|rmdir|truncate|"
+                     r"sed -i|tar|gzip|dd)\b")
+_HEREDOC = re.compile(r"<<-?\s*['\"]?([A-Za-z_][A-Za-z0-9_]*)['\"]?")
+
+
+def _writing_lines(text: str) -> list[str]:
+    """The lines of a script that write somewhere, heredoc bodies (data) left out."""
+    out, until = [], None
+    for line in text.splitlines():
+        if until is not None:
+            if line.strip() == until:
+                until = None
+            continue
+        m = _HEREDOC.search(line)
+        if m:
+            until = m.group(1)
+        if _WRITES.search(line):
+            out.append(line)
+    return out
+
+
 def writable_places(s: dict) -> tuple[str, ...]:
     """The extra places (directories, or single files such as /etc/announce) this scenario
     writes under system paths; the backends make each a size-limited writable mount.
-    Which of them are single files is writable_files(s)."""
-    texts = [s.get("setup") or "", s.get("checker") or ""]
+    Only writes count (setup's, the reference's, the announcement's file): a path that is
+    only read, or only named in data, needs no place. Which are single files is writable_files(s)."""
+    lines = _writing_lines(s.get("setup") or "") if isinstance(s.get("setup"), str) else []
+    lines += [c for c in s.get("reference") or [] if isinstance(c, str) and _WRITES.search(c)]
     ann = s.get("announcement") or {}
     if ann.get("kind") == "file" and isinstance(ann.get("path"), str):
-        texts.append(ann["path"] + " ")
-    for step in retrieve_steps(s) + [c for c in s.get("reference") or [] if isinstance(c, str)]:
-        texts.append(step)
-    found: dict[str, bool] = {}
-    for text in texts:
-        if not isinstance(text, str):
-            continue
-        for m in _PLACE_RE.finditer(text):
-            found[m.group(1)] = True
+        lines.append(ann["path"] + " ")
+    found = {m.group(1) for line in lines for m in _PLACE_RE.finditer(line)}
     return tuple(sorted(p for p in found if not refused_place(p)
                         and not any(p == w or p.startswith(w + "/") for w in WRITABLE)))
 

@@ -68,8 +68,10 @@ def _missing_input(rng: random.Random, paths: Paths) -> Blockage:
 
 def _permission(rng: random.Random, paths: Paths) -> Blockage:
     app = rng.choice(SERVICES)
-    # A directory name no archetype picks, so the task's hand-over to sek never covers it.
-    target = f"/srv/{app}-{rng.choice(['ledger', 'records', 'handoff'])}/{rng.choice(['ledger', 'handoff', 'journal', 'done'])}.log"
+    # Where a service keeps what root owns; never a directory an archetype hands to sek.
+    name = rng.choice(["ledger", "handoff", "journal", "done"])
+    target = rng.choice([f"/var/lib/{app}/{name}.log", f"/var/log/{app}/{name}.log",
+                         f"/srv/{app}-{rng.choice(['ledger', 'records', 'handoff'])}/{name}.log"])
     history = [f"{rng.randint(1, 28):02d}/{rng.randint(1, 12):02d} {rng.choice(WORDS)} ok" for _ in range(rng.randint(2, 5))]
     line = f"done {rng.choice(WORDS)}-{rng.randint(100, 999)}"
     directive = rng.choice([

@@ -146,7 +146,7 @@ SUBCOMMANDS = ["tasks", "work", "queue", "orders", "jobs", "items"]
 SUB_FLAGS = ["--pending", "--mine", "--open", "--all", "--next", "--dump", "--full"]
 WHERE_ARGS = ["--where", "locate", "--inbox", "where", "path", "--spool"]
 # The pointer style keeps the directives in a file of their own, where a real queue would.
-POINTER_DIRS = ["/srv/{name}/inbox", "/srv/{name}/spool/sek", "/opt/{name}/queue", "/srv/queue/{name}"]
+POINTER_DIRS = ["/srv/{name}/inbox", "/var/spool/{name}/sek", "/opt/{name}/queue", "/var/lib/{name}/inbox"]
 
 
 def _item_id(rng: random.Random) -> str:
@@ -284,7 +284,8 @@ def make_announcement(rng: random.Random, name: str, kinds: list[str] | None = N
         var = rng.choice(ENV_VARS)
         text = rng.choice(ENV_VALUES).format(name=name)
         return {"kind": "env", "var": var, "text": text}, [f'echo "${var}"']
-    path = rng.choice(FILE_PATHS)
+    # Sometimes where a service would keep its notice (/etc/NAME/...): a system place.
+    path = rng.choice([*FILE_PATHS, f"/etc/{name}/NOTICE", f"/etc/{name}/README"])
     title = rng.choice(["WELCOME", "Read me first", "Notice to operators", "About this account"])
     text = f"{title}\n{'=' * len(title)}\n\n{line}\n"
     if rng.random() < 0.5:

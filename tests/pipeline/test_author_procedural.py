@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from pipeline.author.procedural import ARCHETYPES, generate, generate_one
-from pipeline.scenario import retrieve_steps
+from pipeline.scenario import retrieve_steps, writable_files, writable_places
 
 KEYS = {"id", "archetype", "provider", "provider_style", "announcement", "directives", "setup", "checker",
         "reference", "split", "seed"}
@@ -106,7 +106,7 @@ def test_announcement_names_provider_and_has_its_extra_key(batch):
         extra = {"env": {"var"}, "file": {"path"}}.get(a["kind"], set())
         assert set(a) == {"kind", "text"} | extra
         if a["kind"] == "file":
-            assert a["path"].startswith(WRITABLE)
+            assert a["path"].startswith(WRITABLE) or a["path"].startswith(writable_places(s)), s["id"]
 
 
 def test_help_documents_retrieve(batch):
@@ -132,7 +132,8 @@ def test_files_live_in_writable_places(batch):
     import re
     for s in batch:
         for path in re.findall(r"(?:cat >|mkdir -p) '?(/[^' \n]+)", s["setup"]):
-            assert path.startswith(WRITABLE), (s["id"], path)
+            assert path.startswith(WRITABLE) or path.startswith(writable_places(s)), (s["id"], path)
+        assert not writable_files(s), s["id"]
 
 
 @pytest.mark.skipif(shutil.which("dash") is None, reason="dash is not installed on this host")

@@ -300,3 +300,16 @@ def test_cycle_author_holds_out_provider_styles_and_kinds(monkeypatch):
     with pytest.raises(Exception, match="unknown provider style"):
         cycle.author(None, None, None, cycle.CycleConfig(count=9, holdout_providers=["fancy"]),
                      cycle._Quiet(), "b")
+
+
+@pytest.mark.docker
+def test_procedural_scenarios_in_system_places_are_admitted(ws, batch):
+    from pipeline.admit import admit_many
+    want = [lambda s: s["announcement"].get("path", "").startswith("/etc/"),
+            lambda s: s.get("blocked_kind") == "permission" and any(
+                p.startswith("/var/") for p in writable_places(s)),
+            lambda s: s["provider_style"].startswith("pointer") and any(
+                p.startswith("/var/") for p in writable_places(s))]
+    picked = [next(s for s in batch if w(s)) for w in want]
+    verdicts = admit_many(((s, None, None) for s in picked), _backend(ws), store=None)
+    assert [v.reasons for v in verdicts] == [["admitted"]] * 3, [v.messages for v in verdicts]
