@@ -26,6 +26,7 @@ SPLITS = ("train", "instance", "holdout")
 NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{1,31}$")
 VAR_RE = re.compile(r"^[A-Z_][A-Z0-9_]{0,63}$")
 SETUP_TIMEOUT = 60
+FIXED_MTIME = "2026-01-05 09:00:00"
 CHECKER_TIMEOUT = 60
 
 
@@ -356,9 +357,16 @@ def install(sandbox: Sandbox, s: dict) -> ExecResult:
     res = sandbox.exec(install_script(s), timeout=30)
     if res.status != 0:
         return ExecResult(res.status, "installing the provider and announcement failed: " + res.output)
-    if not s.get("setup", "").strip():
-        return res
-    return sandbox.exec(s["setup"], timeout=SETUP_TIMEOUT)
+    if s.get("setup", "").strip():
+        res = sandbox.exec(s["setup"], timeout=SETUP_TIMEOUT)
+        if res.status != 0:
+            return res
+    # Every file the session can list gets one fixed time: `ls -l` would otherwise show the
+    # minute the sandbox started, and that wall-clock text would end up in trajectories
+    # (the same seed would then not give the same training data).
+    sandbox.exec("find " + " ".join(WRITABLE) + " -xdev -exec touch -h -d "
+                 f"'{FIXED_MTIME}' {{}} + 2>/dev/null; true", timeout=30)
+    return res
 
 
 def check(sandbox: Sandbox, s: dict, *, timeout: float | None = None) -> ExecResult:
