@@ -164,31 +164,50 @@ def test_shipped_template_renders_as_the_models_own_and_masks_what_sekbench_lear
         assert got["assistant_masks"] == [int(lab != IGNORE) for lab in ex.labels]
 
 
+# Run apart, so OpenMP idles passively (as `sekbench` sets it before torch loads): spinning
+# threads on a small shared machine made two steps take minutes instead of seconds.
+TRL_RUN = """
+import json, sys
+import datasets, trl
+data, template, model, out = sys.argv[1:5]
+ds = datasets.load_dataset("json", data_files=data, split="train").select_columns(["messages"])
+cfg = trl.SFTConfig(output_dir=out, assistant_only_loss=True, chat_template_path=template,
+                    max_steps=2, per_device_train_batch_size=1, learning_rate=1e-4,
+                    logging_steps=1, report_to=[], save_strategy="no", use_cpu=True,
+                    max_length=512, dataloader_num_workers=0, gradient_checkpointing=False)
+trainer = trl.SFTTrainer(model=model, args=cfg, train_dataset=ds)
+rows = [{k: r[k] for k in ("input_ids", "labels", "assistant_masks") if k in r}
+        for r in trainer.train_dataset]
+result = trainer.train()
+json.dump({"rows": rows, "steps": result.global_step,
+           "losses": [h["loss"] for h in trainer.state.log_history if "loss" in h]},
+          open(out + "/result.json", "w"))
+"""
+
+
 @pytest.mark.model
-def test_trl_sft_trainer_takes_two_assistant_only_steps_on_an_export(store, model_dir, tmp_path):
-    trl = pytest.importorskip("trl", reason="trl is in the test extra (pip install -e .[test])")
-    datasets = pytest.importorskip("datasets", reason="datasets is part of the ml extra")
+def test_trl_sft_trainer_takes_two_assistant_only_steps_on_an_export(store, model_dir, tokenizer,
+                                                                     tmp_path):
+    pytest.importorskip("trl", reason="trl is in the test extra (pip install -e .[test])")
+    pytest.importorskip("datasets", reason="datasets is part of the test extra")
+    from pipeline.sft_data import IGNORE, tokenize_with_labels
     out = tmp_path / "train.jsonl"
     export(store, out)
-    ds = datasets.load_dataset("json", data_files=str(out), split="train").select_columns(["messages"])
-    cfg = trl.SFTConfig(output_dir=str(tmp_path / "trl"), assistant_only_loss=True,
-                        chat_template_path=str(TEMPLATE), max_steps=2, per_device_train_batch_size=1,
-                        learning_rate=1e-4, logging_steps=1, report_to=[], save_strategy="no",
-                        use_cpu=True, max_length=512, dataloader_num_workers=0,
-                        gradient_checkpointing=False)
-    trainer = trl.SFTTrainer(model=str(model_dir), args=cfg, train_dataset=ds)
+    (tmp_path / "trl").mkdir()
+    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
+    done = subprocess.run([sys.executable, "-c", TRL_RUN, str(out), str(TEMPLATE), str(model_dir),
+                           str(tmp_path / "trl")], capture_output=True, text=True, env=env,
+                          timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    res = json.loads((tmp_path / "trl" / "result.json").read_text())
+    assert res["steps"] == 2 and len(res["losses"]) == 2 and all(0 < x < 20 for x in res["losses"])
     # what TRL learns from, built from the template's markers, is what sekbench's own fit learns
-    from pipeline.sft_data import tokenize_with_labels
-    rows = [json.loads(x) for x in out.read_text().splitlines()]
-    for row, got in zip(rows, trainer.train_dataset):
-        ex = tokenize_with_labels(trainer.processing_class, row["messages"])
+    lines = [json.loads(x) for x in out.read_text().splitlines()]
+    assert len(res["rows"]) == len(lines)
+    for row, got in zip(lines, res["rows"]):
+        ex = tokenize_with_labels(tokenizer, row["messages"])
         assert got["input_ids"] == ex.input_ids
-        assert got.get("labels", got.get("assistant_masks")) is not None
         if "labels" in got:
             assert got["labels"] == ex.labels
         else:
-            assert got["assistant_masks"] == [int(lab != -100) for lab in ex.labels]
-    result = trainer.train()
-    assert result.global_step == 2
-    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
-    assert len(losses) == 2 and all(0 < x < 20 for x in losses)
+            assert got["assistant_masks"] == [int(lab != IGNORE) for lab in ex.labels]
