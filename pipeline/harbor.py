@@ -338,6 +338,9 @@ def read_environment(env_dir: Path, imp: Imported, mapper: _Mapper) -> tuple[lis
                     continue
             else:
                 cmd = st.args
+            if cmd.lstrip().startswith("<<"):
+                imp.reasons.append("environment: RUN with a here-document needs BuildKit")
+                continue
             if re.match(r"--(mount|network|security)", cmd):
                 imp.reasons.append(f"environment: RUN {cmd.split()[0]} needs BuildKit")
                 continue
