@@ -70,6 +70,10 @@ class Sandbox(Protocol):
 
     def reap(self, shell_pid: int) -> None: ...
 
+    def kill_session(self) -> int:
+        """Kill every session-user process; how many are left (0: none). Before any checker."""
+        ...
+
     def remove(self) -> None: ...
 
 

@@ -55,10 +55,10 @@ def test_forged_and_malformed_markers_are_recorded_and_never_raise():
 
 # ---------------------------------------------------------------- the rest needs an engine
 
-pytestmark_docker = pytest.mark.docker
+needs_docker = pytest.mark.docker
 
 
-@pytestmark_docker
+@needs_docker
 def test_forged_markers_in_a_real_session(ws):
     nonce = 'n=$(printf %s "$PS1" | cut -c2-17)'
     lines = [nonce,
@@ -78,7 +78,7 @@ def test_forged_markers_in_a_real_session(ws):
     assert any(e["kind"] == "marker" for e in store.events(res.session_id))
 
 
-@pytestmark_docker
+@needs_docker
 def test_a_daemon_behind_a_fifo_cannot_answer_the_checker(ws, monkeypatch):
     # The attack as it was: leave a setsid daemon that feeds the expected answer through a FIFO
     # at the output path, and read the checker's expected text out of /proc while it runs.
@@ -97,7 +97,7 @@ def test_a_daemon_behind_a_fifo_cannot_answer_the_checker(ws, monkeypatch):
     assert res.verified is False, res.checker_output
 
 
-@pytestmark_docker
+@needs_docker
 def test_root_scripts_are_in_no_command_line_the_session_can_read(ws):
     be, sb = _sandbox(ws)
     try:
@@ -114,7 +114,7 @@ def test_root_scripts_are_in_no_command_line_the_session_can_read(ws):
         sb.remove()
 
 
-@pytestmark_docker
+@needs_docker
 def test_io_uring_namespaces_and_dev_shm_are_denied(ws):
     be, sb = _sandbox(ws)
     try:
@@ -122,13 +122,20 @@ def test_io_uring_namespaces_and_dev_shm_are_denied(ws):
         assert sb.exec(uring, user="sek").output.strip() == "-1 Operation not permitted"
         assert sb.exec(uring).output.strip() == "-1 Operation not permitted"
         assert sb.exec("unshare -Ur true", user="sek").status != 0
+        # clone(CLONE_NEWUSER|SIGCHLD) refused, a plain fork through clone still fine
+        newuser = ("perl -e 'my $r = syscall(56, 0x10000000|17, 0, 0, 0, 0); exit 0 if !$r; "
+                   "print \"$r $!\\n\"'")
+        assert sb.exec(newuser, user="sek").output.strip() == "-1 Operation not permitted"
+        fork = ("perl -e 'my $r = syscall(56, 17, 0, 0, 0, 0); exit 0 if !$r; "
+                "print $r > 0 ? \"ok\\n\" : \"$!\\n\"'")
+        assert sb.exec(fork, user="sek").output.strip() == "ok"
         shm = sb.exec("echo x > /dev/shm/a", user="sek")
         assert shm.status != 0
     finally:
         sb.remove()
 
 
-@pytestmark_docker
+@needs_docker
 def test_root_writing_to_the_container_log_grows_no_host_log(ws):
     be, sb = _sandbox(ws)
     try:
@@ -142,7 +149,7 @@ def test_root_writing_to_the_container_log_grows_no_host_log(ws):
         sb.remove()
 
 
-@pytestmark_docker
+@needs_docker
 def test_a_sandbox_dies_with_its_killed_owner(ws):
     code = textwrap.dedent("""
         import sys, time
@@ -169,7 +176,7 @@ def test_a_sandbox_dies_with_its_killed_owner(ws):
     assert gone_after < 10
 
 
-@pytestmark_docker
+@needs_docker
 def test_reaping_never_touches_a_live_owner_in_any_state(ws, tmp_path):
     import docker
     from pipeline.sandbox.docker_backend import DockerBackend
@@ -211,7 +218,7 @@ def test_reaping_never_touches_a_live_owner_in_any_state(ws, tmp_path):
                 pass
 
 
-@pytestmark_docker
+@needs_docker
 def test_sandbox_gone_during_setup_is_void_and_the_batch_goes_on(ws):
     from pipeline.rollout import RolloutConfig, run_rollouts
     store = Store(ws.db_path)
@@ -240,7 +247,7 @@ def _second_workspace(ws, tmp_path):
     return Workspace.from_env(root)
 
 
-@pytestmark_docker
+@needs_docker
 def test_two_workspaces_batch_at_once_with_reaping_between_and_none_is_disturbed(ws, tmp_path):
     """50 sandboxes, two workspaces, one engine; `sekbench reap` and planted stale sandboxes
     keep the reaper busy the whole time. Every rollout must end as it would alone: kept."""
@@ -296,7 +303,7 @@ def test_two_workspaces_batch_at_once_with_reaping_between_and_none_is_disturbed
     assert not api.containers(all=True, filters={"label": f"sekbench.owner={labels['sekbench.owner']}"})
 
 
-@pytestmark_docker
+@needs_docker
 def test_admit_survives_surrogates_deep_nesting_and_rejects_a_fork_bomb_provider(ws, tmp_path):
     (tmp_path / "a-surrogate.json").write_text(
         json.dumps(_scenario(id="surrogate"))[:-1] + ', "directives": "Sort \\ud800 them."}')
@@ -325,7 +332,7 @@ def test_admit_survives_surrogates_deep_nesting_and_rejects_a_fork_bomb_provider
         assert "\n" not in "".join(v["messages"].values())
 
 
-@pytestmark_docker
+@needs_docker
 def test_writable_system_places_are_size_limited_and_root_owned(ws):
     from pipeline.errors import SekbenchError
     be = get_backend("docker", ws)
@@ -431,7 +438,7 @@ def own_engine(tmp_path):
         Path(paths["pid"]).unlink(missing_ok=True)
 
 
-@pytestmark_docker
+@needs_docker
 def test_engine_killed_mid_rollout_voids_sessions_and_stops_the_batch(ws, tmp_path, own_engine):
     import signal
     paths, client, state = own_engine
