@@ -232,3 +232,20 @@ def test_exported_task_runs_as_harbor_runs_it(tmp_path):
             assert (logs / "verifier" / "reward.txt").read_text().strip() == want
     finally:
         client.images.remove(tag, force=True)
+
+
+@pytest.mark.parametrize("writes, status", [
+    ("echo 1 > /logs/verifier/reward.txt", 0),
+    ("echo ' 0 ' > /logs/verifier/reward.txt", 1),
+    ('printf \'{"reward": 1.0, "style": 0.2}\' > /logs/verifier/reward.json', 0),
+    ('printf \'{"reward": 0.75}\' > /logs/verifier/reward.json', 1),   # partial is not verified
+    ("exit 0", 2),                                                    # no reward at all
+])
+def test_the_checker_maps_harbors_reward_file_to_an_exit_status(tmp_path, writes, status):
+    d = write_task(tmp_path, "t", {**COUNT_LINES, "tests/test.sh":
+                                   f"#!/bin/bash\nmkdir -p /logs/verifier\n{writes}\n"})
+    checker = harbor.read_task(d).scenario["checker"]
+    # run on this machine, laid out under the test's own folder instead of the sandbox's /tmp
+    checker = checker.replace(harbor.VERIFY_ROOT, str(tmp_path / "v"))
+    done = subprocess.run(["sh", "-c", checker], capture_output=True, text=True, timeout=30)
+    assert done.returncode == status, done.stdout + done.stderr
