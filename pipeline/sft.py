@@ -68,6 +68,9 @@ class SFTConfig:
     seed: int = _f(0, "seed for LoRA init, dropout and batch order")
     load_in_4bit: bool = _f(False, "QLoRA: a 4-bit NF4 base through bitsandbytes (CUDA only)")
     device: str = _f("auto", "auto, cpu, cuda or cuda:N")
+    trainer: str = _f("loop", "loop: sekbench's own loop; hf: transformers' Trainer with "
+                      "sekbench's labels, loss, batches, checkpoints and stop as its extensions")
+    gradient_accumulation_steps: int = _f(1, "batches per optimizer step (trainer hf only)")
 
     def __post_init__(self):
         def need(ok: bool, what: str):
@@ -92,6 +95,10 @@ class SFTConfig:
         need(self.log_every >= 1, "log_every must be >= 1")
         need(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"),
              "device must be auto, cpu, cuda or cuda:N")
+        need(self.trainer in ("loop", "hf"), "trainer must be loop or hf")
+        need(self.gradient_accumulation_steps >= 1 and
+             (self.trainer == "hf" or self.gradient_accumulation_steps == 1),
+             "gradient_accumulation_steps must be >= 1, and above 1 only with trainer hf")
 
     @classmethod
     def from_dict(cls, d: dict) -> "SFTConfig":
@@ -405,6 +412,9 @@ def model_card(record: dict, checkpoint_of: int | None = None) -> str:
 def train(cfg: SFTConfig, *, resume: bool = False, recorder: Recorder | None = None) -> dict:
     """Fit the adapter. Returns {"status": succeeded|interrupted, "adapter", "steps",
     "first_loss", "final_loss", ...}; on `interrupted` the last checkpoint holds the state."""
+    if cfg.trainer == "hf":
+        from pipeline.sft_trainer import train_with_trainer
+        return train_with_trainer(cfg, resume=resume, recorder=recorder)
     import torch
 
     # setup
@@ -554,7 +564,9 @@ def run_job(ws, cfg: SFTConfig, *, resume: bool = False, job_id: str | None = No
     job_id = job_id or store.job_create("sft", args, out=cfg.out)
     with running(store, job_id, interrupted="stopped before training began", out=cfg.out):
         result = train(cfg, resume=resume,
-                       recorder=Recorder(store, job_id, Path(cfg.out) / "tb"))
+                       # transformers' Trainer writes TensorBoard itself (TensorBoardCallback)
+                       recorder=Recorder(store, job_id, None if cfg.trainer == "hf"
+                                         else Path(cfg.out) / "tb"))
     result["job_id"] = job_id
     store.job_update(job_id, status=result["status"], ended_at=now(), result=result)
     return result

@@ -1,0 +1,264 @@
+"""The fit on transformers' `Trainer` (`SFTConfig.trainer = "hf"`), sekbench's parts plugged
+into the library's own extension points:
+
+- the batches: `get_train_dataloader` serves sekbench's length-grouped batches in the order
+  the hand loop takes them (batch s of the run is the same batch in both);
+- the loss: `compute_loss` is the selective assistant-only loss on the exact labels of
+  pipeline/sft_data.py;
+- the schedule: the optimizer and a LambdaLR over `lr_at` go in through `optimizers=`;
+- checkpoints, stop and metrics: a `TrainerCallback` writes sekbench's atomic checkpoints
+  (PEFT layout, COMPLETE marker last), turns SIGTERM/SIGINT into a last checkpoint and
+  `interrupted`, and puts every step's metrics into the store; TensorBoard is the library's
+  `TensorBoardCallback`, so the scalars carry its names (`train/learning_rate`, ...).
+
+Resume reads sekbench's checkpoint (adapter, optimizer, RNG) and continues the batch stream
+and the schedule at its step; a changed dataset is refused before anything loads. What the
+library adds on top: gradient accumulation (`gradient_accumulation_steps`), and the road to
+its multi-device strategies.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from pipeline.errors import SekbenchError
+from pipeline.sft import (ADAPTER_FILE, RUN_FILE, Recorder, SFTConfig, StopRequest, base_model_id,
+                          complete_checkpoints, load_checkpoint, load_lora_model, load_tokenizer,
+                          log, lr_at, model_card, provenance, resolve_device, save_checkpoint,
+                          selective_loss)
+from pipeline.sft_data import IGNORE, collate, length_grouped_batches, load_dataset
+
+
+class RunBatches:
+    """A batch sampler over the run's global batch positions: position p is batch p % n of
+    epoch p // n, as the hand loop orders them. Each pass yields n batches from where the last
+    one stopped, so a run resumed mid-epoch sees exactly the batches it would have."""
+
+    def __init__(self, examples, budget: int, seed: int, start: int = 0):
+        self.examples, self.budget, self.seed, self.pos = examples, budget, seed, start
+        self.n = len(length_grouped_batches(examples, budget, seed, 0))
+        self._epochs: dict[int, list[list[int]]] = {}
+
+    def __len__(self) -> int:
+        return self.n
+
+    def batch(self, pos: int) -> list[int]:
+        epoch, k = divmod(pos, self.n)
+        if epoch not in self._epochs:
+            self._epochs = {epoch: length_grouped_batches(self.examples, self.budget, self.seed,
+                                                          epoch)}
+        return self._epochs[epoch][k]
+
+    def __iter__(self):
+        for _ in range(self.n):
+            b = self.batch(self.pos)
+            self.pos += 1
+            yield b
+
+
+def train_with_trainer(cfg: SFTConfig, *, resume: bool = False,
+                       recorder: Recorder | None = None) -> dict:
+    import torch
+    from torch.utils.data import DataLoader
+    from transformers import Trainer, TrainerCallback, TrainingArguments
+    from transformers.trainer_callback import PrinterCallback
+
+    from pipeline.sft import peft_quiet
+
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    recorder = recorder or Recorder()
+    device = resolve_device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    tokenizer = load_tokenizer(cfg.model)
+    data = load_dataset(cfg.data, tokenizer, cfg.max_len)
+    for o in data.overlong:
+        log(f"dropped over-long trajectory {o['id']}: {o['tokens']} tokens > max_len {cfg.max_len}")
+    for e in data.empty:
+        log(f"dropped trajectory {e}: no assistant turn, nothing to learn")
+    run = {"config": asdict(cfg), "base_model": base_model_id(cfg.model),
+           "base_model_path": str(cfg.model), "dataset_sha256": data.sha256,
+           "provenance": provenance(cfg.model), "trainer": "transformers.Trainer"}
+    run_file = out / RUN_FILE
+    if resume and run_file.is_file():
+        before = json.loads(run_file.read_text())
+        if before.get("dataset_sha256") != data.sha256:
+            raise SekbenchError(f"{cfg.data} changed since the run began (sha256 differs); "
+                                "start a new run instead of resuming")
+    run_file.write_text(json.dumps(run, indent=1))
+
+    model = load_lora_model(cfg, device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay,
+                                  betas=(0.9, 0.999))
+    ga = cfg.gradient_accumulation_steps
+    probe = RunBatches(data.examples, cfg.batch_tokens, cfg.seed)
+    n_batches = len(probe)
+    total = cfg.max_steps or max(1, math.ceil(cfg.epochs * n_batches / ga))
+
+    ckpt, done = None, 0
+    if resume:
+        ckpts = complete_checkpoints(out)
+        if ckpts:
+            ckpt = ckpts[-1]
+            done = json.loads((ckpt / "state.json").read_text())["step"]
+        else:
+            log("no complete checkpoint to resume from; starting at step 0")
+    # The schedule of the whole run, entered at the step the run has reached.
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda i: lr_at(done + i, total, cfg) / cfg.lr)
+    batches = RunBatches(data.examples, cfg.batch_tokens, cfg.seed, start=done * ga)
+
+    class SekTrainer(Trainer):
+        last: tuple = (None, 0, 0)
+
+        def get_train_dataloader(self):
+            return DataLoader(data.examples, batch_sampler=batches, num_workers=0,
+                              collate_fn=lambda rows: dict(zip(
+                                  ("input_ids", "labels"), collate(rows, tokenizer.pad_token_id)[:2])))
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            # No padding mask, as in the hand loop: right padding under causal attention is
+            # never seen by a real token, and the fused causal kernel stays on.
+            loss = selective_loss(model, inputs["input_ids"], inputs["labels"], None)
+            n = int(inputs["input_ids"].numel())
+            self.last = (loss.detach(), n, int((inputs["labels"][:, 1:] != IGNORE).sum()))
+            return (loss, None) if return_outputs else loss
+
+    state = {"first_loss": None, "loss": None, "last_saved": done, "t": time.perf_counter(),
+             "tokens": 0, "step_tokens": 0}
+
+    def step_now(s) -> int:
+        return done + s.global_step
+
+    def card_now(step: int) -> str:
+        return model_card({**run, "dataset": data.report(), "manifest": data.manifest,
+                           "steps": step, "metrics": {"first_loss": state["first_loss"],
+                                                      "final_loss": state["loss"]}},
+                          checkpoint_of=total)
+
+    def checkpoint(step: int):
+        path = save_checkpoint(out, model, optimizer,
+                               {"step": step, "first_loss": state["first_loss"],
+                                "loss": state["loss"], "total_steps": total},
+                               cfg.keep_checkpoints, card_now(step))
+        state["last_saved"] = step
+        return path
+
+    stop = StopRequest()
+
+    class SekCallback(TrainerCallback):
+        def on_step_begin(self, args, s, control, **kw):
+            state["t"], state["step_tokens"] = time.perf_counter(), 0
+
+        def on_substep_end(self, args, s, control, **kw):
+            state["step_tokens"] += trainer.last[1]
+
+        def on_step_end(self, args, s, control, **kw):
+            loss, n, _ = trainer.last
+            state["loss"] = float(loss) if loss is not None else None
+            state["first_loss"] = state["first_loss"] if state["first_loss"] is not None \
+                else state["loss"]
+            state["step_tokens"] += n
+            state["dt"] = time.perf_counter() - state["t"]
+            state["tokens"] += state["step_tokens"]
+            step = step_now(s)
+            if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < total:
+                checkpoint(step)
+            if stop.signum is not None:
+                control.should_training_stop = True
+            return control
+
+        def on_log(self, args, s, control, logs=None, **kw):
+            if not logs or "loss" not in logs:
+                return
+            step = step_now(s)
+            _, _, labelled = trainer.last
+            values = {"loss": state["loss"], "lr": lr_at(step - 1, total, cfg),
+                      "tokens_per_s": state["step_tokens"] / max(state["dt"], 1e-9),
+                      "grad_norm": float(logs.get("grad_norm") or 0.0),
+                      "tokens": state["step_tokens"], "labelled_tokens": labelled,
+                      "epoch": step * ga / n_batches}
+            recorder.metrics(step, values)
+            if step % cfg.log_every == 0 or step == total:
+                log(f"step {step}/{total} loss {values['loss']:.4f} lr {values['lr']:.2e} "
+                    f"{values['tokens_per_s']:.0f} tok/s grad_norm {values['grad_norm']:.3f}")
+
+    callbacks = [SekCallback()]
+    tb = None
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+        from transformers.integrations import TensorBoardCallback
+        tb = SummaryWriter(str(out / "tb"))
+        callbacks.append(TensorBoardCallback(tb_writer=tb))
+    except ImportError:
+        log("tensorboard is not installed; metrics go to the store only")
+    scratch = out / "trainer"
+    args = TrainingArguments(
+        output_dir=str(scratch), max_steps=total - done, gradient_accumulation_steps=ga,
+        per_device_train_batch_size=1, learning_rate=cfg.lr, weight_decay=cfg.weight_decay,
+        max_grad_norm=cfg.max_grad_norm, logging_steps=1, save_strategy="no", report_to="none",
+        seed=cfg.seed, use_cpu=device == "cpu", disable_tqdm=True, remove_unused_columns=False,
+        dataloader_pin_memory=False, data_seed=cfg.seed)
+    with peft_quiet():
+        trainer = SekTrainer(model=model, args=args, train_dataset=data.examples,
+                             optimizers=(optimizer, scheduler), callbacks=callbacks)
+    # The library decides nothing about the loss's scale: ours is a mean per batch.
+    trainer.model_accepts_loss_kwargs = False
+    # stdout carries the verb's one JSON document; progress goes to stderr through log()
+    trainer.remove_callback(PrinterCallback)
+    if ckpt is not None:
+        # after the Trainer's own seeding, so the checkpoint's RNG state is what goes on
+        state.update(json.loads((ckpt / "state.json").read_text()))
+        state["first_loss"] = state.get("first_loss")
+        load_checkpoint(ckpt, model, optimizer)
+        log(f"resumed from {ckpt} at step {done}")
+    log(f"{len(data.examples)} trajectories, {n_batches} batches/epoch, {total} steps "
+        f"(transformers Trainer), {sum(p.numel() for p in params):,} trainable parameters "
+        f"on {device}")
+
+    t_start, cpu_start = time.perf_counter(), time.process_time()
+    if done < total:
+        with stop, peft_quiet():
+            trainer.train()
+    step = done + trainer.state.global_step
+    elapsed = time.perf_counter() - t_start
+    if tb is not None:
+        tb.flush()
+    shutil.rmtree(scratch, ignore_errors=True)
+    if stop.signum is not None and step < total:
+        path = checkpoint(step) if step > state["last_saved"] or not complete_checkpoints(out) \
+            else complete_checkpoints(out)[-1]
+        recorder.close()
+        log(f"stopped by signal {stop.signum} at step {step}; checkpoint {path}")
+        return {"status": "interrupted", "signal": stop.signum, "adapter": None,
+                "checkpoint": str(path), "steps": step, "first_loss": state["first_loss"],
+                "final_loss": state["loss"], "out": str(out), "resumed_from": done or None}
+
+    metrics = {"steps": step, "first_loss": state["first_loss"], "final_loss": state["loss"],
+               "tokens_per_s": state["tokens"] / elapsed if elapsed > 0 else None,
+               "train_seconds": elapsed, "train_cpu_seconds": time.process_time() - cpu_start}
+    model.save_pretrained(str(out))
+    tokenizer.save_pretrained(str(out))
+    record = {**run, "dataset": {k: v for k, v in data.report().items() if k != "path"},
+              "dataset_path": data.path, "manifest": data.manifest, "metrics": metrics,
+              "steps": step, "created_at": time.time()}
+    (out / "README.md").write_text(model_card(record))
+    from pipeline.models import make_readable
+    make_readable(out)
+    tmp = out / (ADAPTER_FILE + ".tmp")
+    tmp.write_text(json.dumps(record, indent=1, default=str))
+    os.replace(tmp, out / ADAPTER_FILE)
+    recorder.close()
+    return {"status": "succeeded", "adapter": str(out), "steps": step,
+            "first_loss": state["first_loss"], "final_loss": state["loss"],
+            "tokens_per_s": metrics["tokens_per_s"], "tokens": state["tokens"],
+            "train_seconds": elapsed, "train_cpu_seconds": metrics["train_cpu_seconds"],
+            "overlong": data.overlong, "empty": data.empty, "dataset_sha256": data.sha256,
+            "resumed_from": done or None, "trainer": "hf"}

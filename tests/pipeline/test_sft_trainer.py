@@ -1,0 +1,85 @@
+"""The fit on transformers' Trainer (trainer=hf) against sekbench's own loop: same batches and
+labels, the same loss curve on the same data and seed, sekbench's checkpoints, the library's
+TensorBoard names, SIGTERM -> checkpoint -> interrupted, and no resume on changed data."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from test_sft import _cli, _tiny_flags, _wait, tiny_config, tiny_data  # noqa: E402
+
+pytestmark = [pytest.mark.model, pytest.mark.slow]
+
+
+def test_trainer_matches_the_loop_step_for_step(model_dir, tmp_path, ws):
+    from pipeline.sft import COMPLETE, complete_checkpoints, run_job
+    from pipeline.store import Store
+    data = tiny_data(tmp_path / "d.jsonl", n=3)
+    kw = dict(max_steps=4, checkpoint_every=2, batch_tokens=256)
+    loop = run_job(ws, tiny_config(model_dir, data, tmp_path / "loop", **kw))
+    hf = run_job(ws, tiny_config(model_dir, data, tmp_path / "hf", trainer="hf", **kw))
+    assert loop["status"] == hf["status"] == "succeeded" and loop["steps"] == hf["steps"] == 4
+    store = Store(ws.db_path)
+    a = {r["step"]: r["values"] for r in store.metrics(loop["job_id"])}
+    b = {r["step"]: r["values"] for r in store.metrics(hf["job_id"])}
+    assert sorted(a) == sorted(b) == [1, 2, 3, 4]
+    for s in a:
+        # the same batches, so the same labelled tokens, at the same learning rate
+        assert (a[s]["tokens"], a[s]["labelled_tokens"]) == (b[s]["tokens"], b[s]["labelled_tokens"])
+        assert a[s]["lr"] == pytest.approx(b[s]["lr"], rel=1e-9)
+        assert b[s]["loss"] == pytest.approx(a[s]["loss"], rel=1e-3)
+        assert b[s]["grad_norm"] == pytest.approx(a[s]["grad_norm"], rel=1e-2)
+    assert hf["final_loss"] < hf["first_loss"]
+    out = tmp_path / "hf"
+    ck = complete_checkpoints(out)
+    assert [p.name for p in ck] == ["step-2"] and (ck[0] / COMPLETE).is_file()
+    assert (ck[0] / "adapter_config.json").is_file() and (ck[0] / "adapter_model.safetensors").is_file()
+    rec = json.loads((out / "sekbench_adapter.json").read_text())
+    assert rec["trainer"] == "transformers.Trainer" and rec["provenance"]["base"]["wheel"]
+    assert not (out / "trainer").exists()          # the library's scratch folder is gone
+    try:
+        from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    except ImportError:
+        return
+    tags = EventAccumulator(str(out / "tb")).Reload().Tags()["scalars"]
+    assert {"train/loss", "train/learning_rate", "train/grad_norm"} <= set(tags)
+
+
+def test_trainer_refuses_to_resume_on_changed_data(model_dir, tmp_path):
+    from pipeline.errors import SekbenchError
+    from pipeline.sft import RUN_FILE, train
+    data = tiny_data(tmp_path / "d.jsonl")
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / RUN_FILE).write_text(json.dumps({"dataset_sha256": "0" * 64}))
+    with pytest.raises(SekbenchError, match="changed since the run began"):
+        train(tiny_config(model_dir, data, out, trainer="hf"), resume=True)
+
+
+def test_sigterm_under_the_trainer_checkpoints_and_is_interrupted(model_dir, tmp_path, ws):
+    from pipeline.sft import complete_checkpoints
+    from pipeline.store import Store
+    out = tmp_path / "adapter"
+    proc = _cli(ws, *_tiny_flags(model_dir, tiny_data(tmp_path / "d.jsonl"), out),
+                "--max-steps", "10000", "--checkpoint-every", "0", "--trainer", "hf")
+    store = Store(ws.db_path)
+    try:
+        job = _wait(lambda: (store.jobs("sft") or [None])[0], 60, "the job row")
+        _wait(lambda: store.metrics(job["id"]), 240, "the first step")
+        proc.send_signal(signal.SIGTERM)
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 128 + signal.SIGTERM, stderr
+    result = json.loads(stdout)                     # stdout is the one JSON document
+    assert result["status"] == "interrupted"
+    assert store.job(job["id"])["status"] == "interrupted"
+    ckpts = complete_checkpoints(out)
+    assert ckpts and ckpts[-1].name == f"step-{result['steps']}"
