@@ -207,6 +207,12 @@ def test_reaping_never_touches_a_live_owner_in_any_state(ws, tmp_path):
         assert not api.containers(all=True, filters={"id": made["recycled"]})
         # one that vanishes between the engine's list and the removal is no error
         assert be._remove(made["dead"]) is False
+        listed = be._sandboxes
+        be._sandboxes = lambda *a: listed(*a) + [{"Id": "0" * 64, "Labels": dead}]
+        try:
+            assert be.reap_stale() == 0
+        finally:
+            be._sandboxes = listed
         # --all in this workspace leaves the other workspace's live sandbox alone
         assert DockerBackend(ws, be.client, be.image).reap_stale(everything=True) >= 0
         assert api.containers(all=True, filters={"id": made["live"]})
