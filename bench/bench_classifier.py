@@ -62,11 +62,12 @@ def main() -> None:
     a = ap.parse_args()
     rows = load(a.data)
     by_source = Counter(r.get("source") for r in rows)
-    print(f"{len(rows)} labelled turns ({', '.join(f'{k} {v}' for k, v in sorted(by_source.items()))}); "
-          f"labels: {', '.join(f'{c} {sum(r['label'] == c for r in rows)}' for c in CLASSES)}")
+    sources = ", ".join(f"{k} {v}" for k, v in sorted(by_source.items()))
+    labels = ", ".join(f"{c} {sum(r['label'] == c for r in rows)}" for c in CLASSES)
+    print(f"{len(rows)} labelled turns ({sources}); labels: {labels}")
     text, shell = scores(rows, False), scores(rows, True)
     print()
-    print(f"| class | support | precision (text) | recall (text) | precision (shell) | recall (shell) |")
+    print("| class | support | precision (text) | recall (text) | precision (shell) | recall (shell) |")
     print("| --- | --- | --- | --- | --- | --- |")
     for c in CLASSES:
         t, s = text[c], shell[c]

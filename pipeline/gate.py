@@ -34,7 +34,7 @@ PROSE_OPENERS = {
     "system", "answer:", "output:", "command:", "step",
 }
 SHELL_META = re.compile(r"[|;&<>$`=*]|\\\S|^\S*/")
-PROMPT_ECHO = re.compile(r"^\s*(?:[\w.-]+@[\w.-]+:[^\s]*?[$#]:?|[$#%>])(?:\s|$)")
+PROMPT_ECHO = re.compile(r"^\s*[`'\"]?(?:[\w.@-]+@[\w.-]+:[^\s]*?[$#]:?|[$#%>])(?:\s|$|[`'\"])")
 CODE_SPAN = re.compile(r"`[^`]*`")
 TEMPLATE_TOKEN = re.compile(r"<\|[a-z_]+\|>|\[/?INST\]|<s>|</s>")
 WORK_VERBS = {"mkdir", "mv", "cp", "rm", "rmdir", "chmod", "chown", "touch", "tar", "gzip",
@@ -42,6 +42,12 @@ WORK_VERBS = {"mkdir", "mv", "cp", "rm", "rmdir", "chmod", "chown", "touch", "ta
 
 
 NOT_FOUND = re.compile(r"^(?:sh|dash|-sh): \d+: (.+?): not found$", re.M)
+# A word a program could be called: what the shell failed to find under such a name is a
+# command that named a missing program (a near-miss of the provider, a tool not installed).
+PROGRAM_NAME = re.compile(r"^(?:\.{0,2}/)?[a-z0-9_][a-z0-9_.+/-]*$")
+# "NAME: message" with words of an error: the shape of the output a shell shows.
+ERROR_SHAPE = re.compile(r"^\S*:\S*(?:\s|$).*?\b(?:not found|found|no such|error|missing|undefined|"
+                         r"cannot|can't|unable|fail\w*|denied|invalid|not enough|avoid)\b", re.I)
 # A copied line shorter than this is as likely a real command that also appears in output.
 ECHO_MIN = 6
 
@@ -76,14 +82,19 @@ def classify_turn(text: str, *, exit_status: int | None = None, output: str | No
 
     The text alone decides where nothing else is known. Where the shell's answer is known
     it has the last word: a turn whose first word the shell could not run is not a
-    command (over-imitation when it reproduces the previous output, prose otherwise)."""
+    command unless that word could be a program's name (then it named a missing program,
+    which is operating, badly); it is over-imitation when it reproduces the previous
+    output or has the shape of an error line ("NAME: ... not found"), prose otherwise.
+    bench/bench_classifier.py measures each rule on hand-labelled turns."""
     kind = _classify_text(text)
-    if kind == "command" and shell_not_found(text, exit_status, output):
-        return "over_imitation" if echoes_output(text, previous_output) else "prose"
-    if kind == "prose" and shell_not_found(text, exit_status, output) \
-            and echoes_output(text, previous_output):
+    if kind == "over_imitation" or not shell_not_found(text, exit_status, output):
+        return kind
+    first = text.strip().split()[0]
+    if echoes_output(text, previous_output) or ERROR_SHAPE.match(text.strip()):
         return "over_imitation"
-    return kind
+    if kind == "command" and PROGRAM_NAME.match(first):
+        return "command"
+    return "prose"
 
 
 def classify_turns(commands: list[str], exit_statuses: list | None = None,

@@ -19,7 +19,17 @@ from pipeline.gate import classify_turn, classify_turns, gate
     ("ls -la", 0, "total 4", "", "command"),
     ("grep -c WARN log.txt", 1, "0", "", "command"),      # ran, found nothing: still a command
     ("README", None, None, None, "command"),                # text alone cannot tell
-    ("foo | wc -l", 0, "sh: 1: foo: not found\n0", "", "prose"),  # the pipeline's first word
+    # a missing program under a program's name: a command that failed (a near-miss of the
+    # provider, a tool not installed), not prose; the pipeline's first word is what counts
+    ("foo | wc -l", 0, "sh: 1: foo: not found\n0", "", "command"),
+    ("mst --help", 127, "sh: 8: mst: not found", "", "command"),
+    ("Basillox with an intention to identify.", 127, "sh: 3: Basillox: not found", "", "prose"),
+    # the shape of the shell's own error line, made up: over-imitation
+    ("A2017_Santics:: not found", 127, "sh: 4: A2017_Santics::: not found",
+     "sh: 3: A2017_Santics:: not found", "over_imitation"),
+    ("A2018_Santics: missing file: src/lib/x.c:142", 127, "sh: 3: A2018_Santics:: not found", "",
+     "over_imitation"),
+    ("`sek@box:~$ ", 130, "[sekbench: incomplete command]", "", "over_imitation"),
 ])
 def test_the_shell_has_the_last_word(text, status, output, previous, want):
     assert classify_turn(text, exit_status=status, output=output, previous_output=previous) == want
