@@ -34,7 +34,8 @@ def authored(ws):
 def test_reference_rollouts_are_kept_and_export_loads(authored, tmp_path):
     ws = authored
     res = cli("rollout", "--operator", "reference", "--workers", "2", "--json")
-    assert res["rollouts"] == 14  # seven train archetypes x 2
+    # seven train archetypes x 2, less the fresh instances author set apart (never rolled out)
+    assert res["rollouts"] == len(Store(ws.db_path).scenarios(split="train")) >= 10
     assert res["kept"] / res["rollouts"] >= 0.95, res["by_reason"]
     store = Store(ws.db_path)
     rows = store.rollouts(with_messages=True)
@@ -51,7 +52,12 @@ def test_reference_rollouts_are_kept_and_export_loads(authored, tmp_path):
     for x in lines:
         roles = [m["role"] for m in x["messages"]]
         assert roles[0] == "user" and "system" not in roles
-        assert x["messages"][-1] == {"role": "assistant", "content": "exit"}
+        # blocked scenarios end in `panic REASON` (then only the panic tool's own line), the
+        # rest in `exit`
+        said = [i for i, m in enumerate(x["messages"]) if m["role"] == "assistant"]
+        last = x["messages"][said[-1]]["content"]
+        assert last == "exit" or last.startswith("panic ")
+        assert all(m["content"].startswith("panic: ") for m in x["messages"][said[-1] + 1:])
         assert x["split"] == "train" and x["archetype"] not in ("search_count", "file_transform")
         directives = [m["content"] for m in x["messages"] if m["role"] == "user"]
         assert any("[login]" in d for d in directives)  # the environment is all there is
