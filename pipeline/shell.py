@@ -165,7 +165,10 @@ class Shell:
         buf = OutputBuffer(64 * 1024, 0)
         result = self._wait(buf, timeout=timeout, command=None)
         if result is None:
-            raise ShellDied("the login shell printed no prompt")
+            seen = buf.total + len(self._pending)
+            odd = "".join(f"; {m}" for m in self._stray)
+            raise ShellDied(f"the login shell printed no prompt within {timeout:g} s "
+                            f"({seen} bytes before it{odd})")
         banner = model_view(buf.bytes(), self._nonce_b)
         self.shell_pid = self._ask_pid()
         if self._pids is not None:
