@@ -59,8 +59,13 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", type=Path, default=DEFAULT)
     ap.add_argument("--errors", action="store_true", help="list the turns the shell-aware one gets wrong")
+    ap.add_argument("--set", choices=["dev", "held_out"],
+                    help="only the turns labelled before (dev) or after (held_out) the rules were "
+                         "last changed")
     a = ap.parse_args()
     rows = load(a.data)
+    if a.set:
+        rows = [r for r in rows if r.get("set") == a.set]
     by_source = Counter(r.get("source") for r in rows)
     sources = ", ".join(f"{k} {v}" for k, v in sorted(by_source.items()))
     labels = ", ".join(f"{c} {sum(r['label'] == c for r in rows)}" for c in CLASSES)
@@ -89,7 +94,7 @@ def main() -> None:
             if got != r["label"]:
                 print(f"[{r['label']} -> {got}] status {r.get('exit_status')}: {r['text'][:120]!r}"
                       f"  ({r.get('reason')})")
-    print(f"\nreproduce: python bench/bench_classifier.py --data {a.data}")
+    print("\nreproduce: python bench/bench_classifier.py" + (f" --set {a.set}" if a.set else ""))
 
 
 if __name__ == "__main__":

@@ -53,3 +53,20 @@ def test_the_gate_uses_the_same_judgement():
     # without the shell's answer the text alone passes it
     assert gate(commands=["README", "exit"], end_reason="exit", verified=False,
                 retrieve="todoq next").classes == ["command", "command"]
+
+
+def test_the_labelled_set_holds_and_the_shell_aware_judgement_beats_the_text_alone():
+    """tests/fixtures/labelled_turns.jsonl: hand-labelled assistant turns from real base and
+    tuned sessions (bench/bench_classifier.py prints the full table)."""
+    import json
+    from pathlib import Path
+    rows = [json.loads(x) for x in (Path(__file__).resolve().parent.parent / "fixtures" /
+                                    "labelled_turns.jsonl").read_text().splitlines() if x.strip()]
+    assert len(rows) >= 300
+    assert {r["source"] for r in rows} == {"base", "tuned"}
+    assert all(r["label"] in ("command", "prose", "over_imitation") and r["reason"] for r in rows)
+    text = sum(classify_turn(r["text"]) == r["label"] for r in rows) / len(rows)
+    shell = sum(classify_turn(r["text"], exit_status=r["exit_status"], output=r["output"],
+                              previous_output=r["previous_output"]) == r["label"]
+                for r in rows) / len(rows)
+    assert shell >= 0.85 and shell > text + 0.05, (text, shell)
