@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -37,7 +36,6 @@ def test_every_defect_has_a_file():
 @pytest.mark.slow
 def test_admit_defective_and_good_files(ws):
     files = [str(SCENARIOS / "defective"), str(SCENARIOS / "file_transform-example.json")]
-    t0 = time.monotonic()
     proc = subprocess.run([sys.executable, "-m", "sekbench.cli", "admit", *files, "--workers", "2",
                            "--checker-timeout", "5", "--json"],
                           cwd=ROOT, capture_output=True, text=True, timeout=240)
@@ -56,4 +54,3 @@ def test_admit_defective_and_good_files(ws):
     rows = Store(ws.db_path).admissions()
     assert len(rows) == len(EXPECTED) + 1
     assert sum(r["admitted"] for r in rows) == 1
-    assert time.monotonic() - t0 < 180
