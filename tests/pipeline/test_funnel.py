@@ -136,3 +136,17 @@ def test_reading_an_announcement(command, kind, ok):
     from pipeline.funnel import reads_announcement
     ann = {"kind": kind, "var": "TODO_FROM", "path": "/home/sek/README.first"}
     assert reads_announcement(command, ann) is ok
+
+
+@pytest.mark.parametrize("sid,broke_at,why", [
+    ("b0a265078e3b456d", "announcement", "file announcement never read: ls, then exit"),
+    ("b53eaf63082f48aa", "retrieve", "read $DIRECTIVES, ran todoq --help six times, never retrieved"),
+    ("ebbd9100e44b43c2", "help", "typed backgolf --help (not found) for the provider backlog"),
+    ("029439d429ff4257", "retrieve", "handoff --help, then 'hand off fetch' (not found) twice"),
+    ("c99d3723c68d4c23", "work", "retrieved with workq next, then exit without any work"),
+    ("6e5a24b5338d4707", "verified", "retrieved, mkdir and a broken sed: work done, checker failed"),
+])
+def test_tuned_sessions_break_where_a_reader_of_the_transcript_says(sid, broke_at, why):
+    s = next(x for x in sessions("tuned") if x["session_id"] == sid)
+    f = funnel_of(s)
+    assert f["broke_at"] == broke_at, why
