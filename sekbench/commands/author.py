@@ -64,6 +64,10 @@ def run(args, ws) -> dict:
             held.check()
         except ValueError as e:
             raise SekbenchError(str(e)) from None
+    elif held.providers or held.announcements:
+        # a teacher picks its own provider and announcement: nothing would hold them out
+        raise SekbenchError("--holdout-providers and --holdout-announcements apply to procedural "
+                            "authoring only (without --teacher)")
     store = Store(ws.db_path)
     backend = start_backend(args.backend, ws, store)
     batch = new_id()

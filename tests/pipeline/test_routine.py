@@ -313,3 +313,17 @@ def test_procedural_scenarios_in_system_places_are_admitted(ws, batch):
     picked = [next(s for s in batch if w(s)) for w in want]
     verdicts = admit_many(((s, None, None) for s in picked), _backend(ws), store=None)
     assert [v.reasons for v in verdicts] == [["admitted"]] * 3, [v.messages for v in verdicts]
+
+
+def test_author_refuses_unsound_routine_options_in_one_line(ws):
+    import subprocess
+    import sys
+    for extra, said in ((["--holdout-providers", "fancy"], "unknown provider style(s) fancy"),
+                        (["--holdout-announcements", "smoke"], "unknown announcement kind(s) smoke"),
+                        (["--blocked-fraction", "2"], "--blocked-fraction must be between 0 and 1"),
+                        (["--teacher", "http://127.0.0.1:9", "--holdout-providers", "man"],
+                         "apply to procedural authoring only")):
+        done = subprocess.run([sys.executable, "-m", "sekbench.cli", "author", "--count", "2", *extra],
+                              capture_output=True, text=True, timeout=60, cwd=ROOT)
+        assert done.returncode != 0 and said in done.stderr and "Traceback" not in done.stderr, done.stderr
+        assert len(done.stderr.strip().splitlines()) == 1
