@@ -17,7 +17,7 @@ def add_arguments(p) -> None:
     p.add_argument("--scenario", action="append", dest="scenarios", metavar="ID",
                    help="run the sessions in this scenario (repeatable; default: an empty sandbox, "
                         "as in the study)")
-    p.add_argument("--split", choices=["train", "holdout"],
+    p.add_argument("--split", choices=["train", "instance", "holdout"],
                    help="run the sessions in the admitted scenarios of this split, in turn")
     p.add_argument("--model", help="model name for http operators")
     p.add_argument("--temperature", type=float, default=0.7, help="default 0.7, the study's")
