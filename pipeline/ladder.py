@@ -82,7 +82,8 @@ def classify_session(commands: list[str], end_reason: str, *, exit_statuses: lis
                      outputs: list | None = None, banner: str = "") -> dict:
     """The study's axes, with the gate's judgement of each turn (the shell's status and output
     included where known). `genuine` separates operation from confabulation: every turn a
-    command the shell could run (no prose, no copied screen, no word it could not find)."""
+    command (no prose, no copied screen or made-up error line, no bare word the shell could
+    not find), where command-mode lets over-imitation through."""
     classes = classify_turns(commands, exit_statuses, outputs, banner=banner)
     command_mode = "command" in classes and "prose" not in classes
     exited = end_reason == "exit"
@@ -202,8 +203,8 @@ def run_ladder(*, ws, store, cfg: LadderConfig, backend=None, job_id: str | None
             "definitions": {"command_mode": "at least one command turn and no prose turn "
                                             "(pipeline.gate.classify_turn, with the shell's "
                                             "status and output)",
-                            "genuine": "every turn a command the shell could run: no prose, "
-                                       "no copied screen, no first word the shell did not find",
+                            "genuine": "every turn a command: no prose, no copied screen or "
+                                       "made-up error line, no bare word the shell did not find",
                             "exit": "the session ended with exit typed by the model"},
             "job_id": job_id}
     rid = store.put_report("ladder", body, markdown(body), job_id=job_id)
@@ -239,7 +240,7 @@ def markdown(body: dict) -> str:
              f"{body['config']['temperature']}, at most {body['config']['max_turns']} turns / "
              f"{body['config']['max_seconds']:g} s. Cells are k/n.", ""]
     for axis, title in (("command_mode", "Command-mode"),
-                        ("genuine", "Genuine operation (every turn a command the shell ran)"),
+                        ("genuine", "Genuine operation (every turn a command, no over-imitation)"),
                         ("exit", "Exit")):
         lines += [f"## {title}", "", "| config | " + " | ".join(body["labels"][o] for o in ops) + " |",
                   "| --- |" + " --- |" * len(ops)]
