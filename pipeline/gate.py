@@ -190,52 +190,6 @@ def _has_reason(reason: str | None) -> bool:
     return bool(reason and reason.strip() and reason.strip() != "no reason given")
 
 
-READERS = ("cat", "less", "more", "head", "tail", "sed", "awk", "grep")
-
-
-def runs_step(command: str, step: str) -> bool:
-    """Does `command` run this retrieve step? A step that reads a file the provider pointed at
-    (`cat /srv/q/T-1.txt`) is run by any reader of that path, spelled with ~ or not."""
-    if runs_retrieve(command, step):
-        return True
-    want = _tokens(step)
-    if len(want) == 2 and want[0] in READERS and want[1].startswith("/"):
-        home = "/home/sek"
-        for part in re.split(r"\s*(?:&&|\|\||;|\|)\s*", command):
-            toks = _tokens(part)
-            if toks and toks[0] in READERS and any(
-                    (home + t[1:] if t.startswith("~/") else t) == want[1] for t in toks[1:]):
-                return True
-    return False
-
-
-def _has_reason(reason: str | None) -> bool:
-    return bool(reason and reason.strip() and reason.strip() != "no reason given")
-
-
-READERS = ("cat", "less", "more", "head", "tail", "sed", "awk", "grep")
-
-
-def runs_step(command: str, step: str) -> bool:
-    """Does `command` run this retrieve step? A step that reads a file the provider pointed at
-    (`cat /srv/q/T-1.txt`) is run by any reader of that path, spelled with ~ or not."""
-    if runs_retrieve(command, step):
-        return True
-    want = _tokens(step)
-    if len(want) == 2 and want[0] in READERS and want[1].startswith("/"):
-        home = "/home/sek"
-        for part in re.split(r"\s*(?:&&|\|\||;|\|)\s*", command):
-            toks = _tokens(part)
-            if toks and toks[0] in READERS and any(
-                    (home + t[1:] if t.startswith("~/") else t) == want[1] for t in toks[1:]):
-                return True
-    return False
-
-
-def _has_reason(reason: str | None) -> bool:
-    return bool(reason and reason.strip() and reason.strip() != "no reason given")
-
-
 @dataclass
 class GateVerdict:
     verdict: str            # "kept", "void", or "rejected"

@@ -397,23 +397,6 @@ class Store:
                 row["rejected"][reason] = row["rejected"].get(reason, 0) + 1
         return out
 
-    def scenario_mix(self) -> dict[str, dict]:
-        """Per archetype, over admitted scenarios: how many are blocked (end in panic) and how
-        many retrieve in several steps; and, over every rejected attempt, each reason's count."""
-        out: dict[str, dict] = {}
-        for r in self.query(
-                "select coalesce(archetype, '?') a, "
-                "sum(coalesce(json_extract(body, '$.terminal'), 'exit') = 'panic') blocked, "
-                "sum(json_type(body, '$.provider.retrieve') = 'array') multi "
-                "from scenarios where admitted = 1 group by a"):
-            out[r["a"]] = {"blocked": r["blocked"] or 0, "multi_step": r["multi"] or 0, "rejected": {}}
-        for r in self.query("select coalesce(archetype, '?') a, reasons from admissions "
-                            "where admitted = 0"):
-            row = out.setdefault(r["a"], {"blocked": 0, "multi_step": 0, "rejected": {}})
-            for reason in _loads(r["reasons"], []):
-                row["rejected"][reason] = row["rejected"].get(reason, 0) + 1
-        return out
-
     def admissions(self, limit: int = 500) -> list[dict]:
         rows = self.query("select * from admissions order by id desc limit ?", [limit])
         for r in rows:
