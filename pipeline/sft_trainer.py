@@ -218,6 +218,10 @@ def train_with_trainer(cfg: SFTConfig, *, resume: bool = False,
         state.update(json.loads((ckpt / "state.json").read_text()))
         state["first_loss"] = state.get("first_loss")
         load_checkpoint(ckpt, model, optimizer)
+        # The saved groups carry the lr of the run that wrote them, whose length may differ
+        # (a run extended on resume); this run's schedule decides.
+        for g in optimizer.param_groups:
+            g["lr"] = lr_at(done, total, cfg)
         log(f"resumed from {ckpt} at step {done}")
     log(f"{len(data.examples)} trajectories, {n_batches} batches/epoch, {total} steps "
         f"(transformers Trainer), {sum(p.numel() for p in params):,} trainable parameters "

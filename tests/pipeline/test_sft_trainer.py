@@ -83,3 +83,26 @@ def test_sigterm_under_the_trainer_checkpoints_and_is_interrupted(model_dir, tmp
     assert store.job(job["id"])["status"] == "interrupted"
     ckpts = complete_checkpoints(out)
     assert ckpts and ckpts[-1].name == f"step-{result['steps']}"
+
+
+def test_trainer_resumes_where_its_checkpoint_left_off(model_dir, tmp_path, ws):
+    from pipeline.sft import complete_checkpoints, run_job
+    from pipeline.store import Store
+    data = tiny_data(tmp_path / "d.jsonl", n=3)
+    kw = dict(batch_tokens=256)
+    straight = run_job(ws, tiny_config(model_dir, data, tmp_path / "a", max_steps=3, **kw))
+    out = tmp_path / "b"
+    run_job(ws, tiny_config(model_dir, data, out, max_steps=2, checkpoint_every=1, trainer="hf",
+                            **kw))
+    assert [p.name for p in complete_checkpoints(out)] == ["step-1"]
+    resumed = run_job(ws, tiny_config(model_dir, data, out, max_steps=3, trainer="hf", **kw),
+                      resume=True)
+    assert resumed["status"] == "succeeded" and resumed["resumed_from"] == 1
+    assert resumed["steps"] == 3 and resumed["first_loss"] == pytest.approx(straight["first_loss"])
+    store = Store(ws.db_path)
+    want = {r["step"]: r["values"] for r in store.metrics(straight["job_id"])}
+    got = {r["step"]: r["values"] for r in store.metrics(resumed["job_id"])}
+    assert sorted(got) == [2, 3]
+    for s in got:   # the batch stream, the schedule and the optimizer moments go on
+        assert got[s]["tokens"] == want[s]["tokens"] and got[s]["lr"] == pytest.approx(want[s]["lr"])
+        assert got[s]["loss"] == pytest.approx(want[s]["loss"], rel=1e-3)
