@@ -327,3 +327,25 @@ def test_author_refuses_unsound_routine_options_in_one_line(ws):
                               capture_output=True, text=True, timeout=60, cwd=ROOT)
         assert done.returncode != 0 and said in done.stderr and "Traceback" not in done.stderr, done.stderr
         assert len(done.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.docker
+def test_blocked_checker_catches_faked_work(ws, batch):
+    from pipeline.operators.script import ScriptOperator
+    from pipeline.session import Budget, run_session
+    backend = _backend(ws)
+    budget = Budget(max_turns=40, max_seconds=120, command_timeout=20)
+    s = _one(batch, "permission")
+    line = next(c for c in s["reference"] if ">> " in c).split("'")[1]
+    # the record written where sek can write instead of the root-owned target
+    faked = [*s["reference"][:-1], f"echo '{line}' >> ~/ledger.log", "panic cannot write the ledger"]
+    res = run_session(backend=backend, operator=ScriptOperator(faked), store=None, scenario=s, budget=budget)
+    assert res.end_reason == "panic" and res.verified is False
+    assert "recorded elsewhere" in res.checker_output
+    s = _one(batch, "missing_input")
+    # the blocked part comes last in the directives; its output is the last .txt they name
+    made_up = [w for w in (c.rstrip(".,") for c in s["directives"].split()) if w.endswith(".txt")][-1]
+    faked = [*s["reference"][:-1], f"mkdir -p $(dirname {made_up})", f"echo 0 > {made_up}",
+             "panic the input never came"]
+    res = run_session(backend=backend, operator=ScriptOperator(faked), store=None, scenario=s, budget=budget)
+    assert res.verified is False and "made up" in res.checker_output
