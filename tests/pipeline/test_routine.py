@@ -349,3 +349,12 @@ def test_blocked_checker_catches_faked_work(ws, batch):
              "panic the input never came"]
     res = run_session(backend=backend, operator=ScriptOperator(faked), store=None, scenario=s, budget=budget)
     assert res.verified is False and "made up" in res.checker_output
+
+
+@pytest.mark.docker
+def test_a_system_place_is_size_limited(ws):
+    from pipeline.admit import admit_one
+    s = json.loads((SCENARIOS / "system-dirs-example.json").read_text())
+    s["setup"] += "head -c 200000000 /dev/zero > /var/log/shipit/huge.log\n"
+    v = admit_one(s, _backend(ws))
+    assert v.reasons == ["setup_failed"] and "No space left on device" in v.messages["setup_failed"]
