@@ -403,16 +403,18 @@ def resolve(spec: str, store=None) -> dict:
 
 
 def sandbox_options(s: dict | None, backend) -> dict:
-    """Keyword arguments for `backend.create` that give this scenario its system places
-    (writable_places minus the single files, which no backend mounts on their own yet)."""
+    """Keyword arguments for `backend.create` that give this scenario its system places:
+    directories as `writable`, single files (/etc/announce) as `files`."""
     if not s:
         return {}
-    files = set(writable_files(s))
+    files = tuple(writable_files(s))
     dirs = tuple(p for p in writable_places(s) if p not in files)
-    if not dirs:
-        return {}
+    opts = {k: v for k, v in (("writable", dirs), ("files", files)) if v}
     import inspect
-    if "writable" not in inspect.signature(backend.create).parameters:
+    params = inspect.signature(backend.create).parameters
+    missing = [k for k in opts if k not in params]
+    if missing:
+        places = ", ".join(p for k in missing for p in opts[k])
         raise SekbenchError(f"the {getattr(backend, 'name', '?')} backend cannot make "
-                            f"{', '.join(dirs)} writable (scenario {s.get('id')})")
-    return {"writable": dirs}
+                            f"{places} writable (scenario {s.get('id')})")
+    return opts

@@ -378,13 +378,16 @@ class BwrapBackend:
         d.chmod(0o700)  # no sandbox id may walk into another sandbox's leftovers
         return d
 
-    def create(self, *, session_id: str, limits: Limits,
-               writable: tuple[str, ...] = ()) -> BwrapSandbox:
+    def create(self, *, session_id: str, limits: Limits, writable: tuple[str, ...] = (),
+               files: tuple[str, ...] = ()) -> BwrapSandbox:
         """A new sandbox; `writable` names extra directories (/etc/APP, /var/log/APP) that
-        become size-limited writable places of their own, root's until setup changes that."""
+        become size-limited writable places of their own, root's until setup changes that;
+        `files` names single files (/etc/announce), each a file of one small tmpfs, bound in."""
         from pipeline.sandbox.docker_backend import writable_places
+        from pipeline.sandbox.files import FILES_KB, check_files
         # parents before children, so a nested place is mounted inside its parent's
         extra = sorted(writable_places(tuple(writable), self.rootfs), key=lambda p: p.count("/"))
+        single = check_files(tuple(files), self.rootfs)
         state = Path(tempfile.mkdtemp(prefix=f"{session_id}-", dir=self._sandboxes_dir()))
         labels = owner_labels(self.ws, session_id)
         (state / ".owner.new").write_text(labels["sekbench.owner"])
@@ -406,13 +409,25 @@ class BwrapBackend:
                                    uid=owner, gid=owner)
             root = None
             places = []
-            if extra:
+            if extra or single:
                 root = userns.overlay_with_dirs(mnt, mnt / "root", extra, slot.base)
                 for i, place in enumerate(extra):
                     src = mnt / "w" / f"x{i}"
                     userns.mount_tmpfs(src, size_mb=limits.other_mb, mode=0o755, uid=slot.base,
                                        gid=slot.base)
                     places.append((place, src))
+            if single:
+                # one small tmpfs holds them all; each file's mount point lives in the overlay
+                store = mnt / "w" / "files"
+                userns.mount_tmpfs(store, size_mb=FILES_KB / 1024, mode=0o755, uid=slot.base,
+                                   gid=slot.base)
+                for i, path in enumerate(single):
+                    src = store / f"f{i}"
+                    for made in (src, root / path.lstrip("/")):
+                        if not made.exists():
+                            made.touch(mode=0o644)
+                            os.chown(made, slot.base, slot.base)
+                    places.append((path, src))
             bin_dir = mnt / "w" / _state_name("/usr/local") / "bin"
             bin_dir.mkdir()
             os.chown(bin_dir, slot.base, slot.base)

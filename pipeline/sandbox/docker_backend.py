@@ -67,8 +67,10 @@ def _client(timeout: int = 600):
 class DockerSandbox:
     backend = "docker"
 
-    def __init__(self, client, container, image: str, limits: Limits, lifeline=None):
+    def __init__(self, client, container, image: str, limits: Limits, lifeline=None,
+                 file_store: str | None = None):
         self.client = client
+        self._file_store = file_store   # the host tmpfs of its single-file places, if any
         self.api = client.api
         self.container = container
         self.id = container.id
@@ -245,6 +247,10 @@ class DockerSandbox:
         if self._lifeline is not None:
             _close(self._lifeline)
             self._lifeline = None
+        if self._file_store is not None:
+            from pipeline.sandbox import files as single_files
+            single_files.drop_store(self._file_store)
+            self._file_store = None
 
 
 def _await(raw, token: bytes, seconds: float) -> bool:
@@ -372,15 +378,24 @@ class DockerBackend:
         except Exception:
             return False
 
-    def create(self, *, session_id: str, limits: Limits,
-               writable: tuple[str, ...] = ()) -> DockerSandbox:
-        from docker.types import LogConfig
+    def create(self, *, session_id: str, limits: Limits, writable: tuple[str, ...] = (),
+               files: tuple[str, ...] = ()) -> DockerSandbox:
+        """`writable`: extra directories that become size-limited places; `files`: single
+        files (/etc/announce) that become writable files of a small host tmpfs, bound in."""
+        from docker.types import LogConfig, Mount
+
+        from pipeline.sandbox import files as single_files
         rootfs = None
-        if writable and self.image:
+        if (writable or files) and self.image:
             from pipeline.image import rootfs_dir
             candidate = rootfs_dir(self.ws, self.image)
             rootfs = candidate if candidate.is_dir() else None
         extra = writable_places(tuple(writable), rootfs)
+        single = single_files.check_files(tuple(files), rootfs)
+        store = f"docker-{session_id}" if single else None
+        bound = single_files.make_store(store, single) if store else {}
+        mounts = [Mount(target=path, source=str(host), type="bind", read_only=False)
+                  for path, host in bound.items()]
         opts = "rw,exec,nosuid,nodev"
         tmpfs = {
             SESSION_HOME: f"{opts},size={limits.home_mb}m,uid=1000,gid=1000,mode=0755",
@@ -407,7 +422,7 @@ class DockerBackend:
                 init=True, auto_remove=True, network_mode="none", read_only=True, tmpfs=tmpfs,
                 cap_drop=["ALL"], cap_add=ROOT_CAPS,
                 security_opt=["no-new-privileges", f"seccomp={seccomp_profile()}"],
-                ipc_mode="none", log_config=LogConfig(type="none"),
+                ipc_mode="none", log_config=LogConfig(type="none"), mounts=mounts,
                 pids_limit=limits.pids, mem_limit=f"{limits.memory_mb}m",
                 memswap_limit=f"{limits.memory_mb}m", nano_cpus=int(limits.cpus * 1e9),
                 user="root", working_dir="/", stop_signal="SIGKILL")
@@ -422,10 +437,12 @@ class DockerBackend:
                     container.remove(force=True)
                 except Exception:
                     pass
+            if store:
+                single_files.drop_store(store)
             if isinstance(e, SekbenchError):
                 raise
             raise SekbenchError(f"could not start a sandbox: {str(e).splitlines()[0][:200]}") from None
-        return DockerSandbox(self.client, container, self.image, limits, lifeline)
+        return DockerSandbox(self.client, container, self.image, limits, lifeline, store)
 
     def _sandboxes(self, label: str = "sekbench=1") -> list[dict]:
         """Sandboxes on the engine, as the engine's list gives them (no per-container inspect
@@ -463,4 +480,24 @@ class DockerBackend:
                 stale = not owner_alive(labels)
             if stale:
                 removed += self._remove(c["Id"])
+        self._reap_file_stores()
         return removed
+
+    def _reap_file_stores(self) -> None:
+        """Drop single-file stores whose sandbox is gone (a killed harness leaves them), but
+        never one younger than a minute: its sandbox may be starting."""
+        import time as _time
+
+        from pipeline.sandbox import files as single_files
+        names = {n for c in self._sandboxes() for n in c.get("Names") or []}
+        for store in single_files.stores():
+            if not store.startswith("docker-"):
+                continue
+            if f"/sekbench-{store[len('docker-'):]}" in names:
+                continue
+            try:
+                age = _time.time() - (single_files.FILES_ROOT / store).stat().st_mtime
+            except OSError:
+                continue
+            if age > 60:
+                single_files.drop_store(store)

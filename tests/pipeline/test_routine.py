@@ -6,6 +6,7 @@ from __future__ import annotations
 import collections
 import copy
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -230,10 +231,7 @@ def _system_places_admitted(ws, backend_name: str):
     dirs, single = admit_many(load_items(files), _backend(ws, backend_name), store=None)
     # /etc/shipit, /var/log/shipit, /var/lib/shipit: setup's owners and modes hold there
     assert dirs.admitted, dirs.messages
-    if not single.admitted and "cannot create /etc/announce: Read-only file system" in \
-            single.messages.get("setup_failed", ""):
-        pytest.skip(f"the {backend_name} backend makes directories writable, not a single file "
-                    "such as /etc/announce")
+    # /etc/announce: a single file of its own on a read-only /etc
     assert single.admitted, single.messages
 
 
@@ -358,3 +356,34 @@ def test_a_system_place_is_size_limited(ws):
     s["setup"] += "head -c 200000000 /dev/zero > /var/log/shipit/huge.log\n"
     v = admit_one(s, _backend(ws))
     assert v.reasons == ["setup_failed"] and "No space left on device" in v.messages["setup_failed"]
+
+
+def _single_file_place_holds(ws, backend_name: str):
+    from pipeline.sandbox import Limits
+    backend = _backend(ws, backend_name)
+    sb = backend.create(session_id=f"onefile-{backend_name}-{os.getpid()}", limits=Limits(),
+                        files=("/etc/announce",))
+    try:
+        ok = sb.exec("printf 'notice\\n' > /etc/announce && cat /etc/announce && "
+                     "stat -c %U:%a /etc/announce")
+        assert ok.status == 0 and "notice" in ok.output and "root:644" in ok.output, ok.output
+        full = sb.exec("head -c 3000000 /dev/zero > /etc/announce")
+        assert full.status != 0                  # the file's store is size-limited
+        other = sb.exec("touch /etc/other-file")
+        assert other.status != 0                 # the rest of /etc stays read-only
+        as_user = sb.exec("echo x >> /etc/announce", user="sek")
+        assert as_user.status != 0               # root's file: the session cannot write it
+    finally:
+        sb.remove()
+
+
+@pytest.mark.docker
+def test_a_single_file_place_is_root_owned_size_limited_and_alone_in_docker(ws):
+    from pipeline.sandbox import files
+    _single_file_place_holds(ws, "docker")
+    assert not [s for s in files.stores() if s.startswith(f"docker-onefile-docker-{os.getpid()}")]
+
+
+@pytest.mark.bwrap
+def test_a_single_file_place_is_root_owned_size_limited_and_alone_in_bwrap(ws):
+    _single_file_place_holds(ws, "bwrap")
