@@ -1,6 +1,6 @@
-"""`sekbench cycle` end to end, scaled down: one scenario per archetype, one SFT step,
-one held-out and one fresh-instance scenario with a two-turn budget; and the same cycle
-twice with one seed, compared. The full-size run is bench/bench_cycle.py."""
+"""`sekbench cycle` end to end, scaled down (one scenario per archetype, two SFT steps, one
+held-out and one fresh-instance scenario with a two-turn budget), run twice with one seed in
+two workspaces and compared. The full-size run is bench/bench_cycle.py."""
 
 from __future__ import annotations
 
@@ -14,41 +14,13 @@ import pytest
 from pipeline.store import Store
 
 
-@pytest.mark.docker
-@pytest.mark.model
-@pytest.mark.slow
-def test_scaled_down_cycle_runs_end_to_end(ws):
-    done = subprocess.run([sys.executable, "-m", "sekbench.cli", "cycle", "--count", "9",
-                           "--max-steps", "1", "--eval-limit", "1", "--eval-max-turns", "2",
-                           "--eval-workers", "2", "--json"],
+def _cycle(home) -> tuple[dict, str]:
+    done = subprocess.run([sys.executable, "-m", "sekbench.cli", "--home", str(home), "cycle",
+                           "--count", "9", "--seed", "0", "--max-steps", "2", "--eval-limit", "1",
+                           "--eval-max-turns", "2", "--eval-workers", "2", "--json"],
                           capture_output=True, text=True, timeout=900, env=os.environ.copy())
     assert done.returncode == 0, done.stderr[-3000:]
-    out = json.loads(done.stdout)
-    assert out["author"]["admitted"] == 9
-    # two archetypes held out of training, one trained scenario set apart as a fresh instance
-    assert out["rollout"]["rollouts"] == 6
-    assert out["export"]["trajectories"] >= 1
-    assert not {"search_count", "file_transform"} & set(out["export"]["by_archetype"])
-    assert out["sft"]["steps"] == 1 and out["sft"]["adapter"]
-    ev, inst = out["eval"], out["eval_instance"]
-    assert ev["base"]["n"] == ev["tuned"]["n"] == 1 and inst["base"]["n"] == 1
-    assert ev["split"] == "holdout" and inst["split"] == "instance"
-    assert not set(inst["scenarios"]) & set(ev["scenarios"])
-    assert set(out["holdouts"]) == {"holdout", "instance"}
-    assert "paired" in ev and "funnel" in ev and "right_terminal" in ev["base"]
-    assert ev["operators"]["tuned"].startswith("hf:default@")
-    assert set(out["seconds"]) >= {"author", "rollout", "export", "sft", "eval", "eval_instance",
-                                   "total"}
-    for stage in ("stage author", "stage sft", "stage eval"):
-        assert stage in done.stderr                        # progress shown throughout
-    store = Store(ws.db_path)
-    kinds = {}
-    for j in store.jobs():
-        kinds.setdefault(j["kind"], set()).add(j["status"])
-    assert kinds == {"cycle": {"succeeded"}, "sft": {"succeeded"}, "eval": {"succeeded"}}
-    # the fresh instance was never rolled out, so never exported or trained on
-    instance_rows = store.rollouts(split="instance", limit=100)
-    assert instance_rows and all(r["batch_id"].startswith("eval-") for r in instance_rows)
+    return json.loads(done.stdout), done.stderr
 
 
 def _weights(adapter_dir):
@@ -59,34 +31,55 @@ def _weights(adapter_dir):
 @pytest.mark.docker
 @pytest.mark.model
 @pytest.mark.slow
-def test_same_seed_same_result(ws, tmp_path):
-    """Two tiny cycles with one seed in two workspaces: the same scenarios, trajectories,
-    adapter weights (float tolerance) and eval outcomes."""
-    from pipeline.cycle import CycleConfig, run_cycle
+def test_scaled_down_cycle_twice_same_seed_same_result(ws, tmp_path):
+    """The whole loop through the CLI, then again with the same seed in a second workspace:
+    the same scenarios, trajectories, adapter weights (float tolerance) and eval outcomes."""
     from pipeline.workspace import Workspace
+    out, stderr = _cycle(ws.root)
+    assert out["author"]["admitted"] == 9
+    # two archetypes held out of training, one trained scenario set apart as a fresh instance
+    assert out["rollout"]["rollouts"] == 6
+    assert out["export"]["trajectories"] >= 1
+    assert not {"search_count", "file_transform"} & set(out["export"]["by_archetype"])
+    assert out["sft"]["steps"] == 2 and out["sft"]["adapter"]
+    ev, inst = out["eval"], out["eval_instance"]
+    assert ev["base"]["n"] == ev["tuned"]["n"] == 1 and inst["base"]["n"] == 1
+    assert ev["split"] == "holdout" and inst["split"] == "instance"
+    assert not set(inst["scenarios"]) & set(ev["scenarios"])
+    assert set(out["holdouts"]) == {"holdout", "instance"}
+    assert "paired" in ev and "funnel" in ev and "right_terminal" in ev["base"]
+    assert ev["operators"]["tuned"].startswith("hf:default@")
+    assert set(out["seconds"]) >= {"author", "rollout", "export", "sft", "eval", "eval_instance",
+                                   "total"}
+    for stage in ("stage author", "stage sft", "stage eval"):
+        assert stage in stderr                             # progress shown throughout
+    store = Store(ws.db_path)
+    kinds: dict = {}
+    for j in store.jobs():
+        kinds.setdefault(j["kind"], set()).add(j["status"])
+    assert kinds == {"cycle": {"succeeded"}, "sft": {"succeeded"}, "eval": {"succeeded"}}
+    # the fresh instance was never rolled out, so never exported or trained on
+    instance_rows = store.rollouts(split="instance", limit=100)
+    assert instance_rows and all(r["batch_id"].startswith("eval-") for r in instance_rows)
+
     root = tmp_path / "ws2"
     root.mkdir()
     (root / "images").symlink_to(os.path.realpath(ws.images), target_is_directory=True)
     if ws.models.exists():
         (root / "models").symlink_to(os.path.realpath(ws.models), target_is_directory=True)
     second = Workspace.from_env(root)
-    cfg = dict(count=9, seed=3, max_steps=2, eval_limit=1, eval_max_turns=3, eval_workers=2,
-               instance_fraction=0.12)
-    runs = [run_cycle(w, CycleConfig(**cfg)) for w in (ws, second)]
-    stores = [Store(w.db_path) for w in (ws, second)]
-    # scenarios
+    again, _ = _cycle(root)
+    runs, stores = [out, again], [store, Store(second.db_path)]
     bodies = [{s["id"]: s for s in st.scenarios(admitted=None)} for st in stores]
     assert bodies[0] == bodies[1]
     # trajectories, in the file's order
     msgs = [[json.loads(x)["messages"] for x in open(r["export"]["path"])] for r in runs]
     assert msgs[0] == msgs[1]
-    # adapter weights
     wa, wb = (_weights(r["sft"]["adapter"]) for r in runs)
     assert set(wa) == set(wb)
     worst = max(float((wa[k] - wb[k]).abs().max()) for k in wa)
     assert worst < 1e-5, f"adapter weights differ by up to {worst}"
     assert runs[0]["sft"]["final_loss"] == pytest.approx(runs[1]["sft"]["final_loss"], abs=1e-5)
-    # eval outcomes, session by session, on both hold-outs
     keys = ("end_reason", "verified", "turns", "operate", "terminate", "clean", "right_terminal",
             "broke_at")
     for name in ("eval", "eval_instance"):
