@@ -140,7 +140,16 @@ def test_small_real_eval_keeps_the_json_contract(ws):
         for name in ("operate", "terminate", "verified", "clean"):
             assert {"rate", "k", "n", "lo", "hi"} <= set(m[name])
             assert m[name]["n"] == 2 and m[name]["lo"] is not None and m[name]["hi"] is not None
-    assert set(out["lift"]) == {"operate", "terminate", "verified", "clean"}
+    assert set(out["lift"]) == {"operate", "terminate", "verified", "clean", "right_terminal"}
+    # paired on the same scenarios and seeds, the funnel per side, how sessions ended
+    assert out["paired"]["pairs"] == 2 and out["paired"]["metrics"]["operate"]["n"] == 2
+    assert out["paired"]["metrics"]["operate"]["test"] == "exact McNemar"
+    assert set(out["funnel"]["base"]) >= {"announcement", "help", "retrieve", "work", "verified",
+                                          "terminal", "n", "broke_at"}
+    assert out["funnel"]["base"]["n"] == 2
+    assert out["terminals"]["tuned"]["solvable"]["n"] + out["terminals"]["tuned"]["blocked"]["n"] == 2
+    ids = [s["session_id"] for row in out["per_scenario"] for s in row["base"] + row["tuned"]]
+    assert len(set(ids)) == 4
     assert set(out["by_archetype"]) == {"search_count", "file_transform"}
     assert out["operators"]["tuned"].endswith("/tiny") and out["operators"]["base"] == "hf:default"
     store = Store(ws.db_path)
