@@ -16,7 +16,7 @@ NAME = "compare"
 HELP = "two eval or ladder reports side by side, matched sessions, paired tests"
 
 EVAL_METRICS = ("operate", "terminate", "verified", "clean", "right_terminal")
-LADDER_AXES = ("command_mode", "exit", "clean")
+LADDER_AXES = ("command_mode", "genuine", "exit", "clean")
 SETTINGS = ("split", "max_turns", "max_seconds", "temperature", "max_new_tokens", "per_scenario")
 
 

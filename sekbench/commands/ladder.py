@@ -36,7 +36,10 @@ def add_arguments(p) -> None:
 def print_matrices(body: dict, console) -> None:
     from rich.table import Table
     m, ops = body["matrices"], body["operators"]
-    for axis, title in (("command_mode", "command-mode"), ("exit", "exit")):
+    for axis, title in (("command_mode", "command-mode"), ("genuine", "genuine operation"),
+                        ("exit", "exit")):
+        if axis not in m:
+            continue
         t = Table(title=f"{title} (k/n)", header_style="bold")
         t.add_column("config")
         for o in ops:
