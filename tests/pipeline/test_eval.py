@@ -182,3 +182,21 @@ def test_gate_agreement_is_kappa_over_decided_rollouts(tmp_path):
     assert k["n"] == 11 and k["agree"] == round(8 / 11, 4)
     po, pe = 8 / 11, (6 / 11) * (7 / 11) + (5 / 11) * (4 / 11)
     assert k["kappa"] == round((po - pe) / (1 - pe), 4)
+
+
+@pytest.mark.docker
+def test_trials_make_clustered_numbers(ws):
+    """--trials 2 with the reference operator on both sides: two seeded sessions per scenario
+    and side, rates per session, scenario-bootstrap intervals, the sign-flip paired test."""
+    cli("author", "--count", "2", "--seed", "11", "--archetypes", "search_count,file_transform",
+        "--holdout-archetypes", "search_count,file_transform", "--json")
+    out = cli("eval", "--operator-base", "reference", "--operator-tuned", "reference",
+              "--split", "holdout", "--trials", "2", "--workers", "2", "--json")
+    assert out["base"]["n"] == out["tuned"]["n"] == 4
+    assert out["base"]["verified"]["clusters"] == 2 and "bootstrap" in out["base"]["verified"]["interval"]
+    assert out["paired"]["clustered"] and out["paired"]["pairs"] == 4
+    p = out["paired"]["metrics"]["verified"]
+    assert "sign-flip" in p["test"] and p["diff"] == 0 and p["p"] == 1.0
+    seeds = sorted(s["seed"] for row in out["per_scenario"] for s in row["base"])
+    assert seeds == [0, 0, 1, 1]                          # seed*1000+k, the same on both sides
+    assert seeds == sorted(s["seed"] for row in out["per_scenario"] for s in row["tuned"])
