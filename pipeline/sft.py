@@ -71,6 +71,8 @@ class SFTConfig:
     trainer: str = _f("loop", "loop: sekbench's own loop; hf: transformers' Trainer with "
                       "sekbench's labels, loss, batches, checkpoints and stop as its extensions")
     gradient_accumulation_steps: int = _f(1, "batches per optimizer step (trainer hf only)")
+    gradient_checkpointing: bool = _f(False, "recompute activations in the backward pass: less "
+                                      "memory, more compute (trainer hf only)")
 
     def __post_init__(self):
         def need(ok: bool, what: str):
@@ -99,6 +101,8 @@ class SFTConfig:
         need(self.gradient_accumulation_steps >= 1 and
              (self.trainer == "hf" or self.gradient_accumulation_steps == 1),
              "gradient_accumulation_steps must be >= 1, and above 1 only with trainer hf")
+        need(self.trainer == "hf" or not self.gradient_checkpointing,
+             "gradient_checkpointing needs trainer hf")
 
     @classmethod
     def from_dict(cls, d: dict) -> "SFTConfig":

@@ -13,8 +13,8 @@ into the library's own extension points:
 
 Resume reads sekbench's checkpoint (adapter, optimizer, RNG) and continues the batch stream
 and the schedule at its step; a changed dataset is refused before anything loads. What the
-library adds on top: gradient accumulation (`gradient_accumulation_steps`), and the road to
-its multi-device strategies.
+library adds on top: gradient accumulation (`gradient_accumulation_steps`), gradient
+checkpointing (`gradient_checkpointing`), and the road to its multi-device strategies.
 """
 
 from __future__ import annotations
@@ -205,7 +205,13 @@ def train_with_trainer(cfg: SFTConfig, *, resume: bool = False,
         per_device_train_batch_size=1, learning_rate=cfg.lr, weight_decay=cfg.weight_decay,
         max_grad_norm=cfg.max_grad_norm, logging_steps=1, save_strategy="no", report_to="none",
         seed=cfg.seed, use_cpu=device == "cpu", disable_tqdm=True, remove_unused_columns=False,
-        dataloader_pin_memory=False, data_seed=cfg.seed)
+        dataloader_pin_memory=False, data_seed=cfg.seed,
+        activation_checkpointing=cfg.gradient_checkpointing,
+        activation_checkpointing_kwargs={"use_reentrant": False})
+    if cfg.gradient_checkpointing:
+        # the frozen embeddings give the checkpointed layers inputs without grad; PEFT's hook
+        # makes them require it, or no gradient would reach the adapters
+        model.enable_input_require_grads()
     with peft_quiet():
         trainer = SekTrainer(model=model, args=args, train_dataset=data.examples,
                              optimizers=(optimizer, scheduler), callbacks=callbacks)
@@ -265,4 +271,6 @@ def train_with_trainer(cfg: SFTConfig, *, resume: bool = False,
             "tokens_per_s": metrics["tokens_per_s"], "tokens": state["tokens"],
             "train_seconds": elapsed, "train_cpu_seconds": metrics["train_cpu_seconds"],
             "overlong": data.overlong, "empty": data.empty, "dataset_sha256": data.sha256,
-            "resumed_from": done or None, "trainer": "hf"}
+            "resumed_from": done or None, "trainer": "hf",
+            "activation_checkpointing": bool(getattr(model.get_base_model(),
+                                                     "is_activation_checkpointing", False))}

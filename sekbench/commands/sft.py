@@ -17,7 +17,7 @@ HELP = "fit a LoRA adapter on exported trajectories, as a job (foreground or --b
 # Config fields offered as flags; the rest keep the defaults of pipeline.sft.SFTConfig.
 FLAGS = ("lr", "epochs", "max_steps", "lora_r", "lora_alpha", "lora_dropout", "max_len",
          "batch_tokens", "checkpoint_every", "seed", "warmup_ratio", "schedule", "device",
-         "trainer", "gradient_accumulation_steps")
+         "trainer", "gradient_accumulation_steps", "gradient_checkpointing")
 
 
 def add_arguments(p) -> None:
@@ -36,9 +36,19 @@ def add_arguments(p) -> None:
     defaults = {f.name: f for f in fields(SFTConfig)}
     for name in FLAGS:
         f = defaults[name]
-        kind = type(f.default) if f.default is not None else str
+        kind = (_yes_no if isinstance(f.default, bool) else
+                type(f.default) if f.default is not None else str)
         p.add_argument("--" + name.replace("_", "-"), type=kind, default=None,
                        help=f"{f.metadata.get('help', '')} (default: {f.default})")
+
+
+def _yes_no(text: str) -> bool:
+    # argparse's type=bool would take "false" for True
+    if text.strip().lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.strip().lower() in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(text)
 
 
 def argparse_suppress():

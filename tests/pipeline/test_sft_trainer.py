@@ -106,3 +106,25 @@ def test_trainer_resumes_where_its_checkpoint_left_off(model_dir, tmp_path, ws):
     for s in got:   # the batch stream, the schedule and the optimizer moments go on
         assert got[s]["tokens"] == want[s]["tokens"] and got[s]["lr"] == pytest.approx(want[s]["lr"])
         assert got[s]["loss"] == pytest.approx(want[s]["loss"], rel=1e-3)
+
+
+def test_gradient_checkpointing_under_the_trainer_keeps_the_losses(model_dir, tmp_path):
+    from pipeline.sft import Recorder, train
+
+    class Losses(Recorder):
+        def __init__(self):
+            super().__init__()
+            self.loss = {}
+
+        def metrics(self, step, values):
+            self.loss[step] = values["loss"]
+    data = tiny_data(tmp_path / "d.jsonl")
+    plain, ckpt = Losses(), Losses()
+    a = train(tiny_config(model_dir, data, tmp_path / "a", max_steps=2, trainer="hf"),
+              recorder=plain)
+    b = train(tiny_config(model_dir, data, tmp_path / "b", max_steps=2, trainer="hf",
+                          gradient_checkpointing=True), recorder=ckpt)
+    assert b["activation_checkpointing"] and not a["activation_checkpointing"]
+    assert sorted(ckpt.loss) == [1, 2]
+    for s in plain.loss:   # recomputed activations, the same gradients
+        assert ckpt.loss[s] == pytest.approx(plain.loss[s], rel=1e-4)
