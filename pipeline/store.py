@@ -286,7 +286,10 @@ class Store:
                     {"session_id": sid, "ts": now(), "who": who}, pk="session_id")
 
     def stop_requested(self, sid: str) -> bool:
-        return bool(self.query("select 1 from stop_requests where session_id = ?", [sid]))
+        # Under the writers' lock: sessions of one batch share this connection, and a read
+        # interleaved with another thread's insert broke that insert's transaction.
+        with self._lock:
+            return bool(self.query("select 1 from stop_requests where session_id = ?", [sid]))
 
     # ---------------------------------------------------------------- events
     def append_event(self, sid: str, seq: int, kind: str, text: str = "", *, turn: int | None = None,

@@ -113,7 +113,7 @@ def process_usage(pid: int | None) -> tuple[float, int] | None:
     return cpu, rss
 
 
-def log_tail(path: str | None, lines: int = 6, max_bytes: int = 16_384) -> list[str]:
+def log_tail(path: str | None, lines: int = 3, max_bytes: int = 16_384) -> list[str]:
     """The last lines of a job's log (its stderr), read from the end of the file."""
     if not path:
         return []

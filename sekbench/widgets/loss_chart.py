@@ -35,7 +35,7 @@ class LossChart(Vertical):
 
     DEFAULT_CSS = """
     LossChart { height: auto; }
-    LossChart PlotextPlot { height: 12; margin: 0 1; }
+    LossChart PlotextPlot { height: 10; margin: 0 1; }
     LossChart .chart-label { color: $text-muted; padding: 0 1; }
     """
 

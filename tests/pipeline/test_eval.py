@@ -110,9 +110,12 @@ def tiny_adapter(model_dir, out):
     """A LoRA adapter straight from peft's init: enough to exercise base vs tuned plumbing."""
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
+    from pipeline.sft import peft_quiet
     model = AutoModelForCausalLM.from_pretrained(str(model_dir))
-    peft_model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"],
-                                                  task_type="CAUSAL_LM", init_lora_weights=False))
+    with peft_quiet():   # PEFT itself reads a deprecated transformers property while wrapping
+        peft_model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8,
+                                                      target_modules=["q_proj", "v_proj"],
+                                                      task_type="CAUSAL_LM", init_lora_weights=False))
     peft_model.save_pretrained(str(out))
     return out
 
