@@ -99,7 +99,9 @@ class Store:
         # power cut can lose the last commits.
         conn.execute("PRAGMA synchronous=NORMAL")
         self.db = sqlite_utils.Database(conn)
-        self._lock = threading.Lock()
+        # Re-entrant: reads take it too (a read on this shared connection while another thread
+        # was inside an insert broke that insert's transaction), and writers read under it.
+        self._lock = threading.RLock()
         self._migrate()
 
     # ------------------------------------------------------------------ schema
@@ -229,7 +231,8 @@ class Store:
             return fn(*args, **kwargs)
 
     def query(self, sql: str, params: Iterable | dict = ()) -> list[dict]:
-        return [dict(r) for r in self.db.query(sql, params)]
+        with self._lock:
+            return [dict(r) for r in self.db.query(sql, params)]
 
     def close(self) -> None:
         self.db.conn.close()
@@ -286,10 +289,7 @@ class Store:
                     {"session_id": sid, "ts": now(), "who": who}, pk="session_id")
 
     def stop_requested(self, sid: str) -> bool:
-        # Under the writers' lock: sessions of one batch share this connection, and a read
-        # interleaved with another thread's insert broke that insert's transaction.
-        with self._lock:
-            return bool(self.query("select 1 from stop_requests where session_id = ?", [sid]))
+        return bool(self.query("select 1 from stop_requests where session_id = ?", [sid]))
 
     # ---------------------------------------------------------------- events
     def append_event(self, sid: str, seq: int, kind: str, text: str = "", *, turn: int | None = None,
