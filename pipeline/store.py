@@ -376,10 +376,11 @@ class Store:
             "file": file, "raw": raw, "ts": now(), "batch_id": batch_id})
 
     def admission_yield(self) -> dict[str, dict[str, int]]:
-        """Admitted / attempted per archetype, over every recorded attempt."""
+        """Admitted / attempted per archetype, over every recorded attempt of one. A file that
+        could not be read names no archetype: it is counted nowhere here (a `?` row once)."""
         out: dict[str, dict[str, int]] = {}
-        for r in self.query("select coalesce(archetype, '?') a, sum(admitted) ok, count(*) n "
-                            "from admissions group by a order by a"):
+        for r in self.query("select archetype a, sum(admitted) ok, count(*) n from admissions "
+                            "where archetype is not null group by a order by a"):
             out[r["a"]] = {"admitted": r["ok"] or 0, "attempted": r["n"]}
         return out
 

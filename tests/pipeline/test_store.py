@@ -115,3 +115,12 @@ def test_decisions_in_force_follow_undos_and_fill_in_for_older_stores(tmp_path):
     conn.commit()
     conn.close()
     assert WorkbenchStore(tmp_path / "q.db").current_decisions() == expect
+
+
+def test_admission_yield_counts_only_attempts_of_an_archetype(tmp_path):
+    store = Store(tmp_path / "s.db")
+    store.record_admission(scenario_id=None, archetype=None, admitted=False, reasons=["invalid"],
+                           messages={"invalid": "not JSON"}, source="file", file="bad.json")
+    store.record_admission(scenario_id="a-1", archetype="archive", admitted=True,
+                           reasons=["admitted"], messages={}, source="file", file="a.json")
+    assert store.admission_yield() == {"archive": {"admitted": 1, "attempted": 1}}
