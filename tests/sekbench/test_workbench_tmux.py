@@ -162,8 +162,11 @@ def test_person_runs_the_whole_flow_from_the_workbench(ws):
                                for j in store.jobs()), "the eval", name, 900)
         ev = next(j for j in store.jobs() if j["kind"] == "eval")
         assert ev["status"] == "succeeded", ev.get("error")
-        shown = wait_pane(name, "base (n=1)")
-        assert "tuned (n=1)" in shown and "search_count" in shown and "Wilson" in shown
+        wait_pane(name, "base (n=1)")
+        shown = wait_pane(name, "tuned (n=1)")              # the table's header, then its rows
+        assert "search_count" in shown and "right_termi" in shown
+        # the table runs on below the pane (funnel, exit/panic): its note is in the report
+        assert "Wilson" in store.reports("eval", limit=1)[0]["markdown"]
 
         keys(name, "5")
         wait_pane(name, "Saved sessions")
