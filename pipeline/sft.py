@@ -413,6 +413,23 @@ def model_card(record: dict, checkpoint_of: int | None = None) -> str:
 
 
 # ------------------------------------------------------------------------ the loop
+def write_adapter(out: Path, model, tokenizer, run: dict, data, metrics: dict, step: int) -> None:
+    """The finished adapter: PEFT's files, our model card, then the record of where it came
+    from, written last (its presence means the adapter is whole). Both trainers end here."""
+    model.save_pretrained(str(out))
+    tokenizer.save_pretrained(str(out))
+    record = {**run, "dataset": {k: v for k, v in data.report().items() if k != "path"},
+              "dataset_path": data.path, "manifest": data.manifest, "metrics": metrics,
+              "steps": step, "created_at": time.time()}
+    # PEFT writes a blank template card; ours says what this adapter is
+    (out / "README.md").write_text(model_card(record))
+    from pipeline.models import make_readable
+    make_readable(out)
+    tmp = out / (ADAPTER_FILE + ".tmp")
+    tmp.write_text(json.dumps(record, indent=1, default=str))
+    os.replace(tmp, out / ADAPTER_FILE)
+
+
 def train(cfg: SFTConfig, *, resume: bool = False, recorder: Recorder | None = None) -> dict:
     """Fit the adapter. Returns {"status": succeeded|interrupted, "adapter", "steps",
     "first_loss", "final_loss", ...}; on `interrupted` the last checkpoint holds the state."""
@@ -535,18 +552,7 @@ def train(cfg: SFTConfig, *, resume: bool = False, recorder: Recorder | None = N
     metrics = {"steps": step, "first_loss": first_loss, "final_loss": loss_val,
                "tokens_per_s": tokens_seen / elapsed if elapsed > 0 else None,
                "train_seconds": elapsed, "train_cpu_seconds": time.process_time() - cpu_start}
-    model.save_pretrained(str(out))
-    tokenizer.save_pretrained(str(out))
-    record = {**run, "dataset": {k: v for k, v in data.report().items() if k != "path"},
-              "dataset_path": data.path, "manifest": data.manifest, "metrics": metrics,
-              "steps": step, "created_at": time.time()}
-    # PEFT writes a blank template card; ours says what this adapter is
-    (out / "README.md").write_text(model_card(record))
-    from pipeline.models import make_readable
-    make_readable(out)
-    tmp = out / (ADAPTER_FILE + ".tmp")
-    tmp.write_text(json.dumps(record, indent=1, default=str))
-    os.replace(tmp, out / ADAPTER_FILE)
+    write_adapter(out, model, tokenizer, run, data, metrics, step)
     recorder.close()
     return {"status": "succeeded", "adapter": str(out), "steps": step, "first_loss": first_loss,
             "final_loss": loss_val, "tokens_per_s": metrics["tokens_per_s"], "tokens": tokens_seen,

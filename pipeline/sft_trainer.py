@@ -21,17 +21,16 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 import time
 from dataclasses import asdict
 from pathlib import Path
 
 from pipeline.errors import SekbenchError
-from pipeline.sft import (ADAPTER_FILE, RUN_FILE, Recorder, SFTConfig, StopRequest, base_model_id,
+from pipeline.sft import (RUN_FILE, Recorder, SFTConfig, StopRequest, base_model_id,
                           complete_checkpoints, load_checkpoint, load_lora_model, load_tokenizer,
                           log, lr_at, model_card, provenance, resolve_device, save_checkpoint,
-                          selective_loss)
+                          selective_loss, write_adapter)
 from pipeline.sft_data import IGNORE, collate, length_grouped_batches, load_dataset
 
 
@@ -254,17 +253,7 @@ def train_with_trainer(cfg: SFTConfig, *, resume: bool = False,
     metrics = {"steps": step, "first_loss": state["first_loss"], "final_loss": state["loss"],
                "tokens_per_s": state["tokens"] / elapsed if elapsed > 0 else None,
                "train_seconds": elapsed, "train_cpu_seconds": time.process_time() - cpu_start}
-    model.save_pretrained(str(out))
-    tokenizer.save_pretrained(str(out))
-    record = {**run, "dataset": {k: v for k, v in data.report().items() if k != "path"},
-              "dataset_path": data.path, "manifest": data.manifest, "metrics": metrics,
-              "steps": step, "created_at": time.time()}
-    (out / "README.md").write_text(model_card(record))
-    from pipeline.models import make_readable
-    make_readable(out)
-    tmp = out / (ADAPTER_FILE + ".tmp")
-    tmp.write_text(json.dumps(record, indent=1, default=str))
-    os.replace(tmp, out / ADAPTER_FILE)
+    write_adapter(out, model, tokenizer, run, data, metrics, step)
     recorder.close()
     return {"status": "succeeded", "adapter": str(out), "steps": step,
             "first_loss": state["first_loss"], "final_loss": state["loss"],
