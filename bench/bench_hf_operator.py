@@ -159,13 +159,55 @@ def bench_batching(args) -> dict:
             "largest_batch": resident.largest_batch}
 
 
+def bench_cache(args) -> dict:
+    """N concurrent sessions batched, decoding into reserved room vs DynamicLayer's concat."""
+    banners = [f"{BANNER}\nSession {i} of {args.cache_sessions} on box-{i}." for i in range(args.cache_sessions)]
+    out = {}
+    runs = {}
+    for buffered in (True, False):
+        ops = [make_operator("hf:default", max_new_tokens=args.max_new_tokens) for _ in banners]
+        resident = ops[0].resident
+        resident.buffered_kv, resident.window_s, resident.largest_batch = buffered, 0.2, 0
+        results: list = [None] * len(ops)
+        gate = threading.Barrier(len(ops))
+
+        def worker(i):
+            gate.wait()
+            results[i] = session(ops[i], banners[i], args.batch_turns)
+
+        def concurrently():
+            threads = [threading.Thread(target=worker, args=(i,)) for i in range(len(ops))]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            return list(results)
+
+        runs[buffered], wall, cpu = timed(concurrently)
+        out["buffered" if buffered else "concat"] = {"wall_s": round(wall, 1), "cpu_s": round(cpu, 1),
+                                                     "largest_batch": resident.largest_batch}
+    resident.buffered_kv, resident.window_s = True, 0.01
+    assert runs[True] == runs[False], "the two caches typed different commands"
+    b, c = out["buffered"], out["concat"]
+    total = args.cache_sessions * args.batch_turns
+    print(f"{args.cache_sessions} sessions x {args.batch_turns} turns batched: reserved room "
+          f"{total / b['wall_s']:.2f} turns/s ({b['wall_s']}s wall / {b['cpu_s']}s cpu), concat "
+          f"{total / c['wall_s']:.2f} turns/s ({c['wall_s']}s wall / {c['cpu_s']}s cpu); "
+          f"ratio {c['wall_s'] / b['wall_s']:.2f}x wall, {c['cpu_s'] / b['cpu_s']:.2f}x cpu; "
+          f"largest batch {b['largest_batch']}", file=sys.stderr)
+    out.update(sessions=args.cache_sessions, turns_each=args.batch_turns,
+               ratio=round(c["wall_s"] / b["wall_s"], 2), cpu_ratio=round(c["cpu_s"] / b["cpu_s"], 2))
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--turns", type=int, default=12)
     ap.add_argument("--sessions", type=int, default=4)
     ap.add_argument("--batch-turns", type=int, default=6, help="turns per session in the batching part")
     ap.add_argument("--max-new-tokens", type=int, default=24)
-    ap.add_argument("--part", choices=["all", "kv", "batch"], default="all")
+    ap.add_argument("--cache-sessions", type=int, default=8, help="sessions in the cache part")
+    ap.add_argument("--part", choices=["all", "kv", "batch", "cache"], default="all")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     import torch
@@ -173,20 +215,22 @@ def main() -> int:
     print(f"reproduce: SEKBENCH_HOME={os.environ.get('SEKBENCH_HOME', '~/.local/share/sekbench')} "
           f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '')} python bench/bench_hf_operator.py "
           f"--turns {args.turns} --sessions {args.sessions} --batch-turns {args.batch_turns} "
-          f"--max-new-tokens {args.max_new_tokens} --part {args.part}", file=sys.stderr)
+          f"--max-new-tokens {args.max_new_tokens} --cache-sessions {args.cache_sessions} --part {args.part}", file=sys.stderr)
     reuse = make_operator("hf:default", max_new_tokens=args.max_new_tokens)
     fresh = make_operator("hf:default", max_new_tokens=args.max_new_tokens, kv_reuse=False)
     resident = reuse.resident
     session(reuse, "warm-up", 1)  # first-call costs (allocator, kernels) out of the timings
     print(f"device {resident.device}, torch threads {torch.get_num_threads()}", file=sys.stderr)
 
-    kv = batch = None
+    kv = batch = cache = None
     if args.part in ("all", "kv"):
         kv = bench_kv_reuse(reuse, fresh, args)
     if args.part in ("all", "batch"):
         batch = bench_batching(args)
+    if args.part in ("all", "cache"):
+        cache = bench_cache(args)
     if args.json:
-        print(json.dumps({"kv_reuse": kv, "batching": batch, "device": resident.device,
+        print(json.dumps({"kv_reuse": kv, "batching": batch, "cache": cache, "device": resident.device,
                           "threads": torch.get_num_threads()}))
     return 0
 

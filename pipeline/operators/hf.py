@@ -49,6 +49,63 @@ def _cache_from(kv: KV | None):
     return DynamicCache(ddp_cache_data=kv) if kv else DynamicCache()
 
 
+_BUFFER_LAYER = None
+
+
+def _buffered_cache(kv: KV, capacity: int, filled: int | None = None):
+    """A DynamicCache whose layers write each new token in place into room reserved up front.
+
+    DynamicLayer concatenates the whole cache with every new token, which made `aten::cat`
+    44% of a batched CPU decode step; these layers write one column and hand back views.
+    `kv` holds either the tokens so far, or (with `filled`) buffers whose first `filled`
+    columns are the tokens so far and whose width is the capacity."""
+    global _BUFFER_LAYER
+    from transformers import DynamicCache
+    if _BUFFER_LAYER is None:
+        from transformers.cache_utils import DynamicLayer
+
+        class BufferLayer(DynamicLayer):
+            def __init__(self, buf_k, buf_v, n):
+                super().__init__()
+                self.device = buf_k.device
+                self._k, self._v, self._n = buf_k, buf_v, n
+                self.keys, self.values = buf_k[:, :, :n], buf_v[:, :, :n]
+                self.is_initialized = True
+
+            def update(self, key_states, value_states, *args, **kwargs):
+                n, t = self._n, key_states.shape[2]
+                if n + t > self._k.shape[2]:          # out of room: grow by doubling
+                    grow = max(n + t, 2 * self._k.shape[2])
+                    self._k = _widen(self._k, n, grow)
+                    self._v = _widen(self._v, n, grow)
+                self._k[:, :, n:n + t] = key_states
+                self._v[:, :, n:n + t] = value_states
+                self._n = n + t
+                self.keys, self.values = self._k[:, :, :self._n], self._v[:, :, :self._n]
+                return self.keys, self.values
+
+        _BUFFER_LAYER = BufferLayer
+    layers = []
+    for k, v in kv:
+        if filled is None:
+            n = k.shape[2]
+            k, v = _widen(k, n, max(capacity, n)), _widen(v, n, max(capacity, n))
+        else:
+            n = filled
+        layers.append(_BUFFER_LAYER(k, v, n))
+    cache = DynamicCache()
+    cache.layer_class_to_replicate = None
+    cache.layers = layers
+    return cache
+
+
+def _widen(t, n: int, width: int):
+    """The first `n` token columns of `t` in a fresh buffer `width` columns wide."""
+    out = t.new_empty((*t.shape[:2], width, t.shape[3]))
+    out[:, :, :n] = t[:, :, :n]
+    return out
+
+
 def _own(t):
     """A tensor that no longer pins a larger batch's storage."""
     return t.clone() if t.untyped_storage().nbytes() > t.numel() * t.element_size() else t
@@ -139,6 +196,10 @@ class Resident:
         self.model_lock = threading.Lock()   # the model is touched by one thread at a time
         self.token_lock = threading.Lock()   # fast tokenizers are not safe to call concurrently
         self.forwards = 0                    # model calls, for tests and benchmarks
+        self.buffered_kv = True              # decode into reserved room (False: DynamicLayer's concat)
+        # where the model's time goes, for benchmarks: seconds and tokens prefilled, decode steps
+        self.timing = {"prefill_s": 0.0, "prefill_tokens": 0, "prefills": 0,
+                       "decode_s": 0.0, "decode_steps": 0, "decode_rows": 0}
         self.largest_batch = 0               # most requests gathered into one batch so far
         self._queue: queue.Queue[_Request] = queue.Queue()
         self._thread = threading.Thread(target=self._loop, name=f"hf-batcher:{Path(path).name}",
@@ -247,12 +308,17 @@ class Resident:
                 req.fail(OperatorError(f"the session outgrew the model's context "
                                        f"({len(req.prompt)} tokens, limit {self.context})", void=False))
                 continue
+            t0 = time.perf_counter()
             row, kv, logits = self._prefill(req)
+            self.timing["prefill_s"] += time.perf_counter() - t0
+            self.timing["prefills"] += 1
             if not self._step(row, logits[0], lambda kv=kv: kv):
                 rows.append(row)
                 kvs.append(kv)
         if rows:
+            t0 = time.perf_counter()
             self._decode(rows, kvs)
+            self.timing["decode_s"] += time.perf_counter() - t0
 
     def _prefill(self, req: _Request):
         """Feed the part of the prompt the session's cache does not already hold."""
@@ -270,27 +336,33 @@ class Resident:
         self.forwards += 1
         st.reused_tokens += keep
         st.fed_tokens += len(new)
+        self.timing["prefill_tokens"] += len(new)
         return _Row(req, fed=len(req.prompt)), _kv_of(out.cache), out.logits[:, -1, :]
 
     def _decode(self, rows: list[_Row], kvs: list[KV]) -> None:
         """Decode the still-running rows together, left-padded, dropping each as it stops."""
         import torch
         width = max(r.fed for r in rows)
+        room = max(r.req.max_new - len(r.gen) for r in rows) + 1
         n_layers = len(kvs[0])
         layers = []
         for li in range(n_layers):
             k0, v0 = kvs[0][li]
-            keys = k0.new_zeros((len(rows), k0.shape[1], width, k0.shape[3]))
-            values = v0.new_zeros((len(rows), v0.shape[1], width, v0.shape[3]))
+            keys = k0.new_zeros((len(rows), k0.shape[1], width + room, k0.shape[3]))
+            values = v0.new_zeros((len(rows), v0.shape[1], width + room, v0.shape[3]))
             for i, (row, kv) in enumerate(zip(rows, kvs)):
-                keys[i, :, width - row.fed:] = kv[li][0][0]
-                values[i, :, width - row.fed:] = kv[li][1][0]
+                keys[i, :, width - row.fed:width] = kv[li][0][0]
+                values[i, :, width - row.fed:width] = kv[li][1][0]
             layers.append((keys, values))
         del kvs
         mask = torch.zeros((len(rows), width), dtype=torch.long, device=self.device)
         for i, row in enumerate(rows):
             mask[i, width - row.fed:] = 1
-        cache = _cache_from(layers)
+        if self.buffered_kv:
+            cache = _buffered_cache(layers, width + room, filled=width)
+        else:   # the library's own growing cache, kept for the benchmark's side-by-side run
+            cache = _cache_from([(k[:, :, :width], v[:, :, :width]) for k, v in layers])
+        del layers
         while rows:
             ids = torch.tensor([[r.gen[-1]] for r in rows], device=self.device)
             pos = torch.tensor([[r.fed] for r in rows], device=self.device)
@@ -298,6 +370,8 @@ class Resident:
             out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos,
                              cache=cache, use_cache=True, logits_to_keep=1)
             self.forwards += 1
+            self.timing["decode_steps"] += 1
+            self.timing["decode_rows"] += len(rows)
             kv = _kv_of(out.cache)
             width = mask.shape[1]
             keep = []
@@ -317,7 +391,10 @@ class Resident:
             idx = torch.tensor(keep, device=self.device)
             trim = width - max(r.fed for r in rows)
             mask = mask[idx, trim:]
-            cache = _cache_from([(k[idx, :, trim:], v[idx, :, trim:]) for k, v in kv])
+            kept = [(k[idx, :, trim:], v[idx, :, trim:]) for k, v in kv]
+            room = max(r.req.max_new - len(r.gen) for r in rows) + 1
+            cache = (_buffered_cache(kept, mask.shape[1] + room) if self.buffered_kv
+                     else _cache_from(kept))
 
     def _step(self, row: _Row, logits, row_kv) -> bool:
         """Pick the row's next token; on a stop, hand its command back and return True.

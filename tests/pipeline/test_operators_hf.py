@@ -161,3 +161,53 @@ def test_batched_sessions_match_sequential(model_dir):
         resident.window_s = 0.01
     assert results == sequential
     assert resident.largest_batch >= 2
+
+
+def test_buffered_cache_holds_what_concatenation_holds():
+    """The in-place decode cache returns exactly the tensors DynamicLayer's concat would,
+    including when a write runs past the reserved room and the buffer has to grow."""
+    import torch
+
+    from pipeline.operators.hf import _buffered_cache, _cache_from
+    torch.manual_seed(0)
+    start = [(torch.randn(2, 3, 5, 4), torch.randn(2, 3, 5, 4)) for _ in range(2)]
+    ours, theirs = _buffered_cache(start, capacity=7), _cache_from(start)
+    for step in range(6):             # 5 + 6 tokens: past the room of 7, so it grows once
+        for li in range(2):
+            k, v = torch.randn(2, 3, 1, 4), torch.randn(2, 3, 1, 4)
+            a, b = ours.update(k, v, li), theirs.update(k, v, li)
+            assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    assert ours.get_seq_length() == theirs.get_seq_length() == 11
+
+
+def _batched(ops, banners, outputs):
+    results: list = [None] * len(ops)
+    start = threading.Barrier(len(ops))
+
+    def session(i):
+        start.wait()
+        results[i] = drive(ops[i], banners[i], outputs)
+
+    threads = [threading.Thread(target=session, args=(i,)) for i in range(len(ops))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    return results
+
+
+def test_buffered_decode_types_what_the_concatenating_decode_types(model_dir):
+    banners = ["Welcome to alpha.", "Welcome to beta.\nRead the motd.", "gamma login banner",
+               "delta: you have mail"]
+    resident = make_operator("hf:default").resident
+    resident.window_s, resident.largest_batch = 0.2, 0
+    try:
+        runs = {}
+        for buffered in (True, False):
+            resident.buffered_kv = buffered
+            ops = [make_operator("hf:default", max_new_tokens=12) for _ in banners]
+            runs[buffered] = _batched(ops, banners, OUTPUTS[:3])
+    finally:
+        resident.window_s, resident.buffered_kv = 0.01, True
+    assert runs[True] == runs[False]
+    assert resident.largest_batch >= 2
