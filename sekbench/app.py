@@ -154,7 +154,9 @@ class SekbenchApp(App):
         """Every binding id a keymap can name: the app's, each tab's, and the dialogs'."""
         from sekbench.screens.confirm import ConfirmScreen
         from sekbench.screens.form import FormScreen
-        classes = [type(self), *self.MODES.values(), HelpScreen, FormScreen, ConfirmScreen]
+        from sekbench.screens.lift_sessions import LiftSessionsScreen
+        classes = [type(self), *self.MODES.values(), HelpScreen, FormScreen, ConfirmScreen,
+                   LiftSessionsScreen]
         return {b.id for cls in classes for b in getattr(cls, "BINDINGS", [])
                 if isinstance(b, Binding) and b.id}
 

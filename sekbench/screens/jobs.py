@@ -90,6 +90,10 @@ class JobsScreen(TabScreen):
                 tooltip="Stop the selected job (asks first; a fit checkpoints and can resume)"),
         Binding("r", "resume", "Resume fit", id="jobs.resume",
                 tooltip="Continue a cancelled or interrupted fit from its last checkpoint"),
+        Binding("s", "lift_sessions", "Lift sessions", id="jobs.lift_sessions",
+                tooltip="The sessions behind a row of the lift table (a metric, a stage of the "
+                        "routine, an archetype, an ending): pick a row, then Enter on a session "
+                        "plays it in Replay"),
     ]
 
     def __init__(self) -> None:
@@ -98,6 +102,7 @@ class JobsScreen(TabScreen):
         self.metrics_for: str | None = None
         self.metrics_after = 0
         self._usage: dict[int, tuple[float, float]] = {}   # pid -> (wall, cpu seconds) last seen
+        self.lift_report: dict | None = None   # the report the lift table shows
 
     def compose(self) -> ComposeResult:
         yield from self.compose_frame()
@@ -181,9 +186,9 @@ class JobsScreen(TabScreen):
         selected = selected or (jobs[0]["id"] if jobs else None)
         report = next((r for r in reports if selected and r.get("job_id") == selected), None) \
             or (reports[0] if reports else None)
+        self.lift_report = report
         self.query_one("#lift", LiftTable).show(
-            report["body"] if report else None,
-            f"eval {report.get('job_id') or report['id']}" if report else "")
+            report["body"] if report else None, self.lift_title())
         k = agreement or {}
         self.query_one("#agreement", Static).update(
             f"Gate vs curator: κ {k['kappa']:.2f}, agree {k['agree']:.0%} over {k['n']} decided"
@@ -214,7 +219,24 @@ class JobsScreen(TabScreen):
         if event.key:
             self.reload()
 
+    def lift_title(self) -> str:
+        report = self.lift_report
+        return f"eval {report.get('job_id') or report['id']}" if report else ""
+
     # --------------------------------------------------------------- actions
+    def action_lift_sessions(self) -> None:
+        from sekbench.screens.lift_sessions import LiftSessionsScreen, has_sessions
+        body = (self.lift_report or {}).get("body")
+        if not isinstance(body, dict) or "base" not in body:
+            self.notify("no eval report yet: select an adapter job and press e",
+                        severity="warning")
+            return
+        if not has_sessions(body):
+            self.notify("this report lists no sessions (it predates per-scenario session ids): "
+                        "run the eval again", severity="warning")
+            return
+        self.app.push_screen(LiftSessionsScreen(body, self.lift_title()))
+
     def selected_job(self) -> dict | None:
         return self.jobs.get(self.query_one("#job-table", DataGrid).selected_key or "")
 

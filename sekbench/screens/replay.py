@@ -65,6 +65,8 @@ class ReplayScreen(TabScreen):
         self.compare: Timeline | None = None    # the other side of an eval, shown beside
         self.compare_id: str | None = None
         self._compare_shown = 0
+        self.pinned: str | None = None          # opened from elsewhere (Jobs' lift sessions)
+        self._reveal: str | None = None         # shown whole when its events arrive
 
     @property
     def speed(self) -> float:
@@ -94,16 +96,44 @@ class ReplayScreen(TabScreen):
 
     # ------------------------------------------------------------------ data
     def reload(self) -> None:
-        self.read(lambda s: [x for x in s.sessions(limit=500) if x["status"] != "running"],
-                  self.show)
+        pinned = self.pinned
+
+        def fetch(store):
+            sessions = [x for x in store.sessions(limit=500) if x["status"] != "running"]
+            if pinned and not any(x["id"] == pinned for x in sessions):
+                # an older session opened from elsewhere is listed too
+                sessions += [x for x in [store.session(pinned)] if x is not None]
+            return sessions
+        self.read(fetch, self.show)
+
+    def open_session(self, session_id: str) -> None:
+        """Show this saved session, chosen on another screen (Jobs: a lift-table row's
+        sessions): the list's cursor goes to it and its transcript shows whole (Home or
+        space plays it from the start)."""
+        self.pinned = self._reveal = session_id
+        table = self.query_one("#saved-table", DataGrid)
+        if session_id != self.session_id:
+            self.load(session_id)
+        else:
+            self._reveal = None
+            self.action_to_end()
+        if session_id in table.keys():
+            table.move_cursor(row=table.keys().index(session_id))
+        self.reload()
 
     def show(self, sessions: list[dict]) -> None:
         table = self.query_one("#saved-table", DataGrid)
+        if self.pinned and not any(s["id"] == self.pinned for s in sessions):
+            self.notify(f"session {self.pinned} is not in this workspace's store",
+                        severity="warning")
+            self.pinned = None
         table.show_rows([(s["id"], (s["id"][:10], s["scenario_id"] or "?", s["operator"] or "?",
                                     s["end_reason"] or "?", str(s["turns"] or 0),
                                     time.strftime("%m-%d %H:%M", time.localtime(s["started_at"]))
                                     if s["started_at"] else "-"))
-                         for s in sessions])
+                         for s in sessions],
+                        keep=self.session_id if any(s["id"] == self.session_id
+                                                    for s in sessions) else None)
         if self.session_id is None and table.selected_key:
             self.load(table.selected_key)
 
@@ -133,6 +163,9 @@ class ReplayScreen(TabScreen):
         self.timeline = Timeline(events, min_turn=MIN_TURN_SECONDS)
         self.pause()
         self.seek_to(0)
+        if self._reveal == session_id:
+            self._reveal = None
+            self.seek_to(len(self.timeline.events))
         duration = self.timeline.duration or 1.0
         self.query_one("#seekbar", ScrubBar).show(
             0.0, [self.timeline.times[i] / duration for i in self.timeline.prompts])

@@ -700,3 +700,139 @@ async def test_jobs_process_log_tail_eval_adapter_and_resume(make_app, workspace
         await pilot.press("r")
         assert await wait_for(pilot, lambda: any(a[:2] == ["sft", "--resume"] for a in launched()),
                               10)
+
+
+# ------------------------------------------------------- jobs: lift row -> sessions
+def grid_text(grid: DataGrid, key: str) -> list[str]:
+    return [c.plain if hasattr(c, "plain") else str(c) for c in grid.get_row(key)]
+
+
+@pytest.mark.asyncio
+async def test_lift_row_lists_its_sessions_and_opens_one_in_replay(make_app, workspace):
+    from sekbench.screens.jobs import JobsScreen
+    from sekbench.screens.lift_sessions import DOWN, UP, LiftSessionsScreen
+    from sekbench.screens.replay import ReplayScreen
+    from workspace_fill import fill_eval
+    store = Store(workspace.db_path)
+    ev = fill_eval(store)
+    body = ev["body"]
+    app = make_app("jobs")
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        assert "sessions (sekbench show ID)" in text_of(app, "#lift")   # the newest eval's
+        await pilot.press("s")
+        await settle(pilot)
+        modal = app.screen
+        assert isinstance(modal, LiftSessionsScreen)
+        rows = modal.query_one("#lift-rows", DataGrid)
+        # every row's counts are the report's own k/n: metrics, stages, archetypes
+        for m in ("operate", "terminate", "verified", "clean", "right_terminal"):
+            _, b, t = grid_text(rows, f"metric|all|{m}")
+            assert b == f"{body['base'][m]['k']}/{body['base'][m]['n']}", m
+            assert t == f"{body['tuned'][m]['k']}/{body['tuned'][m]['n']}", m
+        for stage in ("help", "retrieve", "work"):
+            f = body["funnel"]["base"][stage]["in_order"]
+            assert grid_text(rows, f"stage|all|{stage}")[1] == f"{f['k']}/{f['n']}", stage
+        arch = body["by_archetype"]["config_edit"]
+        assert grid_text(rows, "metric|config_edit|verified")[1:] == [
+            f"{arch['base']['verified']['k']}/{arch['base']['verified']['n']}",
+            f"{arch['tuned']['verified']['k']}/{arch['tuned']['verified']['n']}"]
+        assert grid_text(rows, "ended|blocked|panic")[1:] == ["0/1", "1/1"]
+
+        # the verified row: every scenario's base and tuned session, the void one marked
+        rows.move_cursor(row=rows.keys().index("metric|all|verified"))
+        await settle(pilot)
+        table = modal.query_one("#lift-session-table", DataGrid)
+        assert set(table.keys()) == set(ev["sessions"].values())
+        void = ev["sessions"][("permission_fix-0005", "base")]
+        assert grid_text(table, void)[4] == "void"
+        marks = [grid_text(table, k)[7] for k in table.keys()]
+        pv = body["paired"]["metrics"]["verified"]
+        assert marks.count(UP) == 2 * pv["only_tuned"] and marks.count(DOWN) == 2 * pv["only_base"]
+        summary = text_of(app, "#lift-row-summary")
+        assert "base 1/5 · tuned 4/6" in summary and "1 void" in summary
+        # d: only the pairs that differ on this row
+        await pilot.press("d")
+        assert len(table.keys()) == 2 * (pv["only_tuned"] + pv["only_base"])
+        assert void not in table.keys()
+        await pilot.press("d")
+        assert len(table.keys()) == len(ev["sessions"])
+
+        # a stage row lists only the sessions it applies to (work: not on a blocked scenario)
+        rows.move_cursor(row=rows.keys().index("stage|all|work"))
+        await settle(pilot)
+        assert ev["sessions"][("archive_extract-0004", "tuned")] not in table.keys()
+        assert grid_text(table, ev["sessions"][("config_edit-0003", "tuned")])[6] == "retrieve"
+
+        # Enter on a row goes to its sessions; Enter on a session plays it in Replay
+        await pilot.press("enter")
+        assert modal.focused is table
+        wanted = ev["sessions"][("config_edit-0003", "tuned")]
+        table.move_cursor(row=table.keys().index(wanted))
+        await pilot.press("enter")
+        await settle(pilot)
+        replay = app.screen
+        assert isinstance(replay, ReplayScreen) and app.current_mode == "replay"
+        assert replay.session_id == wanted
+        assert await wait_for(pilot, lambda: replay.query_one("#saved-table", DataGrid)
+                              .selected_key == wanted, 4)
+        view = replay.query_one("#replay-view", Scrollback).plain()
+        assert "memo --help" in view and "■ exit" in view     # the whole transcript shows
+        assert replay.position == len(replay.timeline.events)
+        # its counterpart is one key away, and 4 returns to the same list of sessions
+        await pilot.press("c")
+        await settle(pilot)
+        assert replay.compare_id == ev["sessions"][("config_edit-0003", "base")]
+        await pilot.press("4")
+        await settle(pilot)
+        assert app.screen is modal and modal.row_key == "stage|all|work"
+        await pilot.press("escape")
+        assert isinstance(app.screen, JobsScreen)
+
+
+@pytest.mark.asyncio
+async def test_lift_sessions_refuse_a_report_without_sessions(make_app, workspace):
+    from sekbench.screens.replay import ReplayScreen
+    app = make_app("jobs")   # the filled workspace's report predates per-scenario session ids
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("s")
+        await settle(pilot)
+        assert any("lists no sessions" in n for n in notes(app))
+        assert not isinstance(app.screen, ReplayScreen) and app.current_mode == "jobs"
+        # Replay opened on a session the store does not have says so
+        await pilot.press("5")
+        await settle(pilot)
+        app.screen.open_session("no-such-session")
+        await settle(pilot)
+        assert any("no-such-session is not in this workspace" in n for n in notes(app))
+
+
+@pytest.mark.asyncio
+async def test_jobs_gate_vs_curator_kappa_follows_decisions(make_app, workspace, ids):
+    app = make_app("jobs")
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        # two decisions, both agreeing with the gate (an accepted kept, a rejected no_operation)
+        assert "Gate vs curator: κ 1.00, agree 100% over 2 decided" in text_of(app, "#agreement")
+        Store(workspace.db_path).decide(ids["rollouts"][1], "reject", "typed a memorised shape")
+        app.screen.reload()
+        assert await wait_for(pilot, lambda: "κ 0.40, agree 67% over 3 decided"
+                              in text_of(app, "#agreement"), 4)
+
+
+@pytest.mark.asyncio
+async def test_jobs_on_an_empty_store(tmp_path, monkeypatch):
+    from pipeline.workspace import Workspace
+    from sekbench.app import SekbenchApp
+    monkeypatch.setenv("SEKBENCH_HOME", str(tmp_path / "empty"))
+    app = SekbenchApp(Workspace.from_env(), clock=lambda: T0, watch_files=False, mode="jobs",
+                      prewarm=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        assert "Gate vs curator: no decisions yet" in text_of(app, "#agreement")
+        assert "No eval yet" in text_of(app, "#lift")
+        await pilot.press("s")
+        await settle(pilot)
+        assert any("no eval report yet" in n for n in notes(app))
+        assert app.is_running

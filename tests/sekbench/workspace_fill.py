@@ -138,3 +138,83 @@ def fill(store: Store, *, rollouts: int = 40, seed: int = 7) -> dict:
     store.job_update(ev, status="done", started_at=T0 - 250, ended_at=T0 - 100, result=body)
     store.put_report("eval", body, job_id=ev)
     return {"sessions": sessions, "rollouts": ids, "sft": sft, "eval": ev}
+
+
+# ------------------------------------------------------------ an eval with its sessions
+# Per scenario: (base, tuned), each (end_reason, verified, stages reached in order, prose turns).
+EVAL_PLAN = [
+    (("max_turns", False, 1, True), ("exit", True, 9, False)),
+    (("max_turns", False, 0, True), ("exit", True, 9, False)),
+    (("exit", False, 2, False), ("exit", True, 9, False)),
+    (("exit", True, 9, False), ("max_turns", False, 2, False)),
+    (("max_turns", False, 1, False), ("panic", True, 9, False)),   # a blocked scenario
+    (("sandbox_died", False, 0, False), ("exit", False, 3, False)),  # base void
+]
+
+
+def _funnel(sc: dict, end: str, verified: bool, reached: int) -> dict:
+    """A session's funnel as pipeline.funnel records it: the first `reached` applicable stages
+    in order (the last two only as far as the session verified and ended right)."""
+    from pipeline.funnel import ON_SCREEN, STAGES
+    terminal = sc.get("terminal", "exit")
+    applies = {"announcement": sc["announcement"]["kind"] not in ON_SCREEN, "help": True,
+               "retrieve": True, "work": terminal == "exit", "verified": True, "terminal": True}
+    in_order, k = {}, 0
+    for stage in ("announcement", "help", "retrieve", "work"):
+        if applies[stage]:
+            in_order[stage] = k < reached
+            k += 1
+        else:
+            in_order[stage] = None
+    chain = all(v is not False for v in in_order.values())
+    in_order["verified"] = chain and verified
+    in_order["terminal"] = in_order["verified"] and end == terminal
+    did = {s: v if v is None else (bool(v) or (s == "verified" and verified)
+                                   or (s == "terminal" and end == terminal))
+           for s, v in in_order.items()}
+    broke = next((s for s in STAGES if applies[s] and not in_order[s]), None)
+    return {"version": "1", "did": did, "in_order": in_order, "broke_at": broke,
+            "expected_terminal": terminal, "announcement": sc["announcement"]["kind"]}
+
+
+def fill_eval(store: Store, *, t0: float = T0 + 100) -> dict:
+    """An eval as `sekbench eval` leaves it: both sides' sessions (with their transcripts) in
+    the store, an eval job, and its report built by pipeline.eval.report_body, so it lists
+    every session per scenario. Returns {"job", "report", "body", "sessions": {(scenario, side): id}}."""
+    from pipeline.eval import report_body
+    scenarios, rows, ids = [], {"base": [], "tuned": []}, {}
+    batches = {"base": "eval-base-0fill00001", "tuned": "eval-tuned-0fill00001"}
+    for i, plan in enumerate(EVAL_PLAN):
+        sc = scenario(i)
+        if i == 4:
+            sc["terminal"] = "panic"
+        scenarios.append(sc)
+        for side, (end, verified, reached, prose) in zip(("base", "tuned"), plan):
+            sid = f"ev{side[0]}{i:02d}-{sc['id']}"
+            store.session_start(id=sid, scenario_id=sc["id"], batch_id=batches[side],
+                                operator="hf:default" if side == "base" else "hf:default@a1",
+                                backend="docker", max_turns=30, max_seconds=600.0, pid=None,
+                                meta={"seed": 7000 + i})
+            start = t0 + 40 * i + (20 if side == "tuned" else 0)
+            store.session_update(sid, started_at=start)
+            session_events(store, sid, start, turns=3 + (i % 3), name=sc["provider"]["name"])
+            store.session_end(sid, end, terminal=end if end in ("exit", "panic") else None,
+                              turns=3 + (i % 3))
+            store.session_update(sid, ended_at=start + 10)
+            classes = ["command", "prose", "command"] if prose else ["command"] * 3
+            rows[side].append({
+                "session_id": sid, "scenario_id": sc["id"], "archetype": sc["archetype"],
+                "end_reason": end, "verified": verified, "turns": 3 + (i % 3),
+                "verdict": "void" if end == "sandbox_died" else ("kept" if verified else "rejected"),
+                "expected_terminal": sc.get("terminal", "exit"),
+                "meta": {"seed": 7000 + i, "classes": classes,
+                         "funnel": _funnel(sc, end, verified, reached)}})
+            ids[(sc["id"], side)] = sid
+    body = report_body(rows["base"], rows["tuned"], scenarios)
+    body.update({"operators": {"base": "hf:default", "tuned": "hf:default@a1"},
+                 "batches": batches, "adapter": "adapters/a1", "split": "holdout"})
+    job = store.job_create("eval", {"config": {"adapter": "adapters/a1"}},
+                           id="eval-20260101-000900-cccccc")
+    store.job_update(job, status="done", started_at=t0, ended_at=t0 + 300, result=body)
+    rid = store.put_report("eval", body, job_id=job)
+    return {"job": job, "report": rid, "body": body, "sessions": ids}
