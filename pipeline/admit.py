@@ -10,6 +10,8 @@
    makes the checker pass                                  (else `unsolvable`)
 6. a blocked scenario ("terminal": "panic"): `blocked_by`
    fails when the session user runs it after setup         (else `not_blocked`)
+7. (admit_many) its task, up to wording, is not one already
+   admitted, in the store or earlier in the batch          (else `duplicate`, naming it)
 
 Retrieval may be a chain (`provider.retrieve` a list): `--help` documents the
 first step, what the earlier steps printed documents each next one (an id, a
@@ -257,22 +259,79 @@ def admit_one(s: dict | None, backend: Backend, *, file: str | None = None,
                    scenario=s)
 
 
+def duplicate_verdict(s: dict, store: Store | None, *, file: str | None = None,
+                      earlier: dict | None = None) -> Verdict | None:
+    """`duplicate` where scenario `s` is the same task up to wording (pipeline/author/dedup.py)
+    as an admitted one: `earlier` (admitted before it in this batch) or one in the store with
+    another id; None where it is new. Only an admitted task counts: a copy of a rejected one
+    gets its own chance."""
+    from pipeline.author.dedup import fingerprint
+    fp = fingerprint(s)
+    sid = s.get("id")
+    other = None
+    if earlier is not None and earlier.get("id") != sid:
+        other = {"id": earlier.get("id"), "split": earlier.get("split", "train"),
+                 "where": "earlier in this batch"}
+    elif store is not None:
+        rows = store.same_task(fp, other_than=sid)
+        if rows:
+            other = {"id": rows[0]["id"], "split": rows[0]["split"], "where": "in the store"}
+    if other is None:
+        return None
+    msg = (f"the same task as scenario {other['id']} (split {other['split']}, admitted, "
+           f"{other['where']}) up to wording: the same setup and checker once the provider, "
+           f"announcement, directives and directory names are normalised (fingerprint {fp})")
+    return Verdict(sid, False, ["duplicate"], {"duplicate": msg}, file=file,
+                   archetype=s.get("archetype") if isinstance(s.get("archetype"), str) else None,
+                   scenario=s)
+
+
+def _task_groups(items: list) -> list[list[int]]:
+    """Indices of `items` grouped by task fingerprint, in input order; an item that is not a
+    sound scenario is a group of its own (admission says why)."""
+    from pipeline.author.dedup import fingerprint
+    groups: dict[str, list[int]] = {}
+    out: list[list[int]] = []
+    for i, (s, _file, _err) in enumerate(items):
+        if not isinstance(s, dict) or scen.text_problem(s) or scen.problems(s):
+            out.append([i])
+            continue
+        fp = fingerprint(s)
+        if fp not in groups:
+            groups[fp] = []
+            out.append(groups[fp])
+        groups[fp].append(i)
+    return out
+
+
 def admit_many(items: Iterable[tuple[dict | None, str | None, str | None]], backend: Backend, *,
                store: Store | None, workers: int = 2, source: str = "file",
                batch_id: str | None = None, record_scenarios: bool = True,
-               checker_timeout: float | None = None) -> list[Verdict]:
-    """Admit (scenario, file, load_error) items in parallel; record every attempt."""
+               checker_timeout: float | None = None, dedup: bool = True,
+               cluster: str | None = None) -> list[Verdict]:
+    """Admit (scenario, file, load_error) items in parallel; record every attempt.
+
+    With `dedup` (the default), a scenario that is the same task up to wording as one already
+    admitted (in the store, or earlier in this batch) is rejected as `duplicate` without a
+    sandbox: items of one task are admitted one after another, in input order, until one is
+    admitted; the rest are its duplicates."""
     items = list(items)
 
-    def work(item):
+    def admit(item):
         s, file, err = item
         try:
-            v = admit_one(s, backend, file=file, load_error=err, checker_timeout=checker_timeout)
+            if cluster:  # on a Ray node (pipeline/cluster.py); recorded here
+                from pipeline.cluster import admit_remote
+                return admit_remote(cluster, item, checker_timeout)
+            return admit_one(s, backend, file=file, load_error=err, checker_timeout=checker_timeout)
         except Exception as e:  # a broken sandbox must not lose the rest of the batch
             log.exception("admission crashed")
             sid = (s or {}).get("id") if isinstance(s, dict) else None
-            v = Verdict(sid, False, ["setup_failed"], {"setup_failed": f"admission crashed: {e}"},
-                        file=file, scenario=s)
+            return Verdict(sid, False, ["setup_failed"], {"setup_failed": f"admission crashed: {e}"},
+                           file=file, scenario=s)
+
+    def record(item, v):
+        s, file, _err = item
         if store is not None:
             try:
                 store.record_admission(scenario_id=v.scenario_id, archetype=v.archetype,
@@ -285,8 +344,29 @@ def admit_many(items: Iterable[tuple[dict | None, str | None, str | None]], back
                 log.warning("could not record the admission of %s: %s", file or v.scenario_id, e)
         return v
 
+    def group(indices: list[int]) -> list[tuple[int, Verdict]]:
+        out, first = [], None
+        for i in indices:
+            s, file, _err = items[i]
+            dup = None
+            if dedup and isinstance(s, dict) and not (scen.text_problem(s) or scen.problems(s)):
+                dup = duplicate_verdict(s, store, file=file, earlier=first)
+            v = dup or admit(items[i])
+            if v.admitted and first is None:
+                first = s
+            out.append((i, record(items[i], v)))
+        return out
+
+    groups = _task_groups(items) if dedup else [[i] for i in range(len(items))]
+    verdicts: list[Verdict | None] = [None] * len(items)
+    if cluster:
+        from pipeline.cluster import connect
+        workers = connect(cluster).slots
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        return list(pool.map(work, items))
+        for done in pool.map(group, groups):
+            for i, v in done:
+                verdicts[i] = v
+    return verdicts  # type: ignore[return-value]
 
 
 def load_items(paths: Iterable[str]) -> list[tuple[dict | None, str, str | None]]:

@@ -22,6 +22,7 @@ import os
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Callable
 
 from pipeline.chat_roles import FORMS, in_form
 from pipeline.errors import SekbenchError
@@ -85,11 +86,40 @@ def selected(store: Store, split: str, batch_id: str | None = None):
         offset += PAGE
 
 
+HELD_SPLITS = ("holdout", "instance")
+
+
+def leak_guard(store: Store) -> Callable[[dict], str | None]:
+    """For a training export: a function of a rollout row that says why it must stay out
+    (its scenario is now held out, or is the same task up to wording as an admitted held-out
+    or instance scenario: pipeline/author/dedup.py), or None where it may train."""
+    keys = store.scenario_keys()
+    held = {}
+    for sid, k in sorted(keys.items()):
+        if k["admitted"] and k["split"] in HELD_SPLITS and k["fingerprint"]:
+            held.setdefault(k["fingerprint"], (sid, k["split"]))
+
+    def why(r: dict) -> str | None:
+        k = keys.get(r.get("scenario_id") or "")
+        if k is None:
+            return None
+        if k["split"] in HELD_SPLITS:
+            return f"its scenario is split {k['split']}"
+        other = held.get(k["fingerprint"])
+        if other and other[0] != r["scenario_id"]:
+            return f"the same task up to wording as {other[1]} scenario {other[0]}"
+        return None
+    return why
+
+
 def export(store: Store, out: str | os.PathLike, *, split: str = "train",
            batch_id: str | None = None, exclude_archetypes: set[str] | frozenset = frozenset(),
            form: str = "ccpty") -> dict:
     """Write the file and its manifest; `batch_id` limits it to one rollout batch, and an
     archetype in `exclude_archetypes` is an error, never a line (held-out task types).
+    A training export never carries a held-out task: a rollout whose scenario is now split
+    holdout or instance, or is the same task up to wording as an admitted held-out or instance
+    scenario, is withheld (the manifest's `withheld` says which and why).
     Returns the manifest with `path` absolute and `manifest` naming the sidecar."""
     if split not in EXPORT_SPLITS:
         raise SekbenchError(f"split must be one of {', '.join(EXPORT_SPLITS)}")
@@ -102,12 +132,20 @@ def export(store: Store, out: str | os.PathLike, *, split: str = "train",
     operators: Counter = Counter()
     terminals: Counter = Counter()   # blocked work ends in panic: the data must carry some
     formats: set[str] = set()
+    withheld: dict[str, str] = {}    # scenario id -> why its rollouts stay out of training
+    withheld_n = 0
+    guard = leak_guard(store) if split == "train" else (lambda r: None)
     n = 0
     with open(tmp, "w", encoding="utf-8") as f:
         for r in selected(store, split, batch_id):
             assert r["split"] == split  # train and holdout never mix
             if r["archetype"] in exclude_archetypes:
                 raise SekbenchError(f"held-out archetype {r['archetype']} in the {split} rollouts")
+            why = guard(r)
+            if why:
+                withheld[r["scenario_id"]] = why
+                withheld_n += 1
+                continue
             f.write(json.dumps(line(r, form), ensure_ascii=False) + "\n")
             counts[r["archetype"]] += 1
             operators[r["operator"]] += 1
@@ -124,6 +162,7 @@ def export(store: Store, out: str | os.PathLike, *, split: str = "train",
         "batch_id": batch_id, "excluded_archetypes": sorted(exclude_archetypes),
         "by_archetype": dict(sorted(counts.items())), "by_operator": dict(operators),
         "by_terminal": dict(sorted(terminals.items())), "panic_trajectories": terminals["panic"],
+        "withheld": {"trajectories": withheld_n, "scenarios": dict(sorted(withheld.items()))},
         "config": {"render_format": sorted(formats) or ["ccpty"], "gate_version": GATE_VERSION,
                    "decisions_applied": True},
         "sekbench_version": sekbench_version(), "libraries": library_versions(),

@@ -21,13 +21,16 @@ from typing import Any, Iterable, Iterator
 
 import sqlite_utils
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # Columns a table gained after stores were made without them, by the schema version that added
-# them: (version, table, column, type, SQL that fills the old rows or None). Opening an older
-# store adds each one that is missing; the store then records SCHEMA_VERSION.
+# them: (version, table, column, type, what fills the old rows or None: SQL, or a function of
+# the Store). Opening an older store adds each one that is missing; the store then records
+# SCHEMA_VERSION.
 ADDED_COLUMNS = [
     # blocked scenarios: every rollout of an older store expected exit
     (2, "rollouts", "expected_terminal", str, "update rollouts set expected_terminal = 'exit'"),
+    # the task up to wording (pipeline/author/dedup.py), computed from each stored body
+    (3, "scenarios", "fingerprint", str, lambda store: store._fill_fingerprints()),
 ]
 # The Review queue's order and every column it filters on (see idx_rollouts_queue).
 QUEUE_COLUMNS = ("created_at", "id", "verdict", "archetype", "operator", "split", "batch_id",
@@ -136,6 +139,7 @@ class Store:
                     "id": str, "archetype": str, "split": str, "provider": str,
                     "announcement": str, "admitted": int, "reasons": str, "source": str,
                     "file": str, "seed": int, "body": str, "created_at": float, "updated_at": float,
+                    "fingerprint": str,
                 }, pk="id")
                 t("scenarios").create_index(["archetype"])
                 t("scenarios").create_index(["split", "admitted"])
@@ -206,6 +210,8 @@ class Store:
             if not t("meta").exists():
                 t("meta").create({"key": str, "value": str}, pk="key")
             self._migrate_columns()
+            self.db.conn.execute("create index if not exists idx_scenarios_fingerprint "
+                                 "on scenarios(fingerprint)")
 
     def _migrate_columns(self) -> None:
         """Bring an older store's tables up to SCHEMA_VERSION; refuse a newer store's."""
@@ -219,11 +225,20 @@ class Store:
         for _version, table, column, kind, fill in ADDED_COLUMNS:
             if t(table).exists() and column not in t(table).columns_dict:
                 t(table).add_column(column, kind)
-                if fill:
+                if callable(fill):
+                    fill(self)
+                elif fill:
                     self.db.conn.execute(fill)
         if have != SCHEMA_VERSION:
             self.db.conn.execute("insert or replace into meta(key, value) values ('schema', ?)",
                                  [str(SCHEMA_VERSION)])
+
+    def _fill_fingerprints(self) -> None:
+        """Every stored scenario's fingerprint, from its body (stores made before schema 3)."""
+        from pipeline.author.dedup import fingerprint
+        rows = self.query("select id, body from scenarios where fingerprint is null")
+        self.db.conn.executemany("update scenarios set fingerprint = ? where id = ?",
+                                 [(fingerprint(_loads(r["body"], {}) or {}), r["id"]) for r in rows])
 
     # --------------------------------------------------------------- helpers
     def _write(self, fn, *args, **kwargs):
@@ -313,6 +328,7 @@ class Store:
     # ------------------------------------------------------------- scenarios
     def put_scenario(self, scenario: dict, *, admitted: bool, reasons: list[str], source: str,
                      file: str | None = None, seed: int | None = None) -> None:
+        from pipeline.author.dedup import fingerprint
         row = {
             "id": scenario["id"], "archetype": scenario.get("archetype"),
             "split": scenario.get("split", "train"),
@@ -320,6 +336,7 @@ class Store:
             "announcement": (scenario.get("announcement") or {}).get("kind"),
             "admitted": int(bool(admitted)), "reasons": _dumps(reasons), "source": source,
             "file": file, "seed": seed, "body": _dumps(scenario), "updated_at": now(),
+            "fingerprint": fingerprint(scenario),
         }
         with self._lock:
             existing = self.db["scenarios"].count_where("id = ?", [row["id"]])
@@ -354,6 +371,19 @@ class Store:
         if limit:
             sql += f" limit {int(limit)}"
         return [_loads(r["body"]) for r in self.query(sql, params)]
+
+    def same_task(self, fingerprint: str, *, other_than: str | None = None) -> list[dict]:
+        """Admitted scenarios with this task fingerprint (pipeline/author/dedup.py), other than
+        id `other_than`, oldest first: what a new scenario of that task would duplicate."""
+        return self.query("select id, split from scenarios where fingerprint = ? and id != ? "
+                          "and admitted = 1 order by created_at, id",
+                          [fingerprint, other_than or ""])
+
+    def scenario_keys(self) -> dict[str, dict]:
+        """Every stored scenario's split, admission and fingerprint, by id."""
+        return {r["id"]: {"split": r["split"], "admitted": bool(r["admitted"]),
+                          "fingerprint": r["fingerprint"]}
+                for r in self.query("select id, split, admitted, fingerprint from scenarios")}
 
     def scenario_rows(self, limit: int = 5000) -> list[dict]:
         rows = self.query("select id, archetype, split, provider, announcement, admitted, reasons, "
@@ -400,6 +430,15 @@ class Store:
             for reason in _loads(r["reasons"], []):
                 row["rejected"][reason] = row["rejected"].get(reason, 0) + 1
         return out
+
+    def last_admission(self, scenario_id: str) -> dict | None:
+        """The latest recorded admission attempt of one scenario, reasons and messages parsed."""
+        rows = self.query("select * from admissions where scenario_id = ? order by id desc limit 1",
+                          [scenario_id])
+        for r in rows:
+            r["reasons"] = _loads(r["reasons"], [])
+            r["messages"] = _loads(r["messages"], {})
+        return rows[0] if rows else None
 
     def admissions(self, limit: int = 500) -> list[dict]:
         rows = self.query("select * from admissions order by id desc limit ?", [limit])

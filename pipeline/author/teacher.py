@@ -30,7 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from pipeline.admit import Verdict, admit_one
+from pipeline.admit import Verdict, admit_one, duplicate_verdict
+from pipeline.scenario import problems as scen_problems
 from pipeline.errors import MissingComponent, SekbenchError
 from pipeline.endpoint import ChatClient, EndpointError, chat_url
 from pipeline.sandbox import WRITABLE, Backend
@@ -329,11 +330,16 @@ def _say(text: str) -> None:
     print(f"sekbench: {text}", file=sys.stderr, flush=True)
 
 
-def _admit(s: dict, backend: Backend) -> Verdict:
+def _admit(s: dict, backend: Backend, store: Store | None = None) -> Verdict:
     if copies_example(s):
         return Verdict(s["id"], False, ["invalid"],
                        {"invalid": "the scenario copies the prompt's example; write a new one"},
                        archetype=s["archetype"], scenario=s)
+    if not scen_problems(s):
+        # the same task, up to wording, as one already admitted: nothing new to learn from
+        dup = duplicate_verdict(s, store)
+        if dup is not None:
+            return dup
     try:
         return admit_one(s, backend)
     except Exception as e:  # a broken sandbox must not lose the rest of the batch
@@ -367,7 +373,7 @@ def run_attempt(cfg: TeacherConfig, client: TeacherClient, *, index: int, archet
             else:
                 scenario.update(id=sid, archetype=archetype, seed=cfg.seed,
                                 split="holdout" if archetype in holdout else "train")
-                verdict = _admit(scenario, backend)
+                verdict = _admit(scenario, backend, store)
         if store is not None:
             store.record_admission(scenario_id=sid, archetype=archetype, admitted=verdict.admitted,
                                    reasons=verdict.reasons, messages=verdict.messages,

@@ -29,6 +29,8 @@ def add_arguments(p) -> None:
                         "panic (default about one in six)")
     p.add_argument("--workers", type=int, default=2, help="admission sandboxes in parallel")
     p.add_argument("--backend", choices=["docker", "bwrap"])
+    from pipeline.cluster import add_cluster_argument
+    add_cluster_argument(p)
     p.add_argument("--out-dir", help="also write admitted scenarios as JSON files here")
     p.add_argument("--teacher", help="an OpenAI-compatible endpoint that writes the scenarios")
     p.add_argument("--model", help="the teacher's model name (or SEKBENCH_TEACHER_MODEL)")
@@ -69,7 +71,12 @@ def run(args, ws) -> dict:
         raise SekbenchError("--holdout-providers and --holdout-announcements apply to procedural "
                             "authoring only (without --teacher)")
     store = Store(ws.db_path)
-    backend = start_backend(args.backend, ws, store)
+    if args.cluster and args.teacher:
+        raise SekbenchError("--cluster admits procedural scenarios; a teacher's repair rounds "
+                            "admit on this machine (drop --cluster or --teacher)")
+    from pipeline.cluster import from_args
+    cluster = from_args(args, ws)
+    backend = start_backend(args.backend, ws, store) if cluster is None else None
     batch = new_id()
     if args.teacher:
         from pipeline.author.teacher import TeacherConfig, author_with_teacher
@@ -82,19 +89,26 @@ def run(args, ws) -> dict:
         from pipeline.admit import admit_many
         scenarios = generate(args.count, args.seed, archetypes, blocked_fraction=args.blocked_fraction,
                              holdout=held, instance_fraction=args.instance_fraction)
-        print(f"sekbench: admitting {len(scenarios)} scenarios with {args.workers} workers "
-              f"({backend.name})", file=sys.stderr)
+        where = f"{args.workers} workers ({backend.name})" if cluster is None else \
+            f"{cluster.slots} cluster slots"
+        print(f"sekbench: admitting {len(scenarios)} scenarios with {where}", file=sys.stderr)
         verdicts = admit_many(((s, None, None) for s in scenarios), backend, store=store,
-                              workers=args.workers, source="procedural", batch_id=batch)
+                              workers=args.workers, source="procedural", batch_id=batch,
+                              cluster=args.cluster)
     by_arch: dict[str, dict[str, int]] = {}
     blocked: Counter = Counter()
     styles: Counter = Counter()
     splits: Counter = Counter()
     for v in verdicts:
         row = by_arch.setdefault(v.archetype or "?", {"admitted": 0, "attempted": 0, "blocked": 0,
-                                                      "multi_step": 0})
+                                                      "multi_step": 0, "duplicate": 0,
+                                                      "rejected": {}})
         row["attempted"] += 1
         row["admitted"] += int(v.admitted)
+        row["duplicate"] += "duplicate" in v.reasons
+        if not v.admitted:
+            for r in v.reasons:
+                row["rejected"][r] = row["rejected"].get(r, 0) + 1
         s = v.scenario or {}
         if v.admitted:
             row["blocked"] += s.get("terminal") == "panic"
@@ -110,10 +124,39 @@ def run(args, ws) -> dict:
             if v.admitted and v.scenario:
                 (out / f"{v.scenario_id}.json").write_text(json.dumps(v.scenario, indent=2))
     reasons = Counter(r for v in verdicts if not v.admitted for r in v.reasons)
-    return {"admitted": sum(v.admitted for v in verdicts),
-            "rejected": sum(not v.admitted for v in verdicts),
-            "by_archetype": by_arch, "rejected_by_reason": dict(reasons), "batch_id": batch,
-            "holdout_archetypes": sorted(holdout), "holdout_providers": sorted(held.providers),
-            "holdout_announcements": sorted(held.announcements),
-            "blocked_by_kind": dict(sorted(blocked.items())),
-            "by_discovery_style": dict(sorted(styles.items())), "by_split": dict(sorted(splits.items()))}
+    duplicates = [{"scenario_id": v.scenario_id, "archetype": v.archetype,
+                   "message": v.messages.get("duplicate", "")}
+                  for v in verdicts if "duplicate" in v.reasons]
+    result = {"admitted": sum(v.admitted for v in verdicts),
+              "rejected": sum(not v.admitted for v in verdicts),
+              "by_archetype": by_arch, "rejected_by_reason": dict(reasons), "batch_id": batch,
+              "holdout_archetypes": sorted(holdout), "holdout_providers": sorted(held.providers),
+              "holdout_announcements": sorted(held.announcements),
+              "blocked_by_kind": dict(sorted(blocked.items())),
+              "by_discovery_style": dict(sorted(styles.items())),
+              "by_split": dict(sorted(splits.items())), "duplicates": duplicates}
+    if getattr(args, "json", False):
+        return result
+    print_yield(result)
+    return None
+
+
+def print_yield(result: dict) -> None:
+    """The yield per archetype for a person: admitted of attempted, duplicates, why the rest
+    were rejected; then which scenario each duplicate repeats."""
+    from rich.console import Console
+    from rich.table import Table
+    t = Table("archetype", "admitted", "attempted", "yield", "blocked", "multi-step", "duplicate",
+              "rejected for", title="Yield per archetype")
+    for arch, y in sorted(result["by_archetype"].items()):
+        why = ", ".join(f"{k} {n}" for k, n in sorted(y["rejected"].items(), key=lambda kv: -kv[1])
+                        if k != "duplicate")
+        t.add_row(arch, str(y["admitted"]), str(y["attempted"]),
+                  f"{100 * y['admitted'] / y['attempted']:.0f}%" if y["attempted"] else "-",
+                  str(y["blocked"]), str(y["multi_step"]), str(y["duplicate"]), why or "-")
+    console = Console()
+    console.print(t)
+    for d in result["duplicates"]:
+        console.print(f"duplicate {d['scenario_id']}: {d['message']}", soft_wrap=True)
+    console.print(f"{result['admitted']} admitted, {result['rejected']} rejected "
+                  f"({len(result['duplicates'])} duplicates); batch {result['batch_id']}")

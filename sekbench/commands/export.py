@@ -35,6 +35,7 @@ def run(args, ws) -> dict:
     res = {"path": m["path"], "trajectories": m["trajectories"], "sha256": m["sha256"],
            "by_archetype": m["by_archetype"], "form": m["form"], "manifest": m["manifest"],
            "by_terminal": m["by_terminal"], "panic_trajectories": m["panic_trajectories"],
+           "withheld": m["withheld"],
            "card": str(write_card(out, Store(ws.db_path)))}
     if args.atif:
         from pipeline.atif import write_atif

@@ -61,3 +61,28 @@ def test_a_store_from_a_newer_sekbench_is_refused(tmp_path):
     with pytest.raises(SekbenchError, match="newer") as e:
         Store(path)
     assert "\n" not in str(e.value)
+
+
+def test_a_schema_2_store_gets_each_scenarios_task_fingerprint(tmp_path):
+    """Schema 3 added scenarios.fingerprint: an older store's rows get theirs from their bodies,
+    so duplicates of what it already admitted are caught from the first new batch on."""
+    from pipeline.author.dedup import fingerprint
+    from pipeline.author.procedural import generate
+    path = tmp_path / "store.db"
+    old_store(path, "2")
+    db = sqlite3.connect(path)
+    db.execute("""create table scenarios (id text primary key, archetype text, split text,
+        provider text, announcement text, admitted integer, reasons text, source text, file text,
+        seed integer, body text, created_at float, updated_at float)""")
+    batch = generate(3, 4)
+    for s in batch:
+        db.execute("insert into scenarios (id, archetype, split, admitted, reasons, source, body, "
+                   "created_at) values (?, ?, 'train', 1, '[\"admitted\"]', 'procedural', ?, 1.0)",
+                   [s["id"], s["archetype"], json.dumps(s)])
+    db.commit()
+    db.close()
+    store = Store(path)
+    got = {r["id"]: r["fingerprint"] for r in store.query("select id, fingerprint from scenarios")}
+    assert got == {s["id"]: fingerprint(s) for s in batch}
+    assert store.same_task(fingerprint(batch[0]), other_than="someone-else")[0]["id"] == batch[0]["id"]
+    assert store.query("select value from meta where key = 'schema'")[0]["value"] == str(SCHEMA_VERSION)
