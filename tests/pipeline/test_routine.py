@@ -228,7 +228,9 @@ def test_admission_proves_blockage_and_walks_the_chain(ws, batch):
 def _system_places_admitted(ws, backend_name: str):
     from pipeline.admit import admit_many, load_items
     files = [str(SCENARIOS / "system-dirs-example.json"), str(SCENARIOS / "system-paths-example.json")]
-    dirs, single = admit_many(load_items(files), _backend(ws, backend_name), store=None)
+    # the two files are one task with the announcement in two places (a duplicate up to
+    # wording): both are admitted here, dedup off, because the places are what is tested
+    dirs, single = admit_many(load_items(files), _backend(ws, backend_name), store=None, dedup=False)
     # /etc/shipit, /var/log/shipit, /var/lib/shipit: setup's owners and modes hold there
     assert dirs.admitted, dirs.messages
     # /etc/announce: a single file of its own on a read-only /etc
