@@ -11,7 +11,8 @@ from textual.widgets import Static
 
 ABOUT = ("sekbench teaches a model to operate a shell and leave it. Scenarios are authored and "
          "admitted, rolled out live, curated in Review, fitted and evaluated in Jobs, and "
-         "played back in Replay. Ctrl+P finds any action by name.")
+         "played back in Replay; in Jobs, s leads from a row of the lift table to its base and "
+         "tuned sessions, and Enter on one plays it in Replay. Ctrl+P finds any action by name.")
 
 
 class HelpScreen(ModalScreen[None]):

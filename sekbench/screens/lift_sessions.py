@@ -43,7 +43,7 @@ class LiftRow:
         if self.kind == "ended":
             return f"ended · {self.scope}: {self.name}"
         where = "all" if self.scope == "all" else self.scope
-        return f"{where} · {self.name}" if self.kind == "metric" else f"{where} · routine: {self.name}"
+        return f"{where} · {self.name}" if self.kind == "metric" else f"{where} · stage {self.name}"
 
     def covers(self, scenario: dict) -> bool:
         """Whether this row's figures count the scenario's sessions at all."""
@@ -155,6 +155,8 @@ class LiftSessionsScreen(ModalScreen[None]):
                 tooltip="Only the pairs where base and tuned disagree on this row (the "
                         "discordant pairs behind the paired test), or all sessions again"),
         Binding("escape", "close", "Close", id="lift.close", tooltip="Back to the lift table"),
+        Binding("question_mark,f1", "app.help", "Help", id="lift.help",
+                tooltip="Every key of this list"),
     ]
 
     def __init__(self, body: dict, title: str = ""):
@@ -175,7 +177,7 @@ class LiftSessionsScreen(ModalScreen[None]):
                 with Vertical(id="lift-sessions-right"):
                     yield Static("", id="lift-row-summary")
                     yield DataGrid("Side", "Scenario", "Seed", "Session", "Row", "Ended",
-                                   "Broke at", "Pair", priority=(0, 3, 4, 7, 1, 5, 6, 2),
+                                   "Broke at", "Pair", priority=(0, 4, 7, 1, 2, 5, 6, 3),
                                    id="lift-session-table")
         yield KeyFooter()
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 import pytest
 
 from conftest import settle
+from pipeline.store import Store
+from workspace_fill import fill_eval
 
 SIZE = (160, 45)
 SMALL = (100, 30)   # every screen stays usable here: columns collapse by priority
@@ -42,3 +44,11 @@ def test_help_snapshot(snap_compare, make_app):
 def test_light_theme_snapshot(snap_compare, make_app):
     assert snap_compare(make_app("review"), terminal_size=SIZE,
                         run_before=run_before("ctrl+t", "down", "down"))
+
+
+@pytest.mark.parametrize("size", [SIZE, SMALL], ids=["160x45", "100x30"])
+def test_lift_sessions_snapshot(snap_compare, make_app, workspace, size):
+    """Jobs, s: the rows of an eval's lift table and the sessions of one (verified)."""
+    fill_eval(Store(workspace.db_path))
+    assert snap_compare(make_app("jobs"), terminal_size=size,
+                        run_before=run_before("s", "down", "down"))

@@ -190,7 +190,7 @@ def fill_eval(store: Store, *, t0: float = T0 + 100) -> dict:
             sc["terminal"] = "panic"
         scenarios.append(sc)
         for side, (end, verified, reached, prose) in zip(("base", "tuned"), plan):
-            sid = f"ev{side[0]}{i:02d}-{sc['id']}"
+            sid = f"{side}-{i:02d}-evalfill"[:16]   # 16 characters, as pipeline ids are
             store.session_start(id=sid, scenario_id=sc["id"], batch_id=batches[side],
                                 operator="hf:default" if side == "base" else "hf:default@a1",
                                 backend="docker", max_turns=30, max_seconds=600.0, pid=None,
