@@ -757,6 +757,12 @@ async def test_lift_row_lists_its_sessions_and_opens_one_in_replay(make_app, wor
         assert void not in table.keys()
         await pilot.press("d")
         assert len(table.keys()) == len(ev["sessions"])
+        # ? lists this list's keys, as on every screen
+        await pilot.press("question_mark")
+        assert isinstance(app.screen, HelpScreen)
+        assert {"Open in Replay", "Differing pairs", "Close"} <= {r[1] for r in app.screen.rows}
+        await pilot.press("escape")
+        assert app.screen is modal
 
         # a stage row lists only the sessions it applies to (work: not on a blocked scenario)
         rows.move_cursor(row=rows.keys().index("stage|all|work"))
