@@ -33,7 +33,18 @@ def ends_cell(terminal: str | None, kind: str | None) -> Text:
     return Text("exit", style="dim")
 
 
-def scenario_detail(scenario: dict | None) -> Group | Text:
+def admission_lines(admission: dict | None) -> list:
+    """Why a rejected scenario was rejected (a duplicate names the scenario it repeats)."""
+    if not admission or admission.get("admitted"):
+        return []
+    out: list = [Text("Rejected", style="bold underline")]
+    messages = admission.get("messages") or {}
+    for reason in admission.get("reasons") or []:
+        out.append(Text.assemble((reason, "red"), f": {messages.get(reason) or '(no message)'}"))
+    return [*out, Text("")]
+
+
+def scenario_detail(scenario: dict | None, admission: dict | None = None) -> Group | Text:
     if not scenario:
         return Text("No scenario selected. An empty table? Press a to author a batch.", style="dim")
     provider = scenario.get("provider") or {}
@@ -53,6 +64,7 @@ def scenario_detail(scenario: dict | None) -> Group | Text:
              style="dim"),
         ends,
         Text(""),
+        *admission_lines(admission),
         Text("Announcement", style="bold underline"),
         Text(f"{ann.get('kind', '?')}{' ' + where if where else ''}: {ann.get('text', '')}"),
         Text(""),
@@ -94,7 +106,8 @@ class ScenariosScreen(TabScreen):
                                priority=[0, 1, 4, 6, 7, 3, 5, 2, 8])
                 yield Static("Yield per archetype", classes="pane-title")
                 yield DataGrid("Archetype", "Admitted", "Attempted", "Yield", "Blocked",
-                               "Multi-step", "Rejected for", id="yield-table")
+                               "Multi-step", "Duplicate", "Rejected for", id="yield-table",
+                               priority=[0, 1, 2, 3, 6, 7, 4, 5])
             with VerticalScroll(id="scenario-detail"):
                 yield Static(scenario_detail(None), id="scenario-detail-body")
         yield from self.compose_footer()
@@ -124,12 +137,17 @@ class ScenariosScreen(TabScreen):
                 y["attempted"] += 1
                 y["admitted"] += int(bool(r["admitted"]))
         none = {"blocked": 0, "multi_step": 0, "rejected": {}}
+
+        def why(arch: str) -> str:
+            # duplicates have their own column: the same task as one already admitted
+            rejected = {k: n for k, n in mix.get(arch, none)["rejected"].items() if k != "duplicate"}
+            return ", ".join(f"{k} {n}" for k, n in sorted(rejected.items(),
+                                                           key=lambda kv: -kv[1])) or "-"
         self.query_one("#yield-table", DataGrid).show_rows([
             (arch, (arch, str(y["admitted"]), str(y["attempted"]),
                     f"{100 * y['admitted'] / y['attempted']:.0f}%" if y["attempted"] else "-",
                     str(mix.get(arch, none)["blocked"]), str(mix.get(arch, none)["multi_step"]),
-                    ", ".join(f"{k} {n}" for k, n in sorted(mix.get(arch, none)["rejected"].items(),
-                                                            key=lambda kv: -kv[1])) or "-"))
+                    str(mix.get(arch, none)["rejected"].get("duplicate", 0)), why(arch)))
             for arch, y in sorted(yields.items())])
         if first and table.row_count:
             self.show_detail(table.selected_key)
@@ -141,9 +159,9 @@ class ScenariosScreen(TabScreen):
     def show_detail(self, scenario_id: str | None) -> None:
         if scenario_id is None:
             return
-        self.read(lambda s: s.scenario(scenario_id),
-                  lambda sc: self.query_one("#scenario-detail-body", Static)
-                  .update(scenario_detail(sc)), group="detail")
+        self.read(lambda s: (s.scenario(scenario_id), s.last_admission(scenario_id)),
+                  lambda got: self.query_one("#scenario-detail-body", Static)
+                  .update(scenario_detail(*got)), group="detail")
 
     # --------------------------------------------------------------- actions
     def action_reload(self) -> None:
