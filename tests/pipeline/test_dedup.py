@@ -277,3 +277,54 @@ def test_sekbench_export_reports_what_it_withheld(ws, tmp_path):
     out = json.loads(done.stdout)
     assert out["trajectories"] == 0 and out["withheld"]["trajectories"] == 1
     assert copy["id"] in out["withheld"]["scenarios"]
+
+
+def _reworded_example() -> dict:
+    """assets' file_transform example as another author would write it: another provider,
+    announcement and phrasing, the home spelled out, the input in another directory."""
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[2]
+    s = json.loads((root / "assets" / "scenarios" / "file_transform-example.json").read_text())
+    said = "Put the lines of /home/sek/incoming/names.txt in alphabetical order, into /home/sek/out/sorted.txt."
+    s.update(id="file_transform-reworded", directives=said,
+             announcement={"kind": "env", "var": "WORK_SOURCE", "text": "run duty --help"},
+             provider={"name": "duty", "retrieve": "duty show current", "script": (
+                 "#!/bin/sh\n# duty - your duty roster\ncase \"$*\" in\n"
+                 "  --help|-h) printf '%s\\n' 'Usage: duty COMMAND' '  show current   the task on duty now' ;;\n"
+                 f"  'show current') echo '{said}' ;;\n"
+                 "  *) echo \"duty: no such command: $*\" >&2; exit 2 ;;\nesac\n")},
+             setup=s["setup"].replace("/home/sek/inbox", "/home/sek/incoming")
+             .replace("set -e\n", "set -e\n# the roster's input\n"),
+             reference=['echo "$WORK_SOURCE"', "duty --help", "duty show current", "mkdir -p /home/sek/out",
+                        "sort /home/sek/incoming/names.txt > /home/sek/out/sorted.txt", "exit"])
+    return s
+
+
+@pytest.mark.docker
+def test_sekbench_admit_rejects_a_reworded_copy_as_duplicate(ws, tmp_path):
+    """Through the CLI and Docker: the example is admitted, its reworded copy (same batch) and
+    a second copy later (the store) are `duplicate`, naming the example, without a sandbox."""
+    import subprocess
+    import sys
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[2]
+    original = root / "assets" / "scenarios" / "file_transform-example.json"
+    copy = tmp_path / "copy.json"
+    copy.write_text(json.dumps(_reworded_example()))
+    assert fingerprint(json.loads(original.read_text())) == fingerprint(_reworded_example())
+
+    def admit_cli(*files):
+        done = subprocess.run([sys.executable, "-m", "sekbench.cli", "admit", *map(str, files), "--json"],
+                              capture_output=True, text=True, timeout=300, cwd=root)
+        assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr[-2000:]
+        return json.loads(done.stdout)
+    first, dup = admit_cli(original, copy)
+    assert first["admitted"], first
+    assert dup["reasons"] == ["duplicate"] and "file_transform-example" in dup["messages"]["duplicate"]
+    later = tmp_path / "later.json"
+    later.write_text(json.dumps(dict(_reworded_example(), id="file_transform-reworded-2")))
+    again, = admit_cli(later)
+    assert again["reasons"] == ["duplicate"] and "in the store" in again["messages"]["duplicate"]
+    store = Store(ws.db_path)
+    assert store.scenario_mix()["file_transform"]["rejected"] == {"duplicate": 2}
+    assert store.last_admission("file_transform-reworded-2")["reasons"] == ["duplicate"]
