@@ -158,5 +158,6 @@ def print_yield(result: dict) -> None:
     console.print(t)
     for d in result["duplicates"]:
         console.print(f"duplicate {d['scenario_id']}: {d['message']}", soft_wrap=True)
+    n = len(result["duplicates"])
     console.print(f"{result['admitted']} admitted, {result['rejected']} rejected "
-                  f"({len(result['duplicates'])} duplicates); batch {result['batch_id']}")
+                  f"({n} duplicate{'' if n == 1 else 's'}); batch {result['batch_id']}")

@@ -328,3 +328,32 @@ def test_sekbench_admit_rejects_a_reworded_copy_as_duplicate(ws, tmp_path):
     store = Store(ws.db_path)
     assert store.scenario_mix()["file_transform"]["rejected"] == {"duplicate": 2}
     assert store.last_admission("file_transform-reworded-2")["reasons"] == ["duplicate"]
+
+
+@pytest.mark.docker
+def test_sekbench_author_shows_duplicates_in_its_yield(ws):
+    """A generated scenario whose task the store already holds (admitted under another id, in
+    other words) is a duplicate in `sekbench author`'s yield, in JSON and in the table."""
+    import subprocess
+    import sys
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[2]
+    first = generate(2, 3, ["report"])[0]
+    earlier = dict(first, id="report-by-hand", directives="Reworded. " + first["directives"],
+                   announcement={"kind": "banner", "text": "Work comes from elsewhere today."})
+    Store(ws.db_path).put_scenario(earlier, admitted=True, reasons=["admitted"], source="file")
+
+    def author(*extra):
+        done = subprocess.run([sys.executable, "-m", "sekbench.cli", "author", "--count", "2", "--seed", "3",
+                               "--archetypes", "report", "--blocked-fraction", "0", *extra],
+                              capture_output=True, text=True, timeout=400, cwd=root)
+        assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr[-2000:]
+        return done.stdout
+    out = json.loads(author("--json"))
+    assert out["by_archetype"]["report"]["duplicate"] == 1 and out["admitted"] == 1, out
+    assert out["rejected_by_reason"] == {"duplicate": 1}
+    assert out["duplicates"][0]["scenario_id"] == first["id"]
+    assert "report-by-hand" in out["duplicates"][0]["message"]
+    table = author()
+    assert "Yield per archetype" in table and "duplicate" in table.lower()
+    assert f"duplicate {first['id']}" in table and "report-by-hand" in table
