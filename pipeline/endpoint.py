@@ -12,6 +12,11 @@ The http operator and the teacher author both talk through it. The rule:
   when the prompt fits, `max_tokens` is cut to what the context leaves and the request goes
   once more; when it does not, the error is one line naming the prompt, max_tokens and the
   context;
+- `max_tokens` fits the server's context where the server says it: vLLM's `/v1/models`
+  lists `max_model_len` (a LoRA adapter served by name: its `parent`'s), looked up once per
+  server and model in a process; a request whose prompt may not leave `max_tokens` is
+  counted by the server's `/tokenize` (vLLM) when it has one, else bounded by its bytes, and
+  `max_tokens` is cut before the request goes, not after a 400;
 - a server whose chat template requires alternating roles ("Conversation roles must
   alternate": gemma, cohere) gets the conversation with consecutive turns of one role merged,
   from then on; `alternate=True` asks for that form from the start.
@@ -25,6 +30,7 @@ import email.utils
 import json
 import re
 import sys
+import threading
 import time
 from dataclasses import dataclass
 
@@ -49,6 +55,47 @@ def chat_url(url: str) -> str:
     if url.endswith("/v1"):
         return url + "/chat/completions"
     return url + "/v1/chat/completions"
+
+
+def base_url(url: str) -> str:
+    """The server's root (`http://host:8000`) from any of the forms chat_url takes."""
+    url = chat_url(url)
+    return url[:-len("/v1/chat/completions")] if url.endswith("/v1/chat/completions") else url
+
+
+# (server root, model) -> context in tokens, or None where the server does not say; looked up
+# once per process (the http operator builds a client per session)
+_CONTEXTS: dict[tuple[str, str], int | None] = {}
+_CONTEXTS_LOCK = threading.Lock()
+LOOKUP_SECONDS = 5.0          # the most a context lookup may cost, once per server and model
+TEMPLATE_TOKENS = 8           # a bound on the chat template's tokens around each message
+
+
+def context_from_models(listing: dict, model: str) -> int | None:
+    """The context of `model` in an OpenAI `/v1/models` listing: its `max_model_len` (vLLM),
+    or its parent's for a LoRA adapter served by name (vLLM lists those with `parent`)."""
+    rows = [r for r in (listing.get("data") or []) if isinstance(r, dict)] \
+        if isinstance(listing, dict) else []
+    by_id = {r.get("id"): r for r in rows}
+    row, seen = by_id.get(model), set()
+    while isinstance(row, dict) and row.get("id") not in seen:
+        seen.add(row.get("id"))
+        ctx = row.get("max_model_len")
+        if isinstance(ctx, int) and not isinstance(ctx, bool) and ctx > 0:
+            return ctx
+        row = by_id.get(row.get("parent"))
+    return None
+
+
+def prompt_bound(messages: list[dict]) -> int:
+    """An upper bound on the prompt's tokens without the tokenizer: a byte-level BPE token
+    covers at least one byte, plus the template's tokens around each message."""
+    n = TEMPLATE_TOKENS
+    for m in messages:
+        content = m.get("content")
+        n += TEMPLATE_TOKENS + len((content if isinstance(content, str) else
+                                    json.dumps(content)).encode())
+    return n
 
 
 def scaled_timeout(max_tokens: int | None) -> float:
@@ -158,6 +205,7 @@ class ChatClient:
         self.max_body, self.alternate, self.name = max_body, alternate, name
         self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._http = self._new()
+        self._tokenize = True      # until the server shows it has no /tokenize
 
     def _new(self) -> httpx.Client:
         return httpx.Client(headers=self._headers, follow_redirects=False, trust_env=False)
@@ -165,12 +213,68 @@ class ChatClient:
     def timeout_for(self, max_tokens: int | None) -> float:
         return self.timeout if self.timeout else scaled_timeout(max_tokens)
 
+    def _get_json(self, method: str, path: str, body: dict | None = None):
+        """A side request (the context, a token count): its JSON, or None on any failure."""
+        wait = min(self.timeout or LOOKUP_SECONDS, LOOKUP_SECONDS)
+        try:
+            resp = self._http.request(method, base_url(self.url) + path, json=body,
+                                      timeout=httpx.Timeout(wait))
+            if resp.status_code != 200 or len(resp.content) > self.max_body:
+                return None
+            return resp.json()
+        except (httpx.HTTPError, ValueError):
+            return None
+
+    def server_context(self, model: str) -> int | None:
+        """The model's context as the server states it (vLLM's `max_model_len`), or None."""
+        key = (base_url(self.url), model)
+        with _CONTEXTS_LOCK:
+            if key in _CONTEXTS:
+                return _CONTEXTS[key]
+        listing = self._get_json("GET", "/v1/models")
+        ctx = context_from_models(listing, model) if listing is not None else None
+        with _CONTEXTS_LOCK:
+            _CONTEXTS[key] = ctx
+        return ctx
+
+    def prompt_tokens(self, body: dict) -> int | None:
+        """The prompt's tokens as the server counts them (vLLM's `/tokenize`), or None."""
+        if not self._tokenize:
+            return None
+        got = self._get_json("POST", "/tokenize", {"model": body.get("model"),
+                                                   "messages": body["messages"]})
+        count = got.get("count") if isinstance(got, dict) else None
+        if not isinstance(count, int) or isinstance(count, bool):
+            self._tokenize = False
+            return None
+        return count
+
+    def fit(self, body: dict) -> None:
+        """Cut `max_tokens` to what the server's context leaves the prompt, before sending;
+        a prompt the server counts at or over its context is one line, never sent."""
+        asked = body.get("max_tokens")
+        if not isinstance(asked, int) or not body.get("model"):
+            return
+        ctx = self.server_context(str(body["model"]))
+        if ctx is None:
+            return
+        bound = prompt_bound(body["messages"])
+        if bound + asked <= ctx:
+            return
+        exact = self.prompt_tokens(body)
+        if exact is not None and exact >= ctx:
+            raise ContextOverflow(overflow_message(exact, asked, ctx))
+        n = exact if exact is not None else bound
+        if n < ctx:
+            body["max_tokens"] = max(1, min(asked, ctx - n))
+
     def complete(self, body: dict) -> Completion:
         if self._http.is_closed:   # the same client may serve session after session
             self._http = self._new()
         body = dict(body)
         if self.alternate:
             body["messages"] = merged_roles(body["messages"])
+        self.fit(body)
         tries, i, cut = 1 + self.retries, 0, False
         while True:
             try:

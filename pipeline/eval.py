@@ -276,6 +276,13 @@ def operator_specs(cfg: EvalConfig, ws) -> tuple[str, str, dict]:
     info: dict = {}
     if cfg.operator_base and cfg.operator_tuned:
         return cfg.operator_base, cfg.operator_tuned, info
+    if cfg.operator_tuned and not cfg.operator_base:
+        # `--operator-tuned http:URL --model ADAPTER`: an adapter served by name; the base
+        # side is its parent model on the same server
+        from pipeline.operators.http import served_specs
+        served = served_specs(cfg.operator_tuned, cfg.model)
+        if served:
+            return served[0], served[1], info
     adapter = cfg.adapter
     if adapter is None and not cfg.operator_tuned:
         found = newest_adapter(ws)

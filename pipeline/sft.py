@@ -408,8 +408,64 @@ def model_card(record: dict, checkpoint_of: int | None = None) -> str:
               "from peft import PeftModel",
               "from transformers import AutoModelForCausalLM",
               f"base = AutoModelForCausalLM.from_pretrained(\"{record.get('base_model_path', '')}\")",
-              "model = PeftModel.from_pretrained(base, \"THIS_DIRECTORY\")", "```", ""]
+              "model = PeftModel.from_pretrained(base, \"THIS_DIRECTORY\")", "```", "",
+              "Served by name next to its base (vLLM), then evaluated through the server:", "",
+              "```sh",
+              f"vllm serve {record['base_model']} --enable-lora --max-lora-rank "
+              f"{max(cfg['lora_r'], VLLM_MAX_LORA_RANK)} --lora-modules sek-adapter=THIS_DIRECTORY",
+              "sekbench eval --operator-tuned http:localhost:8000 --model sek-adapter", "```", ""]
     return "\n".join(lines)
+
+
+VLLM_MAX_LORA_RANK = 16   # vLLM's default --max-lora-rank
+
+
+def served_layout_problems(path: str | Path, max_lora_rank: int = VLLM_MAX_LORA_RANK) -> list[str]:
+    """What would stop an OpenAI-compatible server that serves LoRA adapters by name (vLLM's
+    `--enable-lora --lora-modules NAME=DIR`) from loading the adapter in `path`: PEFT's two
+    files at the top, a plain LoRA config (vLLM's PEFTHelper refuses bias, DoRA, modules_to_save,
+    base-modifying inits, layer replication, a rank over --max-lora-rank) and LoRA weights under
+    PEFT's names. [] when it loads."""
+    path = Path(path)
+    cfg_file, weights = path / "adapter_config.json", path / CHECKPOINT_WEIGHTS
+    problems = [f"no {f.name} at the top of {path}" for f in (cfg_file, weights) if not f.is_file()]
+    if problems:
+        return problems
+    try:
+        cfg = json.loads(cfg_file.read_text())
+    except ValueError as e:
+        return [f"adapter_config.json is not JSON ({e})"]
+    missing = [k for k in ("r", "lora_alpha", "target_modules") if k not in cfg]
+    if missing:
+        problems.append(f"adapter_config.json lacks {', '.join(missing)}")
+    if cfg.get("peft_type", "LORA") != "LORA":
+        problems.append(f"peft_type is {cfg.get('peft_type')}, not LORA")
+    if cfg.get("bias", "none") != "none" or cfg.get("lora_bias"):
+        problems.append("adapter bias (vLLM serves none)")
+    if cfg.get("use_dora"):
+        problems.append("DoRA (vLLM does not serve it)")
+    if cfg.get("modules_to_save"):
+        problems.append(f"modules_to_save {cfg['modules_to_save']} (vLLM serves none for a causal LM)")
+    init = cfg.get("init_lora_weights", True)
+    if isinstance(init, str) and init.lower() not in ("gaussian", "eva", "orthogonal", "mica",
+                                                      "lora_ga"):
+        problems.append(f"init_lora_weights {init!r} changes the base weights")
+    if cfg.get("layer_replication"):
+        problems.append("layer_replication")
+    ranks = [cfg.get("r") or 0, *(cfg.get("rank_pattern") or {}).values()]
+    if max(ranks) > max_lora_rank:
+        problems.append(f"rank {max(ranks)} > --max-lora-rank {max_lora_rank} "
+                        f"(serve with --max-lora-rank {max(ranks)})")
+    from safetensors import safe_open
+    with safe_open(str(weights), framework="pt") as f:
+        keys = list(f.keys())
+    odd = [k for k in keys if not k.startswith("base_model.model.")
+           or not (".lora_A." in k or ".lora_B." in k)]
+    if not keys:
+        problems.append(f"{CHECKPOINT_WEIGHTS} holds no tensors")
+    if odd:
+        problems.append(f"{len(odd)} weights are not LoRA A/B under PEFT's names, e.g. {odd[0]}")
+    return problems
 
 
 # ------------------------------------------------------------------------ the loop
@@ -436,6 +492,9 @@ def train(cfg: SFTConfig, *, resume: bool = False, recorder: Recorder | None = N
     if cfg.trainer == "hf":
         from pipeline.sft_trainer import train_with_trainer
         return train_with_trainer(cfg, resume=resume, recorder=recorder)
+    if int(os.environ.get("WORLD_SIZE") or 1) > 1:
+        raise SekbenchError("the hand loop (--trainer loop) fits in one process; under torchrun "
+                            "or accelerate launch use --trainer hf (DDP over the processes)")
     import torch
 
     # setup
@@ -565,10 +624,14 @@ def train(cfg: SFTConfig, *, resume: bool = False, recorder: Recorder | None = N
 def run_job(ws, cfg: SFTConfig, *, resume: bool = False, job_id: str | None = None) -> dict:
     """Train in this process, registered in the store: running (with our pid) ->
     succeeded, interrupted or failed. A process killed outright is closed as `failed`
-    by Store.mark_interrupted()."""
+    by Store.mark_interrupted(). Under torchrun / accelerate launch only rank 0 registers."""
     from pipeline.jobs import running
     from pipeline.store import Store, now
 
+    if int(os.environ.get("RANK") or 0) > 0:
+        # one of several processes (torchrun, accelerate launch): rank 0 owns the job row,
+        # the metrics and every file; this one only trains its share
+        return {**train(cfg, resume=resume, recorder=Recorder()), "job_id": job_id}
     store = Store(ws.db_path)
     args = {"config": asdict(cfg), "resume": resume}
     job_id = job_id or store.job_create("sft", args, out=cfg.out)

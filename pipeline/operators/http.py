@@ -6,13 +6,19 @@ through pipeline/endpoint.py's client, shared with the teacher: one retry rule,
 Retry-After honoured, an over-long request cut to the server's context or
 refused in one line, and merged turns for servers that require alternating
 roles (`roles=alternating` asks for them from the start).
+
+The model a request names is `--model NAME` (or SEKBENCH_MODEL), or the spec's fragment:
+`http:URL#NAME`. A server that serves LoRA adapters by name (vLLM's `--enable-lora
+--lora-modules NAME=DIR`) routes by that field, so `http:URL#ADAPTER` is the tuned model and
+`http:URL#BASE` the base it was fitted on; `served_specs` derives both for an eval from the
+server's `/v1/models` listing (an adapter's `parent`).
 """
 
 from __future__ import annotations
 
 import os
 
-from pipeline.endpoint import ChatClient, EndpointError, chat_url  # noqa: F401  (chat_url: API)
+from pipeline.endpoint import ChatClient, EndpointError, base_url, chat_url  # noqa: F401
 from pipeline.errors import SekbenchError
 from pipeline.operators import OperatorError, SessionContext, register
 from pipeline.render import Transcript, get_format
@@ -95,7 +101,8 @@ def _make(arg: str, options: dict) -> HttpOperator:
     url = arg if "://" in arg else f"http:{arg}" if arg.startswith("//") else f"http://{arg}"
     if not url.startswith(("http://", "https://")):
         raise SekbenchError(f"http operator needs an http(s) URL, got {arg!r}")
-    model = options.get("model") or os.environ.get("SEKBENCH_MODEL")
+    url, _, named = url.partition("#")
+    model = named.strip() or options.get("model") or os.environ.get("SEKBENCH_MODEL")
     if not model:
         raise SekbenchError("http operator needs a model name: --model NAME or SEKBENCH_MODEL")
     try:
@@ -115,6 +122,38 @@ def _make(arg: str, options: dict) -> HttpOperator:
         )
     except (TypeError, ValueError) as e:
         raise SekbenchError(f"bad http operator option: {e}") from None
+
+
+def served_specs(spec: str, name: str, *, timeout: float = 10.0) -> tuple[str, str] | None:
+    """(base spec, tuned spec) for `--operator-tuned http:URL --model NAME`, where NAME is a
+    LoRA adapter the server serves by name: the tuned side asks for NAME, the base side for
+    the model the server lists as NAME's `parent` (vLLM's /v1/models), on the same server.
+    None when the spec is not an http one or names its model itself (`#NAME`)."""
+    import httpx
+
+    kind, _, arg = spec.partition(":")
+    if kind not in ("http", "https") or not name or name == "default" or "#" in spec:
+        return None
+    url = arg if "://" in arg else f"{kind}://{arg.lstrip('/')}"
+    listing_url = base_url(url) + "/v1/models"
+    try:
+        resp = httpx.get(listing_url, timeout=timeout, trust_env=False)
+        rows = resp.json().get("data") if resp.status_code == 200 else None
+    except (httpx.HTTPError, ValueError, AttributeError):
+        rows = None
+    if not isinstance(rows, list):
+        raise SekbenchError(f"{listing_url} does not list its models; give --operator-base too "
+                            f"(e.g. --operator-base {spec}#BASE_MODEL)")
+    by_id = {r.get("id"): r for r in rows if isinstance(r, dict)}
+    if name not in by_id:
+        raise SekbenchError(f"{base_url(url)} does not serve {name!r} (it serves: "
+                            f"{', '.join(sorted(map(str, by_id))) or 'nothing'}); start it with "
+                            f"--enable-lora --lora-modules {name}=ADAPTER_DIR")
+    parent = by_id[name].get("parent")
+    if not parent or parent == name:
+        raise SekbenchError(f"{base_url(url)} lists {name!r} without a base model (`parent`); "
+                            f"give --operator-base (e.g. --operator-base {spec}#BASE_MODEL)")
+    return f"{spec}#{parent}", f"{spec}#{name}"
 
 
 @register("https")
