@@ -234,10 +234,13 @@ class EvalConfig:
                                    "one trial, 0.7 for several: K greedy trials would be K copies)")
     max_new_tokens: int = _f(64, "longest command the model may type, in tokens")
     max_turns: int = _f(15, "turn budget: a drifting base would burn any budget")
-    max_seconds: float = _f(300.0, "time budget per session")
+    max_seconds: float = _f(300.0, "time budget per session: the sandbox's time, not the model's "
+                            "time to answer (a loaded machine must not cut a model short)")
     command_timeout: float = _f(30.0, "per-command timeout")
     backend: str | None = _f(None, "docker or bwrap (default: docker where reachable)")
     device: str = _f("auto", "hf operators: auto, cpu, cuda")
+    sides_together: bool = _f(True, "run the base and tuned sessions at the same time (a resident "
+                              "hf base decodes both in one batch); False: base, then tuned")
 
     def __post_init__(self):
         if self.split not in SPLITS:
@@ -370,18 +373,51 @@ def run_eval(*, ws, store, cfg: EvalConfig, backend=None, job_id: str | None = N
         make_operator(spec, **options).close()
     backend = backend or start_backend(cfg.backend, ws, store)
     budget = Budget(max_turns=cfg.max_turns, max_seconds=cfg.max_seconds,
-                    command_timeout=cfg.command_timeout)
+                    command_timeout=cfg.command_timeout, operator_time_counts=False)
     sides: dict[str, dict] = {}
-    for side, spec in (("base", base_spec), ("tuned", tuned_spec)):
+    failed: list[BaseException] = []
+    stop = stop or threading.Event()
+
+    def run_side(side: str, spec: str) -> None:
         rcfg = RolloutConfig(operator=spec, per_scenario=cfg.per_scenario, workers=cfg.workers,
                              seed=cfg.seed, budget=budget, options=dict(options))
         batch = f"eval-{side}-{new_id()[:10]}"
-        summary = run_rollouts(scenarios=scenarios, backend=backend, store=store, cfg=rcfg,
-                               make_operator=lambda spec=spec: make_operator(spec, **options),
-                               batch_id=batch, stop=stop,
-                               progress=(lambda p, side=side: progress(side, p)) if progress else None)
+        try:
+            summary = run_rollouts(scenarios=scenarios, backend=backend, store=store, cfg=rcfg,
+                                   make_operator=lambda: make_operator(spec, **options),
+                                   batch_id=batch, stop=stop,
+                                   progress=(lambda p: progress(side, p)) if progress else None)
+        except BaseException as e:  # noqa: BLE001 - raised again in the caller's thread
+            failed.append(e)
+            return
         rows = store.rollouts(batch_id=batch, limit=100_000, with_messages=True)
         sides[side] = {"spec": spec, "batch_id": batch, "rows": rows, "summary": summary}
+
+    pairs = (("base", base_spec), ("tuned", tuned_spec))
+    if cfg.sides_together:
+        # Both sides at once: their sessions are independent (the same seeds either way), and
+        # a resident hf base decodes base and adapter rows in one batch.
+        threads = [threading.Thread(target=run_side, args=pair, name=f"eval-{pair[0]}") for pair in pairs]
+        for t in threads:
+            t.start()
+        try:
+            for t in threads:
+                while t.is_alive():
+                    t.join(0.5)
+        except KeyboardInterrupt:   # Ctrl-C reaches this thread only: stop both sides' sessions
+            stop.set()
+            try:
+                backend.remove_own()   # running commands end now, not at their timeout
+            except Exception:  # noqa: BLE001
+                pass
+            for t in threads:
+                t.join()
+            raise
+    else:
+        for pair in pairs:
+            run_side(*pair)
+    if failed:
+        raise failed[0]
     expected = {s["id"]: expected_terminal(s) for s in scenarios}
     for side in sides.values():
         for r in side["rows"]:

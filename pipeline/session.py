@@ -32,6 +32,10 @@ class Budget:
     max_turns: int = 30
     max_seconds: float = 600.0
     command_timeout: float = 30.0
+    # False: max_seconds counts the sandbox's time only, not the operator's time to answer, so a
+    # model on a loaded machine is not cut short by the machine (the eval; the turn budget and
+    # the per-command timeout still bound the session, and the operator has its own timeout)
+    operator_time_counts: bool = True
 
 
 @dataclass
@@ -214,9 +218,10 @@ def _drive(res: SessionResult, rec: Recorder, sandbox, operator: Operator, scena
             res.end_reason, res.detail = "operator_error", str(e)
             res.void = getattr(e, "void", True)
             return
+        thinking = 0.0       # seconds spent waiting for the operator's commands
         while True:
             idx = len(res.turns)
-            elapsed = time.monotonic() - started
+            elapsed = time.monotonic() - started - (0.0 if budget.operator_time_counts else thinking)
             if should_stop is not None and should_stop():
                 res.end_reason, res.detail = "interrupted", "the run was stopped"
                 return
@@ -231,6 +236,7 @@ def _drive(res: SessionResult, rec: Recorder, sandbox, operator: Operator, scena
                 return
             res.transcript.prompt = shell.prompt
             rec.event("prompt", shell.prompt, turn=idx)
+            asked = time.monotonic()
             try:
                 command = operator.next_command(res.transcript)
             except EndOfInput as e:
@@ -239,6 +245,7 @@ def _drive(res: SessionResult, rec: Recorder, sandbox, operator: Operator, scena
             except OperatorError as e:
                 res.end_reason, res.detail, res.void = "operator_error", str(e), e.void
                 return
+            thinking += time.monotonic() - asked
             # One turn types one line; a reply that runs on (no stop sequence) is kept whole
             # for the gate, which calls it over-imitation.
             reply = (command or "").replace("\r", "")

@@ -165,7 +165,7 @@ class Resident:
     """A base model loaded once, its adapters, and the batcher thread that owns it."""
 
     def __init__(self, path: str, device: str, dtype: str, load_in_4bit: bool,
-                 window_s: float = 0.01, max_batch: int = 8):
+                 window_s: float = 0.01, max_batch: int = 16):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -197,6 +197,7 @@ class Resident:
         self.token_lock = threading.Lock()   # fast tokenizers are not safe to call concurrently
         self.forwards = 0                    # model calls, for tests and benchmarks
         self.buffered_kv = True              # decode into reserved room (False: DynamicLayer's concat)
+        self.mixed = True                    # rows of different adapters decode in one batch
         # where the model's time goes, for benchmarks: seconds and tokens prefilled, decode steps
         self.timing = {"prefill_s": 0.0, "prefill_tokens": 0, "prefills": 0,
                        "decode_s": 0.0, "decode_steps": 0, "decode_rows": 0}
@@ -244,6 +245,12 @@ class Resident:
             self.adapters[key] = name
             return name
 
+    def _per_row(self, reqs: list[_Request]) -> dict:
+        """In a mixed batch, each row's adapter by name (`__base__`: none); else nothing."""
+        if not (self.mixed and self.peft is not None):
+            return {}
+        return {"adapter_names": [r.adapter or "__base__" for r in reqs]}
+
     def _using(self, adapter: str | None):
         if self.peft is None:
             return nullcontext()
@@ -288,11 +295,17 @@ class Resident:
                     break
             self.largest_batch = max(self.largest_batch, len(batch))
             groups: dict[str | None, list[_Request]] = {}
-            for req in batch:
-                groups.setdefault(req.adapter, []).append(req)
+            if self.mixed and self.peft is not None:
+                # One batch whatever the adapters: PEFT applies each row's own LoRA (`adapter_names`),
+                # so base and tuned sessions share every decode step's weight reads.
+                groups["*"] = batch
+            else:
+                for req in batch:
+                    groups.setdefault(req.adapter, []).append(req)
             for adapter, reqs in groups.items():
                 try:
-                    with self.model_lock, torch.inference_mode(), self._using(adapter):
+                    with self.model_lock, torch.inference_mode(), \
+                            (nullcontext() if adapter == "*" else self._using(adapter)):
                         self._run(reqs)
                 except Exception as e:  # noqa: BLE001 - any crash voids these requests, not the thread
                     err = OperatorError(f"hf model failed: {type(e).__name__}: {e}".splitlines()[0],
@@ -330,7 +343,7 @@ class Resident:
         st.kv = None
         new = req.prompt[keep:]
         cache = _cache_from(kv)
-        out = self.model(input_ids=torch.tensor([new], device=self.device),
+        out = self.model(input_ids=torch.tensor([new], device=self.device), **self._per_row([req]),
                          position_ids=torch.arange(keep, len(req.prompt), device=self.device)[None],
                          cache=cache, use_cache=True, logits_to_keep=1)
         self.forwards += 1
@@ -368,6 +381,7 @@ class Resident:
             pos = torch.tensor([[r.fed] for r in rows], device=self.device)
             mask = torch.cat([mask, mask.new_ones((len(rows), 1))], dim=1)
             out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos,
+                             **self._per_row([r.req for r in rows]),
                              cache=cache, use_cache=True, logits_to_keep=1)
             self.forwards += 1
             self.timing["decode_steps"] += 1

@@ -196,6 +196,8 @@ def _batched(ops, banners, outputs):
     return results
 
 
+@pytest.mark.model
+@pytest.mark.slow
 def test_buffered_decode_types_what_the_concatenating_decode_types(model_dir):
     banners = ["Welcome to alpha.", "Welcome to beta.\nRead the motd.", "gamma login banner",
                "delta: you have mail"]
@@ -211,3 +213,24 @@ def test_buffered_decode_types_what_the_concatenating_decode_types(model_dir):
         resident.window_s, resident.buffered_kv = 0.01, True
     assert runs[True] == runs[False]
     assert resident.largest_batch >= 2
+
+
+@pytest.mark.model
+@pytest.mark.slow
+def test_base_and_tuned_sessions_decode_in_one_batch(model_dir, tmp_path):
+    """Sessions of the base and of an adapter, gathered into one mixed batch, type what each
+    types alone: PEFT applies every row's own adapter, the base rows get none."""
+    adapter_dir = _random_adapter(model_dir, tmp_path / "lora")
+    specs = ["hf:default", f"hf:default@{adapter_dir}", "hf:default", f"hf:default@{adapter_dir}"]
+    banners = ["Welcome to alpha.", "Welcome to alpha.", "gamma login banner", "gamma login banner"]
+    alone = [drive(make_operator(spec, max_new_tokens=10), b, OUTPUTS[:3]) for spec, b in zip(specs, banners)]
+    resident = make_operator("hf:default").resident
+    assert resident.peft is not None and resident.mixed
+    resident.window_s, resident.largest_batch = 0.2, 0
+    try:
+        together = _batched([make_operator(spec, max_new_tokens=10) for spec in specs], banners, OUTPUTS[:3])
+    finally:
+        resident.window_s = 0.01
+    assert together == alone
+    assert resident.largest_batch >= 3     # the rows of both adapters were gathered together
+    assert alone[0] != alone[1] or alone[2] != alone[3]   # the adapter changes what is typed
