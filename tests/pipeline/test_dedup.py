@@ -224,6 +224,15 @@ def test_a_copy_of_a_rejected_task_gets_its_own_chance(tmp_path, fake_sandbox):
     assert [v.reasons for v in verdicts] == [["admitted"], ["admitted"]]
 
 
+def test_a_teacher_scenario_that_repeats_an_admitted_task_is_a_duplicate(tmp_path):
+    from pipeline.author.teacher import _admit
+    store = Store(tmp_path / "store.db")
+    a, b = reworded_pair("config_edit", 0)
+    store.put_scenario(a, admitted=True, reasons=["admitted"], source="procedural")
+    v = _admit(dict(b, id="config_edit-t000-0001"), None, store)   # no backend: no sandbox
+    assert v.reasons == ["duplicate"] and a["id"] in v.messages["duplicate"]
+
+
 # ------------------------------------------------------------------- the export's leak guard
 def _kept_rollout(store: Store, s: dict, n: int) -> str:
     return store.put_rollout({
