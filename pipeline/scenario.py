@@ -163,6 +163,11 @@ def problems(s: dict) -> list[Problem]:
             out.append(Problem("reference", "a blocked scenario's reference ends with panic REASON"))
         elif terminal == "exit" and last != ["exit"]:
             out.append(Problem("reference", "must end with exit"))
+        out += _alternative_problems(s, ref)
+    looks = s.get("looks")
+    if looks is not None and (not isinstance(looks, list) or not all(
+            isinstance(c, str) and c.strip() and "\n" not in c for c in looks)):
+        out.append(Problem("looks", "must be a list of one-line commands"))
     terminal = s.get("terminal", "exit")
     if terminal not in TERMINALS:
         out.append(Problem("terminal", f"must be one of {', '.join(TERMINALS)}"))
@@ -181,6 +186,29 @@ def problems(s: dict) -> list[Problem]:
         out.append(Problem("split", f"must be one of {', '.join(SPLITS)}"))
     for place, field, why in _place_problems(s):
         out.append(Problem(field, f"{place}: {why}"))
+    return out
+
+
+def _alternative_problems(s: dict, ref: list[str]) -> list[Problem]:
+    """`alternatives`: other whole references, each the same discovery (through the last
+    retrieve step) and the same terminal as `reference`, with a different shape of the work."""
+    alts = s.get("alternatives")
+    if alts is None:
+        return []
+    if not isinstance(alts, list) or not all(
+            isinstance(a, list) and a and all(isinstance(c, str) and c.strip() for c in a) for a in alts):
+        return [Problem("alternatives", "must be a list of non-empty lists of commands")]
+    steps = retrieve_steps(s)
+    last = steps[-1] if steps else None
+    head = ref[:ref.index(last) + 1] if last in ref else None
+    out = []
+    for n, a in enumerate(alts, 1):
+        if any("\n" in c for c in a):
+            out.append(Problem("alternatives", f"alternative {n}: each command must be one line"))
+        elif head is not None and a[:len(head)] != head:
+            out.append(Problem("alternatives", f"alternative {n}: must begin with the reference's discovery"))
+        elif a[-1].split()[:1] != ref[-1].split()[:1] or len(a) <= len(head or []) + 1:
+            out.append(Problem("alternatives", f"alternative {n}: must do work and end as the reference does"))
     return out
 
 
@@ -253,7 +281,9 @@ def writable_places(s: dict) -> tuple[str, ...]:
     Only writes count (setup's, the reference's, the announcement's file): a path that is
     only read, or only named in data, needs no place. Which are single files is writable_files(s)."""
     lines = _writing_lines(s.get("setup") or "") if isinstance(s.get("setup"), str) else []
-    lines += [c for c in s.get("reference") or [] if isinstance(c, str) and _WRITES.search(c)]
+    alts = s.get("alternatives") if isinstance(s.get("alternatives"), list) else []
+    for cmds in [s.get("reference") or [], *(a for a in alts if isinstance(a, list))]:
+        lines += [c for c in cmds if isinstance(c, str) and _WRITES.search(c)]
     ann = s.get("announcement") or {}
     if ann.get("kind") == "file" and isinstance(ann.get("path"), str):
         lines.append(ann["path"] + " ")

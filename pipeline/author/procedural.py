@@ -90,13 +90,16 @@ def generate_one(archetype: str, rng: random.Random, index: int, seed: int = 0, 
         "split": "train",
         "seed": seed,
     }
+    end = [*blockage.attempt, f"panic {blockage.reason}"] if blockage else ["exit"]
     if blockage:
         s["terminal"] = "panic"
         s["blocked_kind"] = blockage.kind
         s["blocked_by"] = blockage.blocked_by.replace("{retrieve}", steps[-1])
-        s["reference"] = [*discover, *task.work, *blockage.attempt, f"panic {blockage.reason}"]
-    else:
-        s["reference"] = [*discover, *task.work, "exit"]
+    s["reference"] = [*discover, *task.work, *end]
+    # Other correct shapes of the same work, each a whole reference the operator may type.
+    s["alternatives"] = [[*discover, *alt, *end] for alt in task.alternatives]
+    if task.looks:
+        s["looks"] = list(task.looks)
     return s
 
 

@@ -8,16 +8,33 @@ student sees recovery and not one memorised script, each session varies,
 seeded and recorded in `plan_notes`: sometimes a first probe that fails (the
 bare provider name, a wrong flag) before `--help`; sometimes a harmless look
 around (`ls`, `pwd`, `cat` of the announcement file) before or after retrieving.
+
+What has to be read (issue 12), each an option with its default:
+- `p_recover` (0.3): first a near-miss of the last retrieve step, derived from it (words
+  joined, a word dropped or repeated, a flag or word misspelt, the id missing or wrong in
+  a chain, the pointed-at path mangled) and one the provider's script answers with an
+  error; then what documents the step is read again (`NAME --help`, the subcommand's
+  `--help`, the listing or pointer that gave the id or path) and the right command typed.
+  Noted `recover:CMD`.
+- `vary_shape` (on): the work is one of the scenario's correct shapes (`reference` or one
+  of `alternatives`), drawn per session. Noted `shape:N` (0 is `reference`).
+- `p_check` (0.6): on a scenario that ends in `exit`, a look at what the work produced
+  before `exit` (the scenario's `looks`, else `cat` of the last file written). Noted
+  `check:CMD`. Never on a blocked scenario: there the last thing seen is the blockage.
+These draws come from a stream of their own, so the older choices (probe, looks) of a
+seed are what they were.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import random
 import re
 import shlex
 
 from pipeline.author.blocked import shell_safe
 from pipeline.errors import SekbenchError
+from pipeline.gate import runs_step
 from pipeline.operators import EndOfInput, SessionContext, register
 from pipeline.render import Transcript
 from pipeline.scenario import retrieve_steps
@@ -34,10 +51,16 @@ _STATUS = re.compile(r"(?i)\b(on hold|cancelled|awaiting approval|never arrived|
                      r"received|upload pending)\b")
 
 
-def reason_from(transcript: Transcript) -> str | None:
+def reason_from(transcript: Transcript, after: str | None = None) -> str | None:
     """A panic reason in the operator's own words, from what the session printed: the last
-    shell error of the work, else a blocking status the provider's output gave."""
-    for turn in reversed(transcript.turns):
+    shell error of the work (after the last run of `after`, the retrieve step, where given:
+    a near-miss of the retrieve is no blockage), else a blocking status the provider's
+    output gave."""
+    turns = transcript.turns
+    if after:
+        last = max((i for i, t in enumerate(turns) if t.command == after), default=-1)
+        turns = turns[last + 1:]
+    for turn in reversed(turns):
         for line in reversed(turn.output.splitlines()):
             m = _ERROR.search(line.strip())
             if m:
@@ -50,25 +73,142 @@ def reason_from(transcript: Transcript) -> str | None:
     return None
 
 
+# --- near-misses of a retrieve step --------------------------------------------------------
+
+_ARM = re.compile(r"^\t((?:'[^'\n]*'\*?\|?)+|\*)\)\n(.*?)\n\t\t;;$", re.M | re.S)
+_FAILS = re.compile(r"\bexit [1-9]|>&2")
+
+
+def _arms(script: str) -> list[tuple[list[str], bool]] | None:
+    """The `case "$*"` arms of a provider script as (glob patterns, answers with an error);
+    None where the script is not of the shape the procedural author writes."""
+    if 'case "$*" in' not in script:
+        return None
+    body = script.split('case "$*" in', 1)[1].split("\nesac", 1)[0]
+    arms = []
+    for m in _ARM.finditer(body):
+        pats = ["*"] if m.group(1) == "*" else [
+            p.group(1) + ("*" if p.group(2) else "") for p in re.finditer(r"'([^']*)'(\*?)", m.group(1))]
+        arms.append((pats, bool(_FAILS.search(m.group(2)))))
+    return arms or None
+
+
+def provider_fails(script: str, args: list[str]) -> bool:
+    """Would the provider answer these arguments with an error? Read from its script: the
+    first `case "$*"` arm that matches (`-h`/`--help` first is always help)."""
+    if not args or args[0] in ("-h", "--help"):
+        return False
+    arms = _arms(script)
+    if arms is None:
+        return False
+    joined = " ".join(args)
+    for pats, fails in arms:
+        if any(fnmatch.fnmatchcase(joined, p) for p in pats):
+            return fails
+    return False
+
+
+def _typo(word: str, rng: random.Random) -> str | None:
+    """Two neighbouring letters swapped inside a word (`pending` -> `pedning`)."""
+    letters = [i for i in range(1, len(word) - 2) if word[i].isalpha() and word[i + 1].isalpha()
+               and word[i] != word[i + 1]]
+    if not letters:
+        return None
+    i = rng.choice(letters)
+    return word[:i] + word[i + 1] + word[i] + word[i + 2:]
+
+
+def near_misses(s: dict, rng: random.Random) -> list[tuple[str, str, str]]:
+    """(near-miss, how, what to read again) for the last retrieve step of `s`: commands an
+    operator gets almost right, each one the provider (or the shell) answers with an error."""
+    name, script = s["provider"]["name"], s["provider"]["script"]
+    steps = retrieve_steps(s)
+    last = steps[-1]
+    words = last.split()
+    helps = [c for c in steps[:-1] if c.split()[-1:] in (["--help"], ["-h"])]
+    syntax_help = helps[-1] if helps else f"{name} --help"
+    # An id or path came from the step before (a listing, a pointer); read that again.
+    id_help = steps[-2] if len(steps) >= 2 else syntax_help
+    out: list[tuple[str, str, str]] = []
+    if words[0] == name:
+        args = words[1:]
+        cands: list[tuple[list[str], str, str]] = []
+        for i in range(len(args) - 1):
+            cands.append((args[:i] + [args[i] + args[i + 1].lstrip("-")] + args[i + 2:], "joined", syntax_help))
+        if len(args) >= 2:
+            for i in range(len(args)):
+                how = "id_missing" if i == len(args) - 1 and id_help != syntax_help else "dropped"
+                cands.append((args[:i] + args[i + 1:], how, id_help if how == "id_missing" else syntax_help))
+        for i in range(len(args)):
+            cands.append((args[:i + 1] + [args[i]] + args[i + 1:], "repeated", syntax_help))
+        for i, a in enumerate(args):
+            if a.startswith("--") and len(a) > 3:
+                cands.append((args[:i] + [a[1:]] + args[i + 1:], "flag_misspelt", syntax_help))
+            elif re.fullmatch(r"-[A-Za-z]", a):
+                cands.append((args[:i] + ["-" + a] + args[i + 1:], "flag_misspelt", syntax_help))
+            typo = _typo(a, rng)
+            if typo:
+                how = "flag_misspelt" if a.startswith("-") else "misspelt"
+                cands.append((args[:i] + [typo] + args[i + 1:], how, syntax_help))
+        if id_help != syntax_help and re.search(r"\d$", args[-1]):
+            cands.append((args[:-1] + [args[-1][:-1]], "wrong_id", id_help))
+        for a, how, reread in cands:
+            cmd = " ".join([name, *a])
+            if cmd != last and not runs_step(cmd, last) and provider_fails(script, a):
+                out.append((cmd, how, reread))
+    elif len(words) == 2 and words[0] in ("cat", "less", "more", "head", "tail") and words[1].startswith("/"):
+        path = words[1]
+        folder, _, base = path.rpartition("/")
+        stem = base.rsplit(".", 1)[0]
+        for bad, how in ((f"{folder}/{stem}", "extension_dropped"), (f"{folder}/", "id_missing"),
+                         (f"{folder}/{base[1:]}", "misspelt")):
+            if bad != path and stem:
+                out.append((f"{words[0]} {bad}", how, id_help))
+    seen: set[str] = set()
+    return [c for c in out if not (c[0] in seen or seen.add(c[0]))]
+
+
+_REDIRECT = re.compile(r"(?<![<>2&])>>?\s*([^\s;|&<>]+)\s*$")
+
+
+def looks_at(s: dict, work: list[str]) -> list[str]:
+    """What a careful operator looks at before `exit`: the scenario's `looks`, else the last
+    file the work wrote with a redirect."""
+    if s.get("looks"):
+        return list(s["looks"])
+    for c in reversed(work):
+        m = _REDIRECT.search(c)
+        if m:
+            return [f"cat {m.group(1)}"]
+    return []
+
+
 class ReferenceOperator:
     name = "reference"
 
-    def __init__(self, p_probe: float = 0.35, p_look: float = 0.3):
+    def __init__(self, p_probe: float = 0.35, p_look: float = 0.3, p_recover: float = 0.3,
+                 p_check: float = 0.6, vary_shape: bool = True):
         self.p_probe, self.p_look = p_probe, p_look
+        self.p_recover, self.p_check, self.vary_shape = p_recover, p_check, vary_shape
         self.plan: list[str] = []
         self.plan_notes: list[str] = []
+        self.retrieve = ""
 
     def begin(self, ctx: SessionContext) -> None:
         s = ctx.scenario
         if not s:
             raise SekbenchError("the reference operator needs a scenario (--scenario)")
         rng = random.Random(f"{ctx.seed}:{s['id']}")
+        # The substance's draws (shape, recovery, check) have a stream of their own.
+        more = random.Random(f"{ctx.seed}:{s['id']}:substance")
         name = s["provider"]["name"]
         steps_r = retrieve_steps(s)
         retrieve = steps_r[-1] if steps_r else ""
-        steps = list(s["reference"])
+        shapes = [list(s["reference"]), *(list(a) for a in s.get("alternatives") or [])]
+        shape = more.randrange(len(shapes)) if self.vary_shape else 0
+        steps = shapes[shape]
         help_at = next((i for i, c in enumerate(steps) if c.split()[:1] == [name]), 0)
-        notes = []
+        notes = [f"shape:{shape}"] if len(shapes) > 1 else []
         before: list[str] = []
         if rng.random() < self.p_look:
             look = rng.choice(LOOKS)
@@ -82,6 +222,21 @@ class ReferenceOperator:
             before.append(probe)
             notes.append(f"probe:{probe}")
         steps[help_at:help_at] = before
+        at = next((i for i, c in enumerate(steps) if c == retrieve), None)
+        if at is not None and more.random() < self.p_recover:
+            misses = near_misses(s, more)
+            if misses:
+                miss, how, reread = more.choice(misses)
+                steps[at:at] = [miss, reread]
+                notes.append(f"recover:{miss}")
+        terminal = steps[-1].split()[:1]
+        if terminal == ["exit"] and more.random() < self.p_check:
+            work = steps[(next((i + 1 for i, c in enumerate(steps) if c == retrieve), 0)):-1]
+            looks = looks_at(s, work)
+            if looks:
+                look = more.choice(looks)
+                steps.insert(len(steps) - 1, look)
+                notes.append(f"check:{look}")
         after_retrieve = next((i + 1 for i, c in enumerate(steps) if c == retrieve), None)
         if after_retrieve is not None and rng.random() < self.p_look:
             ann = s["announcement"]
@@ -92,13 +247,14 @@ class ReferenceOperator:
         self.plan = steps
         self.plan_notes = notes
         self.scenario = s
+        self.retrieve = retrieve
 
     def next_command(self, transcript: Transcript) -> str:
         if not self.plan:
             raise EndOfInput("the reference plan is done without a terminal")
         command = self.plan.pop(0)
         if command.split()[:1] == ["panic"]:
-            seen = reason_from(transcript)
+            seen = reason_from(transcript, after=self.retrieve)
             if seen:
                 self.plan_notes.append(f"panic_from:{seen}")
                 return f"panic {seen}"
@@ -110,4 +266,5 @@ class ReferenceOperator:
 
 @register("reference")
 def _make(arg: str, options: dict) -> ReferenceOperator:
-    return ReferenceOperator()
+    known = {"p_probe", "p_look", "p_recover", "p_check", "vary_shape"}
+    return ReferenceOperator(**{k: v for k, v in options.items() if k in known})

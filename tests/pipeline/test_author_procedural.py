@@ -17,7 +17,7 @@ from pipeline.author.procedural import ARCHETYPES, generate, generate_one
 from pipeline.scenario import retrieve_steps, writable_files, writable_places
 
 KEYS = {"id", "archetype", "provider", "provider_style", "announcement", "directives", "setup", "checker",
-        "reference", "split", "seed"}
+        "reference", "split", "seed", "alternatives", "looks"}
 BLOCKED_KEYS = KEYS | {"terminal", "blocked_by", "blocked_kind"}
 WRITABLE = ("/home", "/tmp", "/var/tmp", "/srv", "/opt", "/usr/local", "/etc/sekbench")
 

@@ -52,8 +52,11 @@ def _pack(rng: random.Random, paths: Paths) -> Task:
         f"Pack the directory {s} into a gzip-compressed tar archive at {d}. Leave the original directory in place.",
         f"Make a .tar.gz backup of {s} and save it as {d}; do not delete anything.",
     )
-    work = [f"mkdir -p {paths.show(parent(dest))}", f"tar -czf {d} -C {paths.show(base)} {name}"]
-    return Task(directives, _write_all(src, files), checker, work, [base])
+    mk, b = f"mkdir -p {paths.show(parent(dest))}", paths.show(base)
+    work = [mk, f"tar -czf {d} -C {b} {name}"]
+    alts = [[mk, f"cd {b}", f"tar -czf {d} {name}", "cd"], [mk, f"tar -cf - -C {b} {name} | gzip > {d}"]]
+    return Task(directives, _write_all(src, files), checker, work, [base], alts,
+                [rng.choice([f"tar -tzf {d}", f"ls -l {d}"])])
 
 
 def _staged_archive(rng: random.Random, name: str, files: dict[str, str]) -> tuple[str, list[str]]:
@@ -76,7 +79,8 @@ def _unpack(rng: random.Random, paths: Paths) -> Task:
         f"Extract the archive {a} inside the directory {d} (create it if it does not exist).",
     )
     work = [f"mkdir -p {d}", f"tar -xzf {a} -C {d}"]
-    return Task(directives, setup, checker, work, [parent(arc)])
+    alts = [[f"mkdir -p {d}", f"cd {d}", f"tar -xzf {a}", "cd"], [f"mkdir -p {d}", f"gzip -dc {a} | tar -xf - -C {d}"]]
+    return Task(directives, setup, checker, work, [parent(arc)], alts, [f"ls -R {d}"])
 
 
 def _list(rng: random.Random, paths: Paths) -> Task:
@@ -91,8 +95,12 @@ def _list(rng: random.Random, paths: Paths) -> Task:
         "one per line, as they are recorded in the archive.",
         f"List the files inside {a} into {o}: one archive path per line, leaving out the directory entries.",
     )
-    work = [f"mkdir -p {paths.show(parent(out))}", f"tar -tzf {a} | grep -v '/$' > {o}"]
-    return Task(directives, setup, expect_set(out, [f"{name}/{rel}" for rel in files]), work, [parent(arc)])
+    mk = f"mkdir -p {paths.show(parent(out))}"
+    work = [mk, f"tar -tzf {a} | grep -v '/$' > {o}"]
+    alts = [[mk, f"tar -tvzf {a} | grep '^-' | awk '{{print $6}}' > {o}"],
+            [mk, f"gzip -dc {a} | tar -tf - | grep -v '/$' > {o}"]]
+    return Task(directives, setup, expect_set(out, [f"{name}/{rel}" for rel in files]), work, [parent(arc)], alts,
+                [f"cat {o}"])
 
 
 def _compress(rng: random.Random, paths: Paths) -> Task:
@@ -109,7 +117,9 @@ def _compress(rng: random.Random, paths: Paths) -> Task:
         f"Compress {g} with gzip, so that {g}.gz exists and the uncompressed file is gone.",
         f"Save space by gzipping {g} in place (the result should be {g}.gz).",
     )
-    return Task(directives, write(log, lines), checker, [f"gzip {g}"], [parent(log)])
+    alts = [[f"gzip -c {g} > {g}.gz", f"rm {g}"], [f"gzip < {g} > {g}.gz && rm {g}"]]
+    return Task(directives, write(log, lines), checker, [f"gzip {g}"], [parent(log)], alts,
+                [rng.choice([f"ls -l {paths.show(parent(log))}", f"gzip -l {g}.gz"])])
 
 
 def build(rng: random.Random, paths: Paths) -> Task:

@@ -47,11 +47,15 @@ def _junk_pattern(rng: random.Random, paths: Paths) -> Task:
         f"Delete every file ending in .{junk_ext} under {r}, including in its subdirectories. Keep all other files.",
         f"Clean up {r}: remove all *.{junk_ext} files anywhere in the tree and nothing else.",
     )
-    return Task(directives, setup, checker, [f"find {r} -type f -name '*.{junk_ext}' -delete"], [root])
+    alts = [[f"find {r} -type f -name '*.{junk_ext}' -exec rm {{}} +"],
+            [f"find {r} -type f -name '*.{junk_ext}' | xargs rm -f"]]
+    return Task(directives, setup, checker, [f"find {r} -type f -name '*.{junk_ext}' -delete"], [root], alts,
+                [rng.choice([f"find {r} -type f", f"ls -R {r}"])])
 
 
 def _empty_dirs(rng: random.Random, paths: Paths) -> Task:
-    root = pick_root(rng, ["scratch", "staging", "exports", "media", "uploads"])
+    root = pick_root(rng, ["scratch", "staging", "exports", "media", "uploads", "sandbox", "builds", "mirror",
+                           "transfers", "old-site", "imports", "tmp-work"])
     setup, checker = [f"mkdir -p {q(root)}", f"printf 'keep\\n' > {q(root + '/INDEX')}"], []
     for top in rng.sample(WORDS, rng.randint(3, 6)):
         d = f"{root}/{top}"
@@ -81,7 +85,10 @@ def _empty_dirs(rng: random.Random, paths: Paths) -> Task:
         "Do not delete any files.",
         f"{r} is littered with empty directories. Delete all of them (nested ones too) but keep every file.",
     )
-    return Task(directives, setup, checker, [f"find {r} -mindepth 1 -type d -empty -delete"], [root])
+    alts = [[f"find {r} -mindepth 1 -depth -type d -empty -exec rmdir {{}} \\;"],
+            [f"find {r} -depth -mindepth 1 -type d -exec rmdir {{}} + 2>/dev/null"]]
+    return Task(directives, setup, checker, [f"find {r} -mindepth 1 -type d -empty -delete"], [root], alts,
+                [rng.choice([f"find {r}", f"ls -R {r}"])])
 
 
 def _large_files(rng: random.Random, paths: Paths) -> Task:
@@ -106,7 +113,10 @@ def _large_files(rng: random.Random, paths: Paths) -> Task:
         f"Free some space: delete every file in {r} that is larger than {limit} KiB, and keep the smaller ones.",
         f"Remove the files in {r} bigger than {limit} kilobytes (1 KiB = 1024 bytes). Smaller files must stay.",
     )
-    return Task(directives, setup, checker, [f"find {r} -type f -size +{limit}k -delete"], [root])
+    alts = [[f"find {r} -type f -size +{limit}k -exec rm {{}} +"],
+            [f"find {r} -type f -size +{limit * 1024}c -delete"]]
+    return Task(directives, setup, checker, [f"find {r} -type f -size +{limit}k -delete"], [root], alts,
+                [f"ls -l {r}"])
 
 
 def build(rng: random.Random, paths: Paths) -> Task:

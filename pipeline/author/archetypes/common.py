@@ -35,6 +35,12 @@ class Task:
     work: list[str]
     # Directories the setup creates outside the usual places; sek must own them.
     roots: list[str] = field(default_factory=list)
+    # Other correct shapes of the work (each a whole replacement for `work`, genuinely
+    # different commands), so no one memorised command line is the only right one.
+    alternatives: list[list[str]] = field(default_factory=list)
+    # Commands that show what the work produced, typed by a careful operator before `exit`
+    # (read-only: they change nothing a checker looks at).
+    looks: list[str] = field(default_factory=list)
 
 
 class Paths:

@@ -80,7 +80,12 @@ def _change(rng: random.Random, paths: Paths) -> Task:
     directives = phrase(rng, f"In {p}, set {asks}. Leave every other line of the file unchanged.",
                         f"Edit {p}: change {asks}; do not touch any other setting.")
     script = "; ".join(f"s|^{k}{sep}.*|{k}{sep}{new[k]}|" for k in keys)
-    return Task(directives, write(path, lines), checker, [f"sed -i '{script}' {p}"], [path.rsplit("/", 1)[0]])
+    # The changed lines may move (the checker reads settings, not positions): drop and re-add.
+    alts = [[*(f"sed -i '/^{k}{sep}/c {k}{sep}{new[k]}' {p}" for k in keys)],
+            [f"grep -Ev '^({'|'.join(keys)})[ =:]' {p} > {p}.new",
+             f"printf '%s\\n' {' '.join(q(k + sep + new[k]) for k in keys)} >> {p}.new", f"mv {p}.new {p}"]]
+    return Task(directives, write(path, lines), checker, [f"sed -i '{script}' {p}"], [path.rsplit("/", 1)[0]],
+                alts, [rng.choice([f"cat {p}", f"grep -E '^({'|'.join(keys)})' {p}"])])
 
 
 def _disable(rng: random.Random, paths: Paths) -> Task:
@@ -95,8 +100,10 @@ def _disable(rng: random.Random, paths: Paths) -> Task:
     directives = phrase(rng, f"Disable the {key} setting in {p} by commenting out its line with a leading #. "
                              "Change nothing else.",
                         f"Comment out the line '{old}' in {p} (put # in front of it); keep the rest of the file as it is.")
+    alts = [[f"sed -i '/^{key}[ =:]/s/^/#/' {p}"],
+            [f"awk '/^{key}[ =:]/{{$0 = \"#\" $0}} {{print}}' {p} > {p}.new", f"mv {p}.new {p}"]]
     return Task(directives, write(path, lines), checker, [f"sed -i 's|^{key}{sep}|#&|' {p}"],
-                [path.rsplit("/", 1)[0]])
+                [path.rsplit("/", 1)[0]], alts, [f"cat {p}"])
 
 
 def _add(rng: random.Random, paths: Paths) -> Task:
@@ -108,7 +115,9 @@ def _add(rng: random.Random, paths: Paths) -> Task:
     directives = phrase(rng, f"Add the setting {key}{sep}{value} as a new line at the end of {p}, "
                              "keeping the existing lines as they are.",
                         f"{p} needs one more line: {key}{sep}{value}. Append it and leave everything else alone.")
-    return Task(directives, write(path, lines), checker, [f"echo '{key}{sep}{value}' >> {p}"], [path.rsplit("/", 1)[0]])
+    alts = [[f"printf '%s\\n' '{key}{sep}{value}' >> {p}"], [f"sed -i '$a {key}{sep}{value}' {p}"]]
+    return Task(directives, write(path, lines), checker, [f"echo '{key}{sep}{value}' >> {p}"], [path.rsplit("/", 1)[0]],
+                alts, [rng.choice([f"cat {p}", f"tail -n 3 {p}"])])
 
 
 def build(rng: random.Random, paths: Paths) -> Task:

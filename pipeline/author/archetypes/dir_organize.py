@@ -37,7 +37,10 @@ def _by_extension(rng: random.Random, paths: Paths) -> Task:
     )
     order = " ".join(sorted(used))
     work = [f"cd {r}", f"for e in {order}; do mkdir -p $e; mv *.$e $e/; done", "cd"]
-    return Task(directives, setup, checker, work, [root])
+    alts = [[f"cd {r}", 'for f in *.*; do mkdir -p "${f##*.}"; mv "$f" "${f##*.}/"; done', "cd"],
+            [f"mkdir -p {' '.join(f'{r}/{e}' for e in sorted(used))}",
+             *(f"mv {r}/*.{e} {r}/{e}/" for e in sorted(used))]]
+    return Task(directives, setup, checker, work, [root], alts, [f"ls -R {r}"])
 
 
 def _by_year(rng: random.Random, paths: Paths) -> Task:
@@ -62,7 +65,9 @@ def _by_year(rng: random.Random, paths: Paths) -> Task:
         f"a file whose name starts with 2019- belongs in {r}/2019/, and so on for every year present.",
     )
     work = [f"cd {r}", f"for y in {' '.join(map(str, used))}; do mkdir -p $y; mv $y-* $y/; done", "cd"]
-    return Task(directives, setup, checker, work, [root])
+    alts = [[f"cd {r}", f'for f in *-{kind}.txt; do y=$(echo "$f" | cut -c1-4); mkdir -p $y; mv "$f" $y/; done', "cd"],
+            [f"mkdir -p {' '.join(f'{r}/{y}' for y in used)}", *(f"mv {r}/{y}-* {r}/{y}/" for y in used)]]
+    return Task(directives, setup, checker, work, [root], alts, [f"ls -R {r}"])
 
 
 def _by_prefix(rng: random.Random, paths: Paths) -> Task:
@@ -85,7 +90,10 @@ def _by_prefix(rng: random.Random, paths: Paths) -> Task:
         "Leave the other files where they are.",
         f"Create {d} and move every {prefix}* file from {r} into it; nothing else in {r} should move.",
     )
-    return Task(directives, setup, checker, [f"mkdir -p {d}", f"mv {r}/{prefix}* {d}/"], [root])
+    alts = [[f"mkdir -p {d}", f"find {r} -maxdepth 1 -type f -name '{prefix}*' -exec mv {{}} {d}/ \\;"],
+            [f"mkdir -p {d}", f"for f in {r}/{prefix}*; do mv \"$f\" {d}/; done"]]
+    return Task(directives, setup, checker, [f"mkdir -p {d}", f"mv {r}/{prefix}* {d}/"], [root], alts,
+                [rng.choice([f"ls {d}", f"ls {d} {r}"])])
 
 
 def build(rng: random.Random, paths: Paths) -> Task:

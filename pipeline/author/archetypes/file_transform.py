@@ -30,9 +30,11 @@ def _sort_names(rng: random.Random, paths: Paths) -> Task:
     s, d = paths.show(src), paths.show(dst)
     directives = phrase(rng, f"Sort the lines of {s} alphabetically and write the result to {d}.",
                         f"Write an alphabetically sorted copy of {s} to {d}; leave the original as it is.")
-    work = [f"mkdir -p {paths.show(parent(dst))}", f"sort {s} > {d}"]
+    mk = f"mkdir -p {paths.show(parent(dst))}"
+    work = [mk, f"sort {s} > {d}"]
+    alts = [[mk, f"sort -o {d} {s}"], [mk, f"cat {s} | sort > {d}"]]
     checker = [*expect_text(dst, sorted(items)), *expect_text(src, items)]
-    return Task(directives, write(src, items), checker, work, [parent(src)])
+    return Task(directives, write(src, items), checker, work, [parent(src)], alts, [f"cat {d}"])
 
 
 def _sort_numbers_desc(rng: random.Random, paths: Paths) -> Task:
@@ -43,8 +45,10 @@ def _sort_numbers_desc(rng: random.Random, paths: Paths) -> Task:
     want = sorted(nums, key=int, reverse=True)
     directives = phrase(rng, f"{s} holds one number per line. Write them sorted from largest to smallest into {d}.",
                         f"Sort the numbers in {s} in descending numeric order and save them to {d}.")
-    work = [f"mkdir -p {paths.show(parent(dst))}", f"sort -rn {s} > {d}"]
-    return Task(directives, write(src, nums), expect_text(dst, want), work, [parent(src)])
+    mk = f"mkdir -p {paths.show(parent(dst))}"
+    work = [mk, f"sort -rn {s} > {d}"]
+    alts = [[mk, f"sort -n {s} | tac > {d}"], [mk, f"sort -n -r -o {d} {s}"]]
+    return Task(directives, write(src, nums), expect_text(dst, want), work, [parent(src)], alts, [f"cat {d}"])
 
 
 def _dedupe(rng: random.Random, paths: Paths) -> Task:
@@ -55,8 +59,11 @@ def _dedupe(rng: random.Random, paths: Paths) -> Task:
     s, d = paths.show(src), paths.show(dst)
     directives = phrase(rng, f"{s} has repeated lines. Write each distinct line once, sorted alphabetically, to {d}.",
                         f"Produce {d}: the lines of {s}, sorted, with duplicates removed.")
-    work = [f"mkdir -p {paths.show(parent(dst))}", f"sort -u {s} > {d}"]
-    return Task(directives, write(src, items), expect_text(dst, sorted(set(words))), work, [parent(src)])
+    mk = f"mkdir -p {paths.show(parent(dst))}"
+    work = [mk, f"sort -u {s} > {d}"]
+    alts = [[mk, f"sort {s} | uniq > {d}"], [mk, f"awk '!seen[$0]++' {s} | sort > {d}"]]
+    return Task(directives, write(src, items), expect_text(dst, sorted(set(words))), work, [parent(src)], alts,
+                [f"cat {d}"])
 
 
 def _sort_in_place(rng: random.Random, paths: Paths) -> Task:
@@ -65,7 +72,9 @@ def _sort_in_place(rng: random.Random, paths: Paths) -> Task:
     s = paths.show(src)
     directives = phrase(rng, f"Sort {s} alphabetically in place, so the file itself ends up sorted.",
                         f"Put the lines of {s} into alphabetical order, overwriting that same file.")
-    return Task(directives, write(src, items), expect_text(src, sorted(items)), [f"sort -o {s} {s}"], [parent(src)])
+    alts = [[f"sort {s} > {s}.new", f"mv {s}.new {s}"], [f"sort {s} > /tmp/sorted.txt && cat /tmp/sorted.txt > {s}"]]
+    return Task(directives, write(src, items), expect_text(src, sorted(items)), [f"sort -o {s} {s}"], [parent(src)],
+                alts, [f"cat {s}"])
 
 
 def _uppercase(rng: random.Random, paths: Paths) -> Task:
@@ -74,8 +83,11 @@ def _uppercase(rng: random.Random, paths: Paths) -> Task:
     s, d = paths.show(src), paths.show(dst)
     directives = phrase(rng, f"Convert every letter in {s} to upper case and write the result to {d}.",
                         f"Write {d} containing the text of {s} in capital letters.")
-    work = [f"mkdir -p {paths.show(parent(dst))}", f"tr a-z A-Z < {s} > {d}"]
-    return Task(directives, write(src, items), expect_text(dst, [x.upper() for x in items]), work, [parent(src)])
+    mk = f"mkdir -p {paths.show(parent(dst))}"
+    work = [mk, f"tr a-z A-Z < {s} > {d}"]
+    alts = [[mk, f"tr '[:lower:]' '[:upper:]' < {s} > {d}"], [mk, f"awk '{{print toupper($0)}}' {s} > {d}"]]
+    return Task(directives, write(src, items), expect_text(dst, [x.upper() for x in items]), work, [parent(src)],
+                alts, [f"cat {d}"])
 
 
 def _delimiter(rng: random.Random, paths: Paths) -> Task:
@@ -88,9 +100,11 @@ def _delimiter(rng: random.Random, paths: Paths) -> Task:
     directives = phrase(rng, f"{s} uses semicolons between fields. "
                              f"Write a copy to {d} with commas instead of semicolons.",
                         f"Convert {s} from semicolon-separated to comma-separated and save it as {d}.")
-    work = [f"mkdir -p {paths.show(parent(dst))}", f"tr ';' ',' < {s} > {d}"]
+    mk = f"mkdir -p {paths.show(parent(dst))}"
+    work = [mk, f"tr ';' ',' < {s} > {d}"]
+    alts = [[mk, f"sed 's/;/,/g' {s} > {d}"], [mk, f"awk -F';' -v OFS=, '{{$1=$1; print}}' {s} > {d}"]]
     return Task(directives, write(src, [";".join(r) for r in rows]), expect_text(dst, [",".join(r) for r in rows]),
-                work, [parent(src)])
+                work, [parent(src)], alts, [f"head {d}"])
 
 
 def _strip_comments(rng: random.Random, paths: Paths) -> Task:
@@ -107,8 +121,10 @@ def _strip_comments(rng: random.Random, paths: Paths) -> Task:
     s, d = paths.show(src), paths.show(dst)
     directives = phrase(rng, f"Copy {s} to {d} without its comment lines (those starting with #) and without blank lines.",
                         f"Write {d}: every line of {s} except blank lines and lines that begin with #.")
-    work = [f"mkdir -p {paths.show(parent(dst))}", f"grep -v '^#' {s} | grep -v '^$' > {d}"]
-    return Task(directives, write(src, lines), expect_text(dst, keep), work, [parent(src)])
+    mk = f"mkdir -p {paths.show(parent(dst))}"
+    work = [mk, f"grep -v '^#' {s} | grep -v '^$' > {d}"]
+    alts = [[mk, f"grep -Ev '^(#|$)' {s} > {d}"], [mk, f"sed '/^#/d;/^$/d' {s} > {d}"]]
+    return Task(directives, write(src, lines), expect_text(dst, keep), work, [parent(src)], alts, [f"cat {d}"])
 
 
 def _reverse(rng: random.Random, paths: Paths) -> Task:
@@ -117,8 +133,11 @@ def _reverse(rng: random.Random, paths: Paths) -> Task:
     s, d = paths.show(src), paths.show(dst)
     directives = phrase(rng, f"Write the lines of {s} in reverse order (last line first) to {d}.",
                         f"Reverse the order of the lines in {s} and save the result as {d}.")
-    work = [f"mkdir -p {paths.show(parent(dst))}", f"tac {s} > {d}"]
-    return Task(directives, write(src, items), expect_text(dst, items[::-1]), work, [parent(src)])
+    mk = f"mkdir -p {paths.show(parent(dst))}"
+    work = [mk, f"tac {s} > {d}"]
+    alts = [[mk, f"awk '{{a[NR]=$0}} END{{for (i = NR; i > 0; i--) print a[i]}}' {s} > {d}"],
+            [mk, f"sed '1!G;h;$!d' {s} > {d}"]]
+    return Task(directives, write(src, items), expect_text(dst, items[::-1]), work, [parent(src)], alts, [f"cat {d}"])
 
 
 def build(rng: random.Random, paths: Paths) -> Task:

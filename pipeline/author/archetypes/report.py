@@ -45,11 +45,15 @@ def _group_totals(rng: random.Random, paths: Paths) -> Task:
         f"Sum the amount column of {c} for each region and save the result to {o}: "
         "lines 'REGION TOTAL', in alphabetical order of region.",
     )
-    work = [f"mkdir -p {paths.show(parent(out))}",
-            f"awk -F, 'NR>1{{s[$1]+=$2}} END{{for (r in s) print r, s[r]}}' {c} | sort > {o}"]
+    mk = f"mkdir -p {paths.show(parent(out))}"
+    work = [mk, f"awk -F, 'NR>1{{s[$1]+=$2}} END{{for (r in s) print r, s[r]}}' {c} | sort > {o}"]
+    alts = [[mk, f"tail -n +2 {c} | sort -t, -k1,1 | awk -F, '$1 != p {{if (p != \"\") print p, t; p = $1; t = 0}} "
+                 f"{{t += $2}} END{{print p, t}}' > {o}"],
+            [mk, f"for r in $(tail -n +2 {c} | cut -d, -f1 | sort -u); do "
+                 f"echo \"$r $(awk -F, -v r=$r '$1 == r {{t += $2}} END{{print t}}' {c})\"; done > {o}"]]
     lines = ["region,amount", *(f"{r},{a}" for r, a in rows)]
     return Task(directives, write(csv, lines), expect_rows(out, [f"{r} {totals[r]}" for r in sorted(totals)]), work,
-                [parent(csv)])
+                [parent(csv)], alts, [f"cat {o}"])
 
 
 def _grand_total(rng: random.Random, paths: Paths) -> Task:
@@ -59,9 +63,13 @@ def _grand_total(rng: random.Random, paths: Paths) -> Task:
     directives = phrase(rng, f"Add up the amount column (the second one) of {c}, "
                              f"skipping the header, and write the total to {o}.",
                         f"What is the sum of all amounts in {c}? Write just the number to {o}.")
-    work = [f"mkdir -p {paths.show(parent(out))}", f"awk -F, 'NR>1{{t+=$2}} END{{print t}}' {c} > {o}"]
+    mk = f"mkdir -p {paths.show(parent(out))}"
+    work = [mk, f"awk -F, 'NR>1{{t+=$2}} END{{print t}}' {c} > {o}"]
+    alts = [[mk, f"echo $(( $(tail -n +2 {c} | cut -d, -f2 | paste -sd+) )) > {o}"],
+            [mk, f"cut -d, -f2 {c} | sed 1d | awk '{{t += $1}} END{{print t}}' > {o}"]]
     lines = ["region,amount", *(f"{r},{a}" for r, a in rows)]
-    return Task(directives, write(csv, lines), expect_number(out, sum(a for _, a in rows)), work, [parent(csv)])
+    return Task(directives, write(csv, lines), expect_number(out, sum(a for _, a in rows)), work, [parent(csv)],
+                alts, [f"cat {o}"])
 
 
 def _top_users(rng: random.Random, paths: Paths) -> Task:
@@ -72,41 +80,55 @@ def _top_users(rng: random.Random, paths: Paths) -> Task:
     counts = dict(zip(users, rng.sample(range(1, 25), len(users))))
     entries = [u for u, k in counts.items() for _ in range(k)]
     rng.shuffle(entries)
-    lines = [f"2024-05-{i % 28 + 1:02d} {u} {rng.choice(WORDS)}" for i, u in enumerate(entries)]
+    # Where the user stands in a line varies, and only the directives say where.
+    layout, field = rng.choice([("DATE USER ACTION", 2), ("USER DATE ACTION", 1), ("DATE ACTION USER", 3)])
+    lines = []
+    for i, u in enumerate(entries):
+        parts = {"DATE": f"2024-05-{i % 28 + 1:02d}", "USER": u, "ACTION": rng.choice(WORDS)}
+        lines.append(" ".join(parts[w] for w in layout.split()))
     ranked = sorted(counts.items(), key=lambda kv: -kv[1])[:top]
     out = _out(rng, f"top{top}_users")
     g, o = paths.show(log), paths.show(out)
     directives = phrase(
         rng,
-        f"Each line of {g} is 'DATE USER ACTION'. "
+        f"Each line of {g} is '{layout}'. "
         f"Write the {top} users with the most lines to {o}, one per line as 'COUNT USER', most active first.",
-        f"Who are the {top} most frequent users in {g} (the second field)? "
+        f"Who are the {top} most frequent users in {g} (field {field} of '{layout}')? "
         f"Save them to {o} as lines 'COUNT USER', highest count first.",
     )
-    work = [f"mkdir -p {paths.show(parent(out))}",
-            f"cut -d' ' -f2 {g} | sort | uniq -c | sort -rn | head -n {top} > {o}"]
-    return Task(directives, write(log, lines), expect_rows(out, [f"{k} {u}" for u, k in ranked]), work, [parent(log)])
+    mk = f"mkdir -p {paths.show(parent(out))}"
+    work = [mk, f"cut -d' ' -f{field} {g} | sort | uniq -c | sort -rn | head -n {top} > {o}"]
+    alts = [[mk, f"awk '{{c[${field}]++}} END{{for (u in c) print c[u], u}}' {g} | sort -rn | head -n {top} > {o}"],
+            [mk, f"awk '{{print ${field}}}' {g} | sort | uniq -c | sort -k1,1nr | head -{top} > {o}"]]
+    return Task(directives, write(log, lines), expect_rows(out, [f"{k} {u}" for u, k in ranked]), work, [parent(log)],
+                alts, [f"cat {o}"])
 
 
 def _line_counts(rng: random.Random, paths: Paths) -> Task:
-    root = pick_root(rng, ["notes", "chapters", "minutes", "drafts", "poems"])
-    files = {f"{w}.txt": rng.randint(1, 30) for w in rng.sample(WORDS, rng.randint(3, 6))}
+    root = pick_root(rng, ["notes", "chapters", "minutes", "drafts", "poems", "essays", "letters", "lyrics"])
+    # Which files count (the extension) varies; a file of another kind sits beside them.
+    ext, other = rng.choice([("txt", "md"), ("md", "txt"), ("log", "txt")])
+    files = {f"{w}.{ext}": rng.randint(1, 30) for w in rng.sample(WORDS, rng.randint(3, 6))}
     setup = []
     for name, n in files.items():
         setup += write(f"{root}/{name}", filler(rng, n))
     setup += write(f"{root}/README", filler(rng, 3))
-    out = _out(rng, "line_counts")
+    setup += write(f"{root}/{rng.choice(WORDS)}-notes.{other}", filler(rng, rng.randint(2, 9)))
+    out = _out(rng, rng.choice(["line_counts", "lines_per_file", "lengths"]))
     r, o = paths.show(root), paths.show(out)
     directives = phrase(
         rng,
-        f"For each .txt file in {r}, write a line 'FILENAME LINES' (file name without the directory, "
+        f"For each .{ext} file in {r}, write a line 'FILENAME LINES' (file name without the directory, "
         f"then its number of lines) to {o}, sorted by file name.",
-        f"Report how many lines every *.txt file in {r} has: "
+        f"Report how many lines every *.{ext} file in {r} has: "
         f"save lines of the form 'NAME COUNT' to {o}, ordered by name.",
     )
-    work = [f"mkdir -p {paths.show(parent(out))}", f"cd {r}",
-            f"for f in *.txt; do echo \"$f $(wc -l < $f)\"; done > {o}", "cd"]
-    return Task(directives, setup, expect_rows(out, [f"{n} {files[n]}" for n in sorted(files)]), work, [root])
+    mk = f"mkdir -p {paths.show(parent(out))}"
+    work = [mk, f"cd {r}", f"for f in *.{ext}; do echo \"$f $(wc -l < $f)\"; done > {o}", "cd"]
+    alts = [[mk, f"cd {r}", f"wc -l *.{ext} | grep -v ' total$' | awk '{{print $2, $1}}' > {o}", "cd"],
+            [mk, f"for f in {r}/*.{ext}; do echo \"$(basename $f) $(wc -l < $f)\"; done > {o}"]]
+    return Task(directives, setup, expect_rows(out, [f"{n} {files[n]}" for n in sorted(files)]), work, [root],
+                alts, [f"cat {o}"])
 
 
 def build(rng: random.Random, paths: Paths) -> Task:

@@ -42,8 +42,11 @@ def _log_level(rng: random.Random, paths: Paths) -> Task:
         f"How many {level} entries does {paths.show(log)} contain? Put the number alone in {paths.show(out)}.",
         f"Find every {level} line in {paths.show(log)}. Save only the count of those lines to {paths.show(out)}.",
     )
-    work = [f"mkdir -p {paths.show(parent(out))}", f"grep -c {level} {paths.show(log)} > {paths.show(out)}"]
-    return Task(directives, write(log, lines), expect_number(out, hits), work, [parent(log)])
+    g, o, mk = paths.show(log), paths.show(out), f"mkdir -p {paths.show(parent(out))}"
+    work = [mk, f"grep -c {level} {g} > {o}"]
+    alts = [[mk, f"grep {level} {g} | wc -l > {o}"],
+            [mk, f"awk '/{level}/{{n++}} END{{print n+0}}' {g} > {o}"]]
+    return Task(directives, write(log, lines), expect_number(out, hits), work, [parent(log)], alts, [f"cat {o}"])
 
 
 def _files_by_ext(rng: random.Random, paths: Paths) -> Task:
@@ -72,9 +75,11 @@ def _files_by_ext(rng: random.Random, paths: Paths) -> Task:
         f"Write the number alone to {paths.show(out)}.",
         f"Count all files ending in .{ext} anywhere below {paths.show(root)} and save the count in {paths.show(out)}.",
     )
-    work = [f"mkdir -p {paths.show(parent(out))}",
-            f"find {paths.show(root)} -type f -name '*.{ext}' | wc -l > {paths.show(out)}"]
-    return Task(directives, setup, expect_number(out, hits), work, [root])
+    r, o, mk = paths.show(root), paths.show(out), f"mkdir -p {paths.show(parent(out))}"
+    work = [mk, f"find {r} -type f -name '*.{ext}' | wc -l > {o}"]
+    alts = [[mk, f"find {r} -type f | grep -c '\\.{ext}$' > {o}"],
+            [mk, f"ls -R {r} | grep -c '\\.{ext}$' > {o}"]]
+    return Task(directives, setup, expect_number(out, hits), work, [root], alts, [f"cat {o}"])
 
 
 def _csv_match(rng: random.Random, paths: Paths) -> Task:
@@ -97,32 +102,48 @@ def _csv_match(rng: random.Random, paths: Paths) -> Task:
         f"Count the rows whose city is {city} and write that number to {paths.show(out)}.",
         f"In {paths.show(csv)}, how many records have city {city}? Write only the number to {paths.show(out)}.",
     )
-    work = [f"mkdir -p {paths.show(parent(out))}",
-            f"awk -F, '$3==\"{city}\"' {paths.show(csv)} | wc -l > {paths.show(out)}"]
-    return Task(directives, write(csv, lines), expect_number(out, hits), work, [parent(csv)])
+    c, o, mk = paths.show(csv), paths.show(out), f"mkdir -p {paths.show(parent(out))}"
+    work = [mk, f"awk -F, '$3==\"{city}\"' {c} | wc -l > {o}"]
+    alts = [[mk, f"cut -d, -f3 {c} | grep -cx {city} > {o}"],
+            [mk, f"grep -c ',{city},' {c} > {o}"]]
+    return Task(directives, write(csv, lines), expect_number(out, hits), work, [parent(csv)], alts, [f"cat {o}"])
 
 
 def _distinct_clients(rng: random.Random, paths: Paths) -> Task:
-    log = f"{pick_root(rng, ['logs', 'web', 'www-logs'])}/access.log"
+    log = f"{pick_root(rng, ['logs', 'web', 'www-logs', 'frontend', 'proxy'])}/{rng.choice(['access', 'requests', 'api-access', 'gateway'])}.log"
     ips = [f"10.{rng.randint(0, 255)}.{rng.randint(0, 255)}.{rng.randint(1, 254)}" for _ in range(rng.randint(4, 18))]
-    distinct = len(set(ips))
+    pages = [f"/{w}" for w in rng.sample(WORDS, rng.randint(4, 14))]
     lines = []
     for i in range(rng.randint(30, 80)):
         ip = ips[i] if i < len(ips) else rng.choice(ips)
-        lines.append(f'{ip} - - [05/Mar/2024:10:{i % 60:02d}:00 +0000] "GET /{rng.choice(WORDS)} HTTP/1.1" '
+        page = pages[i] if i < len(pages) else rng.choice(pages)
+        lines.append(f'{ip} - - [05/Mar/2024:10:{i % 60:02d}:00 +0000] "GET {page} HTTP/1.1" '
                      f'{rng.choice([200, 200, 200, 304, 404, 500])} {rng.randint(100, 9000)}')
     rng.shuffle(lines)
-    out = _answer_path(rng, "unique_clients")
-    directives = phrase(
-        rng,
-        f"The first field of each line in {paths.show(log)} is a client IP address. "
-        f"Write the number of distinct client addresses to {paths.show(out)}.",
-        f"How many different IP addresses made requests according to {paths.show(log)}? "
-        f"Save just the number in {paths.show(out)}.",
-    )
-    work = [f"mkdir -p {paths.show(parent(out))}",
-            f"cut -d' ' -f1 {paths.show(log)} | sort -u | wc -l > {paths.show(out)}"]
-    return Task(directives, write(log, lines), expect_number(out, distinct), work, [parent(log)])
+    # What is counted varies (client addresses, field 1, or requested paths, field 7).
+    if rng.random() < 0.5:
+        field, distinct, out = 1, len(set(ips)), _answer_path(rng, rng.choice(["unique_clients", "client_count"]))
+        directives = phrase(
+            rng,
+            f"The first field of each line in {paths.show(log)} is a client IP address. "
+            f"Write the number of distinct client addresses to {paths.show(out)}.",
+            f"How many different IP addresses made requests according to {paths.show(log)}? "
+            f"Save just the number in {paths.show(out)}.",
+        )
+    else:
+        field, distinct, out = 7, len(set(pages)), _answer_path(rng, rng.choice(["unique_paths", "page_count"]))
+        directives = phrase(
+            rng,
+            f"The seventh space-separated field of each line in {paths.show(log)} is the requested path. "
+            f"Write the number of distinct paths requested to {paths.show(out)}.",
+            f"How many different paths (field 7) were requested according to {paths.show(log)}? "
+            f"Save just the number in {paths.show(out)}.",
+        )
+    g, o, mk = paths.show(log), paths.show(out), f"mkdir -p {paths.show(parent(out))}"
+    work = [mk, f"cut -d' ' -f{field} {g} | sort -u | wc -l > {o}"]
+    alts = [[mk, f"awk '{{print ${field}}}' {g} | sort | uniq | wc -l > {o}"],
+            [mk, f"awk '!seen[${field}]++' {g} | wc -l > {o}"]]
+    return Task(directives, write(log, lines), expect_number(out, distinct), work, [parent(log)], alts, [f"cat {o}"])
 
 
 def build(rng: random.Random, paths: Paths) -> Task:

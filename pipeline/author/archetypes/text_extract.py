@@ -33,8 +33,11 @@ def _emails_of_team(rng: random.Random, paths: Paths) -> Task:
         f"List the emails of the {team} team members found in {c} into {o}: "
         "one address per line, keeping the file's order, no header.",
     )
-    work = [f"mkdir -p {paths.show(parent(out))}", f"awk -F, '$3==\"{team}\"{{print $2}}' {c} > {o}"]
-    return Task(directives, write(csv, rows), expect_text(out, want), work, [parent(csv)])
+    mk = f"mkdir -p {paths.show(parent(out))}"
+    work = [mk, f"awk -F, '$3==\"{team}\"{{print $2}}' {c} > {o}"]
+    alts = [[mk, f"grep ',{team}$' {c} | cut -d, -f2 > {o}"],
+            [mk, f"cut -d, -f2,3 {c} | grep ',{team}$' | cut -d, -f1 > {o}"]]
+    return Task(directives, write(csv, rows), expect_text(out, want), work, [parent(csv)], alts, [f"cat {o}"])
 
 
 def _login_shell_users(rng: random.Random, paths: Paths) -> Task:
@@ -58,8 +61,11 @@ def _login_shell_users(rng: random.Random, paths: Paths) -> Task:
         f"Which accounts in the passwd-style file {s} use {shell} as their shell? "
         f"Put their user names, one per line, in {o}.",
     )
-    work = [f"mkdir -p {paths.show(parent(out))}", f"awk -F: '$7==\"{shell}\"{{print $1}}' {s} > {o}"]
-    return Task(directives, write(src, lines), expect_set(out, want), work, [parent(src)])
+    mk = f"mkdir -p {paths.show(parent(out))}"
+    work = [mk, f"awk -F: '$7==\"{shell}\"{{print $1}}' {s} > {o}"]
+    alts = [[mk, f"grep ':{shell}$' {s} | cut -d: -f1 > {o}"],
+            [mk, f"awk -F: -v sh={shell} '$NF == sh {{print $1}}' {s} > {o}"]]
+    return Task(directives, write(src, lines), expect_set(out, want), work, [parent(src)], alts, [f"cat {o}"])
 
 
 def _between_markers(rng: random.Random, paths: Paths) -> Task:
@@ -75,37 +81,45 @@ def _between_markers(rng: random.Random, paths: Paths) -> Task:
         f"{s} contains a block that starts with 'BEGIN {block}' and ends with 'END {block}'. "
         f"Save just the lines inside that block to {o}.",
     )
-    work = [f"mkdir -p {paths.show(parent(out))}",
-            f"sed -n '/^BEGIN {block}$/,/^END {block}$/p' {s} | sed '1d;$d' > {o}"]
-    return Task(directives, write(src, lines), expect_text(out, inner), work, [parent(src)])
+    mk = f"mkdir -p {paths.show(parent(out))}"
+    work = [mk, f"sed -n '/^BEGIN {block}$/,/^END {block}$/p' {s} | sed '1d;$d' > {o}"]
+    alts = [[mk, f"awk '/^END {block}$/{{f=0}} f; /^BEGIN {block}$/{{f=1}}' {s} > {o}"],
+            [mk, f"sed '1,/^BEGIN {block}$/d;/^END {block}$/,$d' {s} > {o}"]]
+    return Task(directives, write(src, lines), expect_text(out, inner), work, [parent(src)], alts, [f"cat {o}"])
 
 
 def _missing_pages(rng: random.Random, paths: Paths) -> Task:
     log = f"{pick_root(rng, ['logs', 'web', 'nginx'])}/access.log"
     pages = [f"/{a}/{b}" for a, b in zip(rng.sample(WORDS, 12), rng.sample(WORDS, 12))]
     bad = rng.sample(pages, rng.randint(2, 6))
+    # The status asked for varies, so one instance's command answers no other.
+    code, meaning = rng.choice([(404, "were not found"), (500, "failed with a server error"), (403, "were forbidden")])
+    others = [c for c in (200, 200, 301, 404, 500, 403) if c != code]
     lines, want = [], set()
     for i in range(rng.randint(25, 60)):
         page = bad[i] if i < len(bad) else rng.choice(pages)
         # Each bad page fails at least once; later hits on it may succeed.
         if i < len(bad) or (page in bad and rng.random() < 0.8):
-            status = 404
+            status = code
         else:
-            status = rng.choice([200, 200, 301, 500])
-        if status == 404:
+            status = rng.choice(others)
+        if status == code:
             want.add(page)
         lines.append(f'10.0.{rng.randint(0, 9)}.{rng.randint(1, 200)} - - [05/Mar/2024:11:{i % 60:02d}:07 +0000] '
                      f'"GET {page} HTTP/1.1" {status} {rng.randint(200, 5000)}')
     rng.shuffle(lines)
-    out = _out(rng, "not_found")
+    out = _out(rng, {404: "not_found", 500: "server_errors", 403: "forbidden"}[code])
     s, o = paths.show(log), paths.show(out)
     directives = phrase(
         rng,
-        f"Write every distinct request path that got a 404 response in {s} to {o}, one per line.",
-        f"Which pages were not found? From {s}, list each path that was answered with status 404, once each, in {o}.",
+        f"Write every distinct request path that got a {code} response in {s} to {o}, one per line.",
+        f"Which pages {meaning}? From {s}, list each path that was answered with status {code}, once each, in {o}.",
     )
-    work = [f"mkdir -p {paths.show(parent(out))}", f"awk '$9==404{{print $7}}' {s} | sort -u > {o}"]
-    return Task(directives, write(log, lines), expect_set(out, sorted(want)), work, [parent(log)])
+    mk = f"mkdir -p {paths.show(parent(out))}"
+    work = [mk, f"awk '$9=={code}{{print $7}}' {s} | sort -u > {o}"]
+    alts = [[mk, f"grep '\" {code} ' {s} | cut -d' ' -f7 | sort -u > {o}"],
+            [mk, f"awk '$9 == \"{code}\" {{print $7}}' {s} | sort | uniq > {o}"]]
+    return Task(directives, write(log, lines), expect_set(out, sorted(want)), work, [parent(log)], alts, [f"cat {o}"])
 
 
 def _lines_mentioning(rng: random.Random, paths: Paths) -> Task:
@@ -122,8 +136,10 @@ def _lines_mentioning(rng: random.Random, paths: Paths) -> Task:
     s, o = paths.show(src), paths.show(out)
     directives = phrase(rng, f"Copy every line of {s} that mentions {city} into {o}, keeping their order.",
                         f"Save the lines of {s} containing the word {city} to {o}.")
-    work = [f"mkdir -p {paths.show(parent(out))}", f"grep {city} {s} > {o}"]
-    return Task(directives, write(src, lines), expect_text(out, want), work, [parent(src)])
+    mk = f"mkdir -p {paths.show(parent(out))}"
+    work = [mk, f"grep {city} {s} > {o}"]
+    alts = [[mk, f"awk '/{city}/' {s} > {o}"], [mk, f"sed -n '/{city}/p' {s} > {o}"]]
+    return Task(directives, write(src, lines), expect_text(out, want), work, [parent(src)], alts, [f"cat {o}"])
 
 
 def build(rng: random.Random, paths: Paths) -> Task:
