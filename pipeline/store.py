@@ -374,10 +374,12 @@ class Store:
 
     def same_task(self, fingerprint: str, *, other_than: str | None = None) -> list[dict]:
         """Admitted scenarios with this task fingerprint (pipeline/author/dedup.py), other than
-        id `other_than`, oldest first: what a new scenario of that task would duplicate."""
+        id `other_than` and stored before it where it is stored already, oldest first: what
+        scenario `other_than` would duplicate (re-admitting the first of two never demotes it)."""
         return self.query("select id, split from scenarios where fingerprint = ? and id != ? "
-                          "and admitted = 1 order by created_at, id",
-                          [fingerprint, other_than or ""])
+                          "and admitted = 1 and coalesce(created_at, 0) < coalesce("
+                          "(select created_at from scenarios where id = ?), 1e300) "
+                          "order by created_at, id", [fingerprint, other_than or "", other_than or ""])
 
     def scenario_keys(self) -> dict[str, dict]:
         """Every stored scenario's split, admission and fingerprint, by id."""

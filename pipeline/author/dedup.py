@@ -14,10 +14,11 @@ expecting the same terminal, once these are normalised away:
   the working places (`/home/sek`, `/srv`, `/opt`) and every directory below them, and the
   directories below `/tmp`, `/var/tmp`, `/etc`, `/var/log`, `/var/lib`, `/var/spool`,
   `/var/cache`, `/var/mail`, are renamed `P1`, `P2`, ... in order of first appearance, one
-  name per directory, so the tree's shape stays. File names and everything in the data stay.
+  name per directory, so the tree's shape stays (paths inside the data are renamed the same
+  way). File names and everything else in the data stay.
 
-Not part of the task: the reference (one way of doing it; several shapes may solve one task),
-the archetype label, the split, the seed, the id. Different data, a different threshold,
+Not part of the task: the reference and its alternatives (ways of doing it; several shapes may
+solve one task), the archetype label, the split, the seed, the id. Different data, a different threshold,
 target, count or expected output make a different checker or setup, hence a different
 fingerprint.
 """
@@ -127,10 +128,11 @@ class _Renamer:
 def provider_paths(s: dict) -> set[str]:
     """Files only the provider and announcement use: what a retrieve step reads (the pointer's
     file), the announcement's file and the provider's program."""
-    out = {f"/usr/local/bin/{(s.get('provider') or {}).get('name') or ''}"}
-    for step in retrieve_steps(s):
+    prov = s.get("provider") if isinstance(s.get("provider"), dict) else {}
+    out = {f"/usr/local/bin/{prov.get('name') or ''}"}
+    for step in retrieve_steps({"provider": prov}):
         out.update(p.rstrip("/") for p in _paths(_HOME_SPELLINGS.sub(HOME, _tilde(step))))
-    ann = s.get("announcement") or {}
+    ann = s.get("announcement") if isinstance(s.get("announcement"), dict) else {}
     if ann.get("kind") == "file" and isinstance(ann.get("path"), str):
         out.add(ann["path"].rstrip("/"))
     return out
@@ -156,6 +158,8 @@ def _clean(header: str) -> str:
 
 def canonical(s: dict) -> dict:
     """What the fingerprint hashes: the scenario's task with its wording normalised away."""
+    if not isinstance(s, dict):
+        s = {}
     owned = provider_paths(s)
     scripts = {}
     for field in ("checker", "setup"):

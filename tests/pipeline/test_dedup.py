@@ -209,6 +209,15 @@ def test_admission_rejects_a_duplicate_in_the_batch_and_in_the_store(tmp_path, f
     # re-admitting a scenario under its own id is not a duplicate of itself
     v, = admit_many([(a, None, None)], None, store=store, batch_id="batch-3")
     assert v.reasons == ["admitted"]
+    # a store from before dedup holds two admitted copies: re-admitting the later one makes it
+    # a duplicate of the first, re-admitting the first never demotes it
+    later = dict(b, id="report-admitted-before-dedup")
+    store.put_scenario(later, admitted=True, reasons=["admitted"], source="file")
+    v, = admit_many([(a, None, None)], None, store=store)
+    assert v.reasons == ["admitted"]
+    v, = admit_many([(later, None, None)], None, store=store)
+    assert v.reasons == ["duplicate"] and a["id"] in v.messages["duplicate"]
+    assert fingerprint("not a scenario") == fingerprint({})   # never a traceback
 
 
 def test_a_copy_of_a_rejected_task_gets_its_own_chance(tmp_path, fake_sandbox):
