@@ -242,6 +242,23 @@ def test_a_teacher_scenario_that_repeats_an_admitted_task_is_a_duplicate(tmp_pat
     assert v.reasons == ["duplicate"] and a["id"] in v.messages["duplicate"]
 
 
+def test_the_cycles_author_stage_rejects_a_copy_of_a_stored_held_out_task(tmp_path, fake_sandbox):
+    """The incident: a new authoring run draws the task of a scenario already held out. The
+    cycle's author stage rejects it as duplicate, so it is neither trained on nor held out twice."""
+    from pipeline import cycle
+    cfg = cycle.CycleConfig(count=18, seed=0, instance_fraction=0.1)
+    drawn = generate(18, 0, holdout=Holdout(frozenset(cfg.holdout_archetypes)))
+    victim = next(s for s in drawn if s["split"] == "train")
+    store = Store(tmp_path / "store.db")
+    earlier = dict(victim, id="earlier-held-out", split="holdout",
+                   directives="Reworded. " + victim["directives"])
+    store.put_scenario(earlier, admitted=True, reasons=["admitted"], source="procedural")
+    out = cycle.author(None, store, None, cfg, cycle._Quiet(), "batch-c")
+    assert out["rejected_by_reason"] == {"duplicate": 1} and out["admitted"] == 17
+    assert victim["id"] not in out["train"] + out["instance"] + out["holdout"]
+    assert "earlier-held-out" in store.last_admission(victim["id"])["messages"]["duplicate"]
+
+
 # ------------------------------------------------------------------- the export's leak guard
 def _kept_rollout(store: Store, s: dict, n: int) -> str:
     return store.put_rollout({
