@@ -266,5 +266,25 @@ class ReferenceOperator:
 
 @register("reference")
 def _make(arg: str, options: dict) -> ReferenceOperator:
+    """`reference`, or `reference:p_recover=0,p_check=1,vary_shape=false` for an ablation."""
     known = {"p_probe", "p_look", "p_recover", "p_check", "vary_shape"}
-    return ReferenceOperator(**{k: v for k, v in options.items() if k in known})
+    kw = {k: v for k, v in options.items() if k in known}
+    for part in filter(None, (x.strip() for x in arg.split(","))):
+        key, eq, value = part.partition("=")
+        key = key.strip()
+        if not eq or key not in known:
+            raise SekbenchError(f"reference option {part!r} not understood; "
+                                f"known: {', '.join(sorted(known))} (as reference:KEY=VALUE,...)")
+        value = value.strip().lower()
+        if key == "vary_shape":
+            if value not in ("true", "false", "1", "0", "yes", "no", "on", "off"):
+                raise SekbenchError(f"reference option vary_shape takes true or false, not {value!r}")
+            kw[key] = value in ("true", "1", "yes", "on")
+            continue
+        try:
+            kw[key] = float(value)
+        except ValueError:
+            raise SekbenchError(f"reference option {key} takes a probability, not {value!r}") from None
+        if not 0.0 <= kw[key] <= 1.0:
+            raise SekbenchError(f"reference option {key} takes a probability in [0, 1], not {value}")
+    return ReferenceOperator(**kw)

@@ -245,3 +245,15 @@ def test_every_shape_passes_the_checker(ws):
     assert len(results) > 100
     failed = [r for r in results if r[3] != r[2] or r[4] is not True]
     assert not failed, failed
+
+
+def test_options_from_the_operator_spec():
+    from pipeline.errors import SekbenchError
+    from pipeline.operators import make_operator
+    op = make_operator("reference:p_recover=1,p_check=0,vary_shape=false")
+    assert (op.p_recover, op.p_check, op.vary_shape, op.p_probe) == (1.0, 0.0, False, 0.35)
+    op = make_operator("reference")
+    assert (op.p_recover, op.p_check, op.vary_shape) == (0.3, 0.6, True)
+    for bad in ("reference:p_recover", "reference:nope=1", "reference:p_check=1.5", "reference:vary_shape=2"):
+        with pytest.raises(SekbenchError, match="reference option"):
+            make_operator(bad)

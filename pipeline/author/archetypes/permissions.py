@@ -71,7 +71,7 @@ def _exec_scripts(rng: random.Random, paths: Paths) -> Task:
                                      ("pl", "Perl scripts", "#!/usr/bin/perl"), ("rb", "Ruby scripts", "#!/usr/bin/env ruby")])
     names = rng.sample(WORDS, rng.randint(4, 9))
     scripts = names[: rng.randint(2, len(names) - 2)]
-    others = [f"{n}.{rng.choice(['txt', 'conf', 'md', *({'sh', 'py'} - {ext})])}" for n in names[len(scripts):]]
+    others = [f"{n}.{rng.choice(['txt', 'conf', 'md', *(e for e in ('sh', 'py') if e != ext)])}" for n in names[len(scripts):]]
     setup, checker = [f"mkdir -p {q(root)}"], []
     for n in scripts:
         p = f"{root}/{n}.{ext}"
