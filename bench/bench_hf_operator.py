@@ -159,15 +159,19 @@ def bench_batching(args) -> dict:
             "largest_batch": resident.largest_batch}
 
 
-def bench_cache(args) -> dict:
-    """N concurrent sessions batched, decoding into reserved room vs DynamicLayer's concat."""
+def bench_cache(args, attr: str = "buffered_kv", names=("buffered", "concat")) -> dict:
+    """N concurrent sessions batched, with a Resident switch on vs off: `buffered_kv`
+    (decoding into reserved room vs DynamicLayer's concat) or `continuous` (turns join a
+    running batch vs wait for it to finish)."""
     banners = [f"{BANNER}\nSession {i} of {args.cache_sessions} on box-{i}." for i in range(args.cache_sessions)]
     out = {}
     runs = {}
     for buffered in (True, False):
         ops = [make_operator("hf:default", max_new_tokens=args.max_new_tokens) for _ in banners]
         resident = ops[0].resident
-        resident.buffered_kv, resident.window_s, resident.largest_batch = buffered, 0.2, 0
+        setattr(resident, attr, buffered)
+        resident.window_s, resident.largest_batch = 0.2, 0
+        t_before = dict(resident.timing)
         results: list = [None] * len(ops)
         gate = threading.Barrier(len(ops))
 
@@ -184,15 +188,21 @@ def bench_cache(args) -> dict:
             return list(results)
 
         runs[buffered], wall, cpu = timed(concurrently)
-        out["buffered" if buffered else "concat"] = {"wall_s": round(wall, 1), "cpu_s": round(cpu, 1),
-                                                     "largest_batch": resident.largest_batch}
-    resident.buffered_kv, resident.window_s = True, 0.01
-    assert runs[True] == runs[False], "the two caches typed different commands"
-    b, c = out["buffered"], out["concat"]
+        steps = resident.timing["decode_steps"] - t_before["decode_steps"]
+        rows = resident.timing["decode_rows"] - t_before["decode_rows"]
+        out[names[0] if buffered else names[1]] = {
+            "wall_s": round(wall, 1), "cpu_s": round(cpu, 1), "largest_batch": resident.largest_batch,
+            "rows_per_step": round(rows / max(1, steps), 2)}
+    setattr(resident, attr, True)
+    resident.window_s = 0.01
+    assert runs[True] == runs[False], f"{attr} on and off typed different commands"
+    b, c = out[names[0]], out[names[1]]
     total = args.cache_sessions * args.batch_turns
-    print(f"{args.cache_sessions} sessions x {args.batch_turns} turns batched: reserved room "
-          f"{total / b['wall_s']:.2f} turns/s ({b['wall_s']}s wall / {b['cpu_s']}s cpu), concat "
-          f"{total / c['wall_s']:.2f} turns/s ({c['wall_s']}s wall / {c['cpu_s']}s cpu); "
+    print(f"{args.cache_sessions} sessions x {args.batch_turns} turns batched: {names[0]} "
+          f"{total / b['wall_s']:.2f} turns/s ({b['wall_s']}s wall / {b['cpu_s']}s cpu, "
+          f"{b['rows_per_step']} rows a step), {names[1]} "
+          f"{total / c['wall_s']:.2f} turns/s ({c['wall_s']}s wall / {c['cpu_s']}s cpu, "
+          f"{c['rows_per_step']} rows a step); "
           f"ratio {c['wall_s'] / b['wall_s']:.2f}x wall, {c['cpu_s'] / b['cpu_s']:.2f}x cpu; "
           f"largest batch {b['largest_batch']}", file=sys.stderr)
     out.update(sessions=args.cache_sessions, turns_each=args.batch_turns,
@@ -207,7 +217,7 @@ def main() -> int:
     ap.add_argument("--batch-turns", type=int, default=6, help="turns per session in the batching part")
     ap.add_argument("--max-new-tokens", type=int, default=24)
     ap.add_argument("--cache-sessions", type=int, default=8, help="sessions in the cache part")
-    ap.add_argument("--part", choices=["all", "kv", "batch", "cache"], default="all")
+    ap.add_argument("--part", choices=["all", "kv", "batch", "cache", "continuous"], default="all")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     import torch
@@ -222,15 +232,17 @@ def main() -> int:
     session(reuse, "warm-up", 1)  # first-call costs (allocator, kernels) out of the timings
     print(f"device {resident.device}, torch threads {torch.get_num_threads()}", file=sys.stderr)
 
-    kv = batch = cache = None
+    kv = batch = cache = continuous = None
     if args.part in ("all", "kv"):
         kv = bench_kv_reuse(reuse, fresh, args)
     if args.part in ("all", "batch"):
         batch = bench_batching(args)
     if args.part in ("all", "cache"):
         cache = bench_cache(args)
+    if args.part in ("all", "continuous"):
+        continuous = bench_cache(args, "continuous", ("continuous", "batch_at_a_time"))
     if args.json:
-        print(json.dumps({"kv_reuse": kv, "batching": batch, "cache": cache, "device": resident.device,
+        print(json.dumps({"kv_reuse": kv, "batching": batch, "cache": cache, "continuous": continuous, "device": resident.device,
                           "threads": torch.get_num_threads()}))
     return 0
 

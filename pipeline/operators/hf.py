@@ -198,9 +198,13 @@ class Resident:
         self.forwards = 0                    # model calls, for tests and benchmarks
         self.buffered_kv = True              # decode into reserved room (False: DynamicLayer's concat)
         self.mixed = True                    # rows of different adapters decode in one batch
+        self.continuous = True               # requests join a running batch at the next step
+        self._pending: list[_Request] = []   # taken from the queue, waiting for a batch of their adapter
+        self._inflight: list[_Request] = []  # the requests of the batch now running
         # where the model's time goes, for benchmarks: seconds and tokens prefilled, decode steps
         self.timing = {"prefill_s": 0.0, "prefill_tokens": 0, "prefills": 0,
-                       "decode_s": 0.0, "decode_steps": 0, "decode_rows": 0}
+                       "decode_s": 0.0, "decode_steps": 0, "decode_rows": 0,
+                       "joined": 0, "reassembled": 0}
         self.largest_batch = 0               # most requests gathered into one batch so far
         self._queue: queue.Queue[_Request] = queue.Queue()
         self._thread = threading.Thread(target=self._loop, name=f"hf-batcher:{Path(path).name}",
@@ -285,7 +289,8 @@ class Resident:
     def _loop(self) -> None:
         import torch
         while True:
-            batch = [self._queue.get()]
+            batch = self._pending[:self.max_batch] or [self._queue.get()]
+            self._pending = self._pending[len(batch):] if self._pending else []
             deadline = time.monotonic() + self.window_s
             while len(batch) < self.max_batch:
                 left = deadline - time.monotonic()
@@ -306,14 +311,23 @@ class Resident:
                 try:
                     with self.model_lock, torch.inference_mode(), \
                             (nullcontext() if adapter == "*" else self._using(adapter)):
-                        self._run(reqs)
+                        self._inflight = list(reqs)
+                        self._run(reqs, adapter)
                 except Exception as e:  # noqa: BLE001 - any crash voids these requests, not the thread
                     err = OperatorError(f"hf model failed: {type(e).__name__}: {e}".splitlines()[0],
                                         void=True)
-                    for req in reqs:
+                    for req in self._inflight:   # those that joined the batch too
                         req.fail(err)
+                finally:
+                    self._inflight = []
 
-    def _run(self, reqs: list[_Request]) -> None:
+    def _run(self, reqs: list[_Request], adapter: str | None = "*") -> None:
+        rows, kvs = self._start(reqs)
+        if rows:
+            self._decode(rows, kvs, adapter)
+
+    def _start(self, reqs: list[_Request]) -> tuple[list[_Row], list[KV]]:
+        """Prefill each request alone and pick its first token; the rows still running."""
         rows: list[_Row] = []
         kvs: list[KV] = []
         for req in reqs:
@@ -322,16 +336,29 @@ class Resident:
                                        f"({len(req.prompt)} tokens, limit {self.context})", void=False))
                 continue
             t0 = time.perf_counter()
-            row, kv, logits = self._prefill(req)
-            self.timing["prefill_s"] += time.perf_counter() - t0
-            self.timing["prefills"] += 1
+            try:
+                row, kv, logits = self._prefill(req)
+            finally:
+                self.timing["prefill_s"] += time.perf_counter() - t0
+                self.timing["prefills"] += 1
             if not self._step(row, logits[0], lambda kv=kv: kv):
                 rows.append(row)
                 kvs.append(kv)
-        if rows:
-            t0 = time.perf_counter()
-            self._decode(rows, kvs)
-            self.timing["decode_s"] += time.perf_counter() - t0
+        return rows, kvs
+
+    def _joining(self, adapter: str | None, room: int) -> list[_Request]:
+        """Requests that arrived while a batch decodes and may join it at this step: any, in a
+        mixed batch; those of the batch's adapter otherwise (the rest wait their turn)."""
+        while True:
+            try:
+                self._pending.append(self._queue.get_nowait())
+            except queue.Empty:
+                break
+        take, keep = [], []
+        for req in self._pending:
+            (take if len(take) < room and (adapter == "*" or req.adapter == adapter) else keep).append(req)
+        self._pending = keep
+        return take
 
     def _prefill(self, req: _Request):
         """Feed the part of the prompt the session's cache does not already hold."""
@@ -352,63 +379,103 @@ class Resident:
         self.timing["prefill_tokens"] += len(new)
         return _Row(req, fed=len(req.prompt)), _kv_of(out.cache), out.logits[:, -1, :]
 
-    def _decode(self, rows: list[_Row], kvs: list[KV]) -> None:
-        """Decode the still-running rows together, left-padded, dropping each as it stops."""
+    def _assemble(self, members: list[tuple[_Row, KV]]):
+        """A batch cache for these rows, left-padded to the longest, with room to decode into."""
         import torch
-        width = max(r.fed for r in rows)
-        room = max(r.req.max_new - len(r.gen) for r in rows) + 1
-        n_layers = len(kvs[0])
+        width = max(r.fed for r, _ in members)
+        room = max(r.req.max_new - len(r.gen) for r, _ in members) + 1
+        k0, v0 = members[0][1][0]
+        shape_k = (len(members), k0.shape[1], width + room, k0.shape[3])
+        shape_v = (len(members), v0.shape[1], width + room, v0.shape[3])
         layers = []
-        for li in range(n_layers):
-            k0, v0 = kvs[0][li]
-            keys = k0.new_zeros((len(rows), k0.shape[1], width + room, k0.shape[3]))
-            values = v0.new_zeros((len(rows), v0.shape[1], width + room, v0.shape[3]))
-            for i, (row, kv) in enumerate(zip(rows, kvs)):
+        for li in range(len(members[0][1])):
+            keys, values = k0.new_zeros(shape_k), v0.new_zeros(shape_v)
+            for i, (row, kv) in enumerate(members):
                 keys[i, :, width - row.fed:width] = kv[li][0][0]
                 values[i, :, width - row.fed:width] = kv[li][1][0]
             layers.append((keys, values))
-        del kvs
-        mask = torch.zeros((len(rows), width), dtype=torch.long, device=self.device)
-        for i, row in enumerate(rows):
+        mask = torch.zeros((len(members), width), dtype=torch.long, device=self.device)
+        for i, (row, _) in enumerate(members):
             mask[i, width - row.fed:] = 1
         if self.buffered_kv:
             cache = _buffered_cache(layers, width + room, filled=width)
         else:   # the library's own growing cache, kept for the benchmark's side-by-side run
             cache = _cache_from([(k[:, :, :width], v[:, :, :width]) for k, v in layers])
-        del layers
-        while rows:
-            ids = torch.tensor([[r.gen[-1]] for r in rows], device=self.device)
-            pos = torch.tensor([[r.fed] for r in rows], device=self.device)
-            mask = torch.cat([mask, mask.new_ones((len(rows), 1))], dim=1)
-            out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos,
-                             **self._per_row([r.req for r in rows]),
+        return cache, mask
+
+    def _decode(self, rows: list[_Row], kvs: list[KV], adapter: str | None = "*") -> None:
+        """Decode the running rows as one left-padded batch, one token a step.
+
+        Continuous batching: a row that stops frees its slot at once (its cache is handed back
+        to its session), and a request that arrives meanwhile is prefilled and joins at the next
+        step, into a free slot when its cache fits the batch's width, else by reassembling the
+        batch. Without it (`continuous` off) the batch only shrinks until its last row stops."""
+        import torch
+        slots: list[_Row | None] = list(rows)
+        cache, mask = self._assemble(list(zip(rows, kvs)))
+        del kvs
+        while True:
+            live = [i for i, r in enumerate(slots) if r is not None]
+            if live:
+                self.largest_batch = max(self.largest_batch, len(live))
+            joined: list[tuple[_Row, KV]] = []
+            free = len(slots) - len(live)
+            if self.continuous:
+                reqs = self._joining(adapter, self.max_batch - len(live))
+                if reqs:
+                    self._inflight += reqs
+                    new_rows, new_kvs = self._start(reqs)
+                    joined = list(zip(new_rows, new_kvs))
+            if not live and not joined:
+                return
+            width = mask.shape[1]
+            # Place joining rows into free slots where their cache fits; reassemble otherwise,
+            # and when dead slots outnumber live ones or padding has grown (a long row left).
+            fits = [m for m in joined if m[0].fed <= width]
+            waste = width - max([slots[i].fed for i in live] + [m[0].fed for m in joined])
+            if (self.buffered_kv and len(fits) == len(joined) and len(joined) <= free
+                    and free - len(joined) <= len(live) + len(joined) and waste <= 256):
+                dead = [i for i, r in enumerate(slots) if r is None]
+                for (row, kv), i in zip(joined, dead):
+                    for layer, (k, v) in zip(cache.layers, kv):
+                        layer._k[i, :, width - row.fed:width] = k[0]
+                        layer._v[i, :, width - row.fed:width] = v[0]
+                    mask[i] = 0
+                    mask[i, width - row.fed:] = 1
+                    slots[i] = row
+                self.timing["joined"] += len(joined)
+            elif joined or free:
+                members = [(slots[i], [(k[i:i + 1, :, width - slots[i].fed:], v[i:i + 1, :, width - slots[i].fed:])
+                                       for k, v in _kv_of(cache)]) for i in live] + joined
+                slots = [m[0] for m in members]
+                cache, mask = self._assemble(members)
+                self.timing["joined"] += len(joined)
+                self.timing["reassembled"] += 1
+                del members
+            t0 = time.perf_counter()
+            ids = torch.tensor([[r.gen[-1] if r else 0] for r in slots], device=self.device)
+            pos = torch.tensor([[r.fed if r else 0] for r in slots], device=self.device)
+            mask = torch.cat([mask, mask.new_ones((len(slots), 1))], dim=1)
+            per_row = {}
+            if self.mixed and self.peft is not None:
+                per_row = {"adapter_names": [(r.req.adapter if r else None) or "__base__" for r in slots]}
+            out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, **per_row,
                              cache=cache, use_cache=True, logits_to_keep=1)
             self.forwards += 1
             self.timing["decode_steps"] += 1
-            self.timing["decode_rows"] += len(rows)
+            self.timing["decode_rows"] += sum(r is not None for r in slots)
             kv = _kv_of(out.cache)
             width = mask.shape[1]
-            keep = []
-            for i, row in enumerate(rows):
+            for i, row in enumerate(slots):
+                if row is None:
+                    continue
                 row.fed += 1
                 stopped = self._step(row, out.logits[i, -1],
                                      lambda i=i, a=width - row.fed: [(k[i:i + 1, :, a:], v[i:i + 1, :, a:])
                                                                      for k, v in kv])
-                if not stopped:
-                    keep.append(i)
-            if len(keep) == len(rows):
-                continue
-            rows = [rows[i] for i in keep]
-            if not rows:
-                break
-            # Shrink the batch, and drop the padding columns no remaining row needs.
-            idx = torch.tensor(keep, device=self.device)
-            trim = width - max(r.fed for r in rows)
-            mask = mask[idx, trim:]
-            kept = [(k[idx, :, trim:], v[idx, :, trim:]) for k, v in kv]
-            room = max(r.req.max_new - len(r.gen) for r in rows) + 1
-            cache = (_buffered_cache(kept, mask.shape[1] + room) if self.buffered_kv
-                     else _cache_from(kept))
+                if stopped:
+                    slots[i] = None
+            self.timing["decode_s"] += time.perf_counter() - t0
 
     def _step(self, row: _Row, logits, row_kv) -> bool:
         """Pick the row's next token; on a stop, hand its command back and return True.

@@ -234,3 +234,33 @@ def test_base_and_tuned_sessions_decode_in_one_batch(model_dir, tmp_path):
     assert together == alone
     assert resident.largest_batch >= 3     # the rows of both adapters were gathered together
     assert alone[0] != alone[1] or alone[2] != alone[3]   # the adapter changes what is typed
+
+
+@pytest.mark.model
+@pytest.mark.slow
+def test_requests_join_a_running_batch_and_type_the_same(model_dir):
+    """Continuous batching: sessions whose turns arrive while a batch decodes join it (into a
+    freed slot or by reassembling), and every session types what it types alone."""
+    banners = [f"host-{i}: " + "welcome " * (1 + 3 * i) for i in range(5)]
+    lengths = [2, 3, 3, 2, 3]            # turns per session: the batch changes under way
+    alone = [drive(make_operator("hf:default", max_new_tokens=14), b, OUTPUTS[:n])
+             for b, n in zip(banners, lengths)]
+    resident = make_operator("hf:default").resident
+    before = dict(resident.timing)
+    results: list = [None] * len(banners)
+    start = threading.Barrier(len(banners))
+
+    def session(i):
+        start.wait()
+        results[i] = drive(make_operator("hf:default", max_new_tokens=14), banners[i], OUTPUTS[:lengths[i]])
+
+    threads = [threading.Thread(target=session, args=(i,)) for i in range(len(banners))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=600)
+    assert results == alone
+    assert resident.timing["joined"] > before["joined"]      # some turn joined a running batch
+    steps = resident.timing["decode_steps"] - before["decode_steps"]
+    rows = resident.timing["decode_rows"] - before["decode_rows"]
+    assert rows / steps > 1.0                                # and steps were shared
