@@ -239,6 +239,7 @@ class EvalConfig:
     command_timeout: float = _f(30.0, "per-command timeout")
     backend: str | None = _f(None, "docker or bwrap (default: docker where reachable)")
     device: str = _f("auto", "hf operators: auto, cpu, cuda")
+    cluster: str | None = _f(None, "a Ray cluster address (or auto): the sessions run on its nodes")
     sides_together: bool = _f(True, "run the base and tuned sessions at the same time (a resident "
                               "hf base decodes both in one batch); False: base, then tuned")
 
@@ -370,8 +371,14 @@ def run_eval(*, ws, store, cfg: EvalConfig, backend=None, job_id: str | None = N
     # Build both once before any sandbox starts: a missing model or adapter fails in one line,
     # and the resident base is loaded before the clock of the first session starts.
     for spec in (base_spec, tuned_spec):
-        make_operator(spec, **options).close()
-    backend = backend or start_backend(cfg.backend, ws, store)
+        if not (cfg.cluster and spec.startswith("hf:")):  # a cluster's nodes load hf bases
+            make_operator(spec, **options).close()
+    if cfg.cluster:
+        from pipeline.cluster import connect
+        connect(cfg.cluster, ws, cfg.backend)
+        store.mark_interrupted()
+    else:
+        backend = backend or start_backend(cfg.backend, ws, store)
     budget = Budget(max_turns=cfg.max_turns, max_seconds=cfg.max_seconds,
                     command_timeout=cfg.command_timeout, operator_time_counts=False)
     sides: dict[str, dict] = {}
@@ -380,7 +387,8 @@ def run_eval(*, ws, store, cfg: EvalConfig, backend=None, job_id: str | None = N
 
     def run_side(side: str, spec: str) -> None:
         rcfg = RolloutConfig(operator=spec, per_scenario=cfg.per_scenario, workers=cfg.workers,
-                             seed=cfg.seed, budget=budget, options=dict(options))
+                             seed=cfg.seed, budget=budget, options=dict(options),
+                             cluster=cfg.cluster)
         batch = f"eval-{side}-{new_id()[:10]}"
         try:
             summary = run_rollouts(scenarios=scenarios, backend=backend, store=store, cfg=rcfg,
@@ -394,7 +402,7 @@ def run_eval(*, ws, store, cfg: EvalConfig, backend=None, job_id: str | None = N
         sides[side] = {"spec": spec, "batch_id": batch, "rows": rows, "summary": summary}
 
     pairs = (("base", base_spec), ("tuned", tuned_spec))
-    if cfg.sides_together:
+    if cfg.sides_together and not cfg.cluster:
         # Both sides at once: their sessions are independent (the same seeds either way), and
         # a resident hf base decodes base and adapter rows in one batch.
         threads = [threading.Thread(target=run_side, args=pair, name=f"eval-{pair[0]}") for pair in pairs]

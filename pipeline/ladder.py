@@ -111,6 +111,7 @@ class LadderConfig:
     seed: int = 0
     literal: bool = False
     backend: str | None = None
+    cluster: str | None = None                 # a Ray cluster address (or auto): sessions run there
 
     def __post_init__(self):
         if self.n < 1 or self.workers < 1:
@@ -125,13 +126,41 @@ def label(spec: str) -> str:
     return head + (at + Path(adapter).name if at else "")
 
 
+def ladder_session(*, backend, store, should_stop, spec: str, c: str, conf: dict, i: int,
+                   scenario: dict | None, base_opts: dict, budget, seed: int, literal: bool,
+                   batch: str, session_id: str | None = None) -> dict:
+    """One ladder session, recorded, classified on the study's axes (local or on a node)."""
+    from pipeline.funnel import session_funnel
+    from pipeline.operators import make_operator
+    from pipeline.sandbox import Limits
+    from pipeline.session import run_session
+    options = {**base_opts, "format": conf["format"], "prefix": prefix(conf, literal=literal),
+               "stop": conf["stop"]}
+    op = make_operator(spec, **options)
+    res = run_session(backend=backend, operator=op, store=store, scenario=scenario,
+                      budget=budget, limits=Limits(), seed=seed * 1000 + i,
+                      options=options, batch_id=batch, should_stop=should_stop,
+                      session_id=session_id)
+    commands = [t.reply if t.reply is not None else t.command for t in res.turns]
+    judged = classify_session(commands, res.end_reason,
+                              exit_statuses=[t.exit_status for t in res.turns],
+                              outputs=[t.output for t in res.turns], banner=res.banner)
+    return {"operator": spec, "config": c, "run": i, "session_id": res.session_id,
+            "scenario_id": res.scenario_id, "end_reason": res.end_reason,
+            "void": res.void or res.end_reason in VOID_ENDS, "turns": len(commands),
+            "verified": res.verified, "commands": commands[:50],
+            "funnel": session_funnel(res.turns, scenario, end_reason=res.end_reason,
+                                     verified=res.verified, classes=judged["classes"],
+                                     banner=res.banner),
+            **judged}
+
+
 def run_ladder(*, ws, store, cfg: LadderConfig, backend=None, job_id: str | None = None,
                progress: Callable[[dict], None] | None = None,
                stop: threading.Event | None = None) -> dict:
-    from pipeline.funnel import session_funnel
     from pipeline.operators import make_operator
-    from pipeline.sandbox import Limits, start_backend
-    from pipeline.session import Budget, run_session
+    from pipeline.sandbox import start_backend
+    from pipeline.session import Budget
     from pipeline.store import new_id
 
     configs = {c: load_config(c) for c in cfg.configs}
@@ -141,8 +170,14 @@ def run_ladder(*, ws, store, cfg: LadderConfig, backend=None, job_id: str | None
     base_opts = {"temperature": cfg.temperature, "max_new_tokens": cfg.max_new_tokens,
                  "max_tokens": cfg.max_new_tokens}
     for spec in cfg.operators:  # fail fast, one line, before any sandbox starts
-        make_operator(spec, **base_opts).close()
-    backend = backend or start_backend(cfg.backend, ws, store)
+        if not (cfg.cluster and spec.startswith("hf:")):  # a cluster's nodes load hf bases
+            make_operator(spec, **base_opts).close()
+    if cfg.cluster:
+        from pipeline.cluster import connect
+        connect(cfg.cluster, ws, cfg.backend)
+        store.mark_interrupted()
+    else:
+        backend = backend or start_backend(cfg.backend, ws, store)
     budget = Budget(max_turns=cfg.max_turns, max_seconds=cfg.max_seconds,
                     command_timeout=cfg.command_timeout)
     batch = f"ladder-{new_id()[:10]}"
@@ -152,28 +187,18 @@ def run_ladder(*, ws, store, cfg: LadderConfig, backend=None, job_id: str | None
     def one(spec: str, c: str, i: int) -> dict | None:
         if stop.is_set():
             return None
-        conf = configs[c]
-        options = {**base_opts, "format": conf["format"], "prefix": prefix(conf, literal=cfg.literal),
-                   "stop": conf["stop"]}
-        op = make_operator(spec, **options)
         scenario = scenarios[i % len(scenarios)] if scenarios else None
-        res = run_session(backend=backend, operator=op, store=store, scenario=scenario,
-                          budget=budget, limits=Limits(), seed=cfg.seed * 1000 + i,
-                          options=options, batch_id=batch, should_stop=stop.is_set)
-        commands = [t.reply if t.reply is not None else t.command for t in res.turns]
-        judged = classify_session(commands, res.end_reason,
-                                  exit_statuses=[t.exit_status for t in res.turns],
-                                  outputs=[t.output for t in res.turns], banner=res.banner)
-        return {"operator": spec, "config": c, "run": i, "session_id": res.session_id,
-                "scenario_id": res.scenario_id, "end_reason": res.end_reason,
-                "void": res.void or res.end_reason in VOID_ENDS, "turns": len(commands),
-                "verified": res.verified, "commands": commands[:50],
-                "funnel": session_funnel(res.turns, scenario, end_reason=res.end_reason,
-                                         verified=res.verified, classes=judged["classes"],
-                                         banner=res.banner),
-                **judged}
+        return ladder_session(backend=backend, store=store, should_stop=stop.is_set, spec=spec,
+                              c=c, conf=configs[c], i=i, scenario=scenario, base_opts=base_opts,
+                              budget=budget, seed=cfg.seed, literal=cfg.literal, batch=batch)
 
     runs: list[dict] = []
+    if cfg.cluster:  # the same sessions on a Ray cluster's nodes (pipeline/cluster.py)
+        from pipeline.cluster import cluster_ladder
+        runs = cluster_ladder(cfg.cluster, jobs, store=store, configs=configs, scenarios=scenarios,
+                              base_opts=base_opts, budget=budget, cfg=cfg, batch=batch,
+                              progress=progress, stop=stop)
+        jobs = []
     pool = ThreadPoolExecutor(max_workers=cfg.workers)
     try:
         futures = [pool.submit(one, *j) for j in jobs]

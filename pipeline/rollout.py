@@ -36,6 +36,8 @@ class RolloutConfig:
     budget: Budget = field(default_factory=lambda: Budget(max_turns=30, max_seconds=300))
     format: str = "ccpty"
     options: dict = field(default_factory=dict)
+    cluster: str | None = None  # a Ray cluster address (or auto): sessions run there (pipeline/cluster.py)
+    resume: bool = False        # run only the rollouts batch_id has not committed
 
 
 def rollout_row(res: SessionResult, scenario: dict, operator_name: str, batch_id: str,
@@ -73,6 +75,14 @@ def run_rollouts(*, scenarios: list[dict], backend: Backend, store: Store, cfg: 
     batch_id = batch_id or new_id()
     stop = stop or threading.Event()
     jobs = [(s, k) for s in scenarios for k in range(cfg.per_scenario)]
+    if cfg.resume:
+        from pipeline.cluster import committed
+        have = committed(store, batch_id)
+        jobs = [j for j in jobs if (j[0]["id"], j[1]) not in have]
+    if cfg.cluster:
+        from pipeline.cluster import cluster_rollouts
+        return cluster_rollouts(scenarios=scenarios, store=store, cfg=cfg, batch_id=batch_id,
+                                jobs=jobs, progress=progress, stop=stop)
     verdicts: Counter = Counter()
     reasons: Counter = Counter()
     kept = 0

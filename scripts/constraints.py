@@ -19,7 +19,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 REPO = Path(__file__).resolve().parents[1]
-EXTRAS = ("ml", "serve", "test")
+EXTRAS = ("ml", "serve", "test", "cluster")
 OUT = REPO / "constraints.txt"
 NOT_PINNED = {"pip", "sekbench"}
 

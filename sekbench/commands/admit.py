@@ -12,6 +12,8 @@ def add_arguments(p) -> None:
     p.add_argument("files", nargs="+", help="scenario JSON files (a folder means its *.json)")
     p.add_argument("--workers", type=int, default=2, help="sandboxes in parallel (default 2)")
     p.add_argument("--backend", choices=["docker", "bwrap"])
+    from pipeline.cluster import add_cluster_argument
+    add_cluster_argument(p)
     p.add_argument("--split", choices=["train", "holdout"], help="override the files' split")
     p.add_argument("--checker-timeout", type=float,
                    help="seconds a checker may run on the untouched state (default 60)")
@@ -30,9 +32,11 @@ def run(args, ws):
             if s is not None:
                 s["split"] = args.split
     store = Store(ws.db_path)
-    backend = start_backend(args.backend, ws, store)
+    from pipeline.cluster import from_args
+    cluster = from_args(args, ws)
+    backend = start_backend(args.backend, ws, store) if cluster is None else None
     verdicts = admit_many(items, backend, store=store, workers=args.workers,
-                          checker_timeout=args.checker_timeout)
+                          checker_timeout=args.checker_timeout, cluster=args.cluster)
     # A file that could not be read or parsed is bad input: the batch goes on, the exit
     # status says so. A scenario the gate rejects is a normal outcome of admission.
     bad = [v for v in verdicts if "invalid" in v.reasons]

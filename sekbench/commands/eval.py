@@ -37,6 +37,8 @@ def add_arguments(p) -> None:
     p.add_argument("--seed", type=int, default=0, help="session seeds, the same on both sides")
     p.add_argument("--backend", choices=["docker", "bwrap"])
     p.add_argument("--device", default="auto", help="hf operators: auto, cpu, cuda")
+    from pipeline.cluster import add_cluster_argument
+    add_cluster_argument(p)
     p.add_argument("--background", action="store_true",
                    help="start the eval as its own process and print {job_id, pid, log} at once")
     p.add_argument("--job-id", help=argparse.SUPPRESS)
@@ -52,14 +54,14 @@ def config(args):
         workers=args.workers, seed=args.seed, temperature=args.temperature,
         max_new_tokens=args.max_new_tokens, max_turns=args.max_turns,
         max_seconds=args.max_seconds, command_timeout=args.timeout, backend=args.backend,
-        device=args.device)
+        device=args.device, cluster=args.cluster)
 
 
 def child_argv(args) -> list[str]:
     argv: list[str] = []
     for name in ("model", "adapter", "operator_base", "operator_tuned", "split", "archetypes",
                  "limit", "workers", "temperature", "max_new_tokens", "max_turns",
-                 "max_seconds", "timeout", "seed", "backend", "device"):
+                 "max_seconds", "timeout", "seed", "backend", "device", "cluster"):
         val = getattr(args, name, None)
         if val is not None:
             argv += ["--" + name.replace("_", "-"), str(val)]

@@ -30,6 +30,8 @@ def add_arguments(p) -> None:
     p.add_argument("--literal", action="store_true",
                    help="keep the study's alice@sek names instead of the live sandbox's")
     p.add_argument("--backend", choices=["docker", "bwrap"])
+    from pipeline.cluster import add_cluster_argument
+    add_cluster_argument(p)
     p.add_argument("--job-id", help=argparse.SUPPRESS)
 
 
@@ -73,7 +75,7 @@ def run(args, ws) -> dict:
                        max_new_tokens=args.max_new_tokens, max_turns=args.max_turns,
                        max_seconds=args.max_seconds, command_timeout=args.timeout,
                        workers=args.workers, seed=args.seed, literal=args.literal,
-                       backend=args.backend)
+                       backend=args.backend, cluster=args.cluster)
     console = Console(stderr=True)
     total = len(cfg.configs) * len(cfg.operators) * cfg.n
     with Progress(TextColumn("[bold]ladder[/]"), BarColumn(), MofNCompleteColumn(),

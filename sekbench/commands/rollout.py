@@ -16,6 +16,10 @@ def add_arguments(p) -> None:
     p.add_argument("--archetypes", help="comma-separated archetypes to include")
     p.add_argument("--model", help="model name for http operators")
     p.add_argument("--temperature", type=float, help="sampling temperature for model operators")
+    p.add_argument("--resume", metavar="BATCH",
+                   help="resume batch BATCH: run only the rollouts it has not committed")
+    from pipeline.cluster import add_cluster_argument
+    add_cluster_argument(p)
     from sekbench.commands.run import add_session_arguments
     add_session_arguments(p)
     p.set_defaults(max_seconds=300.0)
@@ -41,6 +45,8 @@ def run(args, ws) -> dict:
     from pipeline.store import Store
 
     store = Store(ws.db_path)
+    from pipeline.cluster import from_args
+    cluster = from_args(args, ws)  # first: an unreachable cluster or no Ray is one line
     archetypes = [a for a in (args.archetypes or "").split(",") if a] or None
     scenarios = store.scenarios(split=args.split, admitted=True, archetypes=archetypes,
                                 limit=args.limit)
@@ -49,10 +55,14 @@ def run(args, ws) -> dict:
     options = operator_options(args)
     from sekbench.commands.run import announce_model
     announce_model(args.operator)
-    make_operator(args.operator, **options)  # fail fast, one line, before any sandbox starts
-    backend = start_backend(args.backend, ws, store)
+    if cluster is None or not args.operator.startswith("hf:"):  # a cluster's nodes load hf bases
+        make_operator(args.operator, **options)  # fail fast, one line, before any sandbox starts
+    backend = start_backend(args.backend, ws, store) if cluster is None else None
+    if cluster is not None:
+        store.mark_interrupted()
     cfg = RolloutConfig(operator=args.operator, per_scenario=args.per_scenario,
                         workers=args.workers, seed=args.seed, options=options,
+                        cluster=args.cluster, resume=bool(args.resume),
                         budget=Budget(max_turns=args.max_turns, max_seconds=args.max_seconds,
                                       command_timeout=args.timeout))
     total = len(scenarios) * args.per_scenario
@@ -62,7 +72,7 @@ def run(args, ws) -> dict:
                   transient=False) as bar:
         task = bar.add_task("rollout", total=total, kept=0)
         result = run_rollouts(
-            scenarios=scenarios, backend=backend, store=store, cfg=cfg,
+            scenarios=scenarios, backend=backend, store=store, cfg=cfg, batch_id=args.resume,
             make_operator=lambda: make_operator(args.operator, **options),
             progress=lambda p: bar.update(task, completed=p["done"], kept=p["kept"]))
     return result
