@@ -180,6 +180,10 @@ def test_admission_and_rollouts_on_two_nodes(cluster, engine2, ws):
     assert len(sessions) == res["rollouts"]
     # both engines ran sessions
     assert {s["meta"]["node"]["docker_host"] for s in sessions} == {ENGINE1, engine2}
+    # one runner process per node: its sessions share it (and an hf base would be loaded once)
+    runners = {(s["meta"]["node"]["node_id"], s["meta"]["node"]["pid"]) for s in sessions}
+    assert len(runners) == 2 and len({n for n, _ in runners}) == 2
+    assert all(s["pid"] == sessions[0]["pid"] != s["meta"]["node"]["pid"] for s in sessions)
     for s in sessions:
         # the events came back whole and in order, the end after them, like a local session's
         events = store.events(s["id"])
