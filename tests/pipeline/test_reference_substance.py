@@ -197,6 +197,31 @@ def test_recovery_from_a_wrong_retrieve_in_a_real_session(ws, batch):
             assert res.turns[-2].command.startswith(tuple(c.split()[0] for c in s["looks"]))
 
 
+@pytest.mark.docker
+def test_every_near_miss_fails_in_the_sandbox(ws, batch):
+    """All the near-misses the reference could draw, typed in one session per scenario (two
+    per discovery style): each gets a non-zero status and says something; the real step then
+    prints the directives."""
+    from pipeline.operators.script import ScriptOperator
+    from pipeline.session import Budget, run_session
+    backend = _backend(ws)
+    by_style = collections.defaultdict(list)
+    for s in batch:
+        if len(by_style[_style(s)]) < 2:
+            by_style[_style(s)].append(s)
+    assert len(by_style) == 4
+    for s in (s for group in by_style.values() for s in group):
+        misses = [c for c, _, _ in near_misses(s, random.Random(1))]
+        steps = retrieve_steps(s)
+        cmds = [*steps[:-1], *misses, steps[-1], "exit"]
+        res = run_session(backend=backend, operator=ScriptOperator(cmds), store=None, scenario=s,
+                          budget=Budget(max_turns=60, max_seconds=120, command_timeout=20), verify=False)
+        by_cmd = {t.command: t for t in res.turns}
+        for m in misses:
+            assert by_cmd[m].exit_status not in (0, None) and by_cmd[m].output.strip(), (s["id"], m)
+        assert s["directives"] in " ".join(by_cmd[steps[-1]].output.split()), s["id"]
+
+
 def _variant(s: dict) -> tuple:
     """The archetype and the shape of its reference work, paths, names and numbers taken
     out (programs, flags, modes and the punctuation of their scripts kept): about one key
