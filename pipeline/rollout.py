@@ -21,6 +21,7 @@ from pipeline.operators import Operator
 from pipeline.render import get_format
 from pipeline.scenario import expected_terminal
 from pipeline.sandbox import Backend, Limits
+from pipeline.sandbox.pool import start_pool
 from pipeline.session import Budget, SessionResult, run_session
 from pipeline.store import Store, new_id
 
@@ -36,6 +37,7 @@ class RolloutConfig:
     budget: Budget = field(default_factory=lambda: Budget(max_turns=30, max_seconds=300))
     format: str = "ccpty"
     options: dict = field(default_factory=dict)
+    pool: bool | None = None   # the warm pool (pipeline/sandbox/pool.py); None: SEKBENCH_POOL, on
     cluster: str | None = None  # a Ray cluster address (or auto): sessions run there (pipeline/cluster.py)
     resume: bool = False        # run only the rollouts batch_id has not committed
 
@@ -83,24 +85,39 @@ def run_rollouts(*, scenarios: list[dict], backend: Backend, store: Store, cfg: 
         from pipeline.cluster import cluster_rollouts
         return cluster_rollouts(scenarios=scenarios, store=store, cfg=cfg, batch_id=batch_id,
                                 jobs=jobs, progress=progress, stop=stop)
+    warm = start_pool(backend, [(s, Limits()) for s, _ in jobs], cfg.workers, cfg.pool)
+    # `workers` sessions drive at once; with the pool, a finished one's checker and the next
+    # one's turns overlap (a job holds a slot from taking its sandbox until its last turn)
+    slots = threading.BoundedSemaphore(max(1, cfg.workers))
     verdicts: Counter = Counter()
     reasons: Counter = Counter()
     kept = 0
     done = 0
     stopped: list[str] = []
 
-    def one(s: dict, k: int) -> dict | None:
+    def one(i: int, s: dict, k: int) -> dict | None:
         if stop.is_set():
             return None
-        op = make_operator()
+        slots.acquire()
+        held = [True]
+
+        def driven() -> None:
+            if held[0]:
+                held[0] = False
+                slots.release()
         try:
+            if stop.is_set():
+                return None
+            op = make_operator()
             res = run_session(backend=backend, operator=op, store=store, scenario=s,
                               budget=cfg.budget, limits=Limits(), seed=cfg.seed * 1000 + k,
                               options={"format": cfg.format, **cfg.options}, batch_id=batch_id,
-                              should_stop=stop.is_set)
+                              should_stop=stop.is_set, **warm.session_args(i, driven))
         except Exception:  # a session that broke the harness must not take the batch with it
             log.exception("a rollout of %s failed in the harness", s.get("id"))
             return None
+        finally:
+            driven()
         engine_alive = getattr(backend, "engine_alive", None)
         if res.end_reason == "sandbox_died" and engine_alive is not None and not engine_alive():
             # every further sandbox would die the same way: stop, keeping what is done
@@ -116,9 +133,10 @@ def run_rollouts(*, scenarios: list[dict], backend: Backend, store: Store, cfg: 
         store.session_update(res.session_id, rollout_id=row["id"])
         return row
 
-    pool = ThreadPoolExecutor(max_workers=max(1, cfg.workers))
+    threads = max(1, cfg.workers) * (2 if warm.pool is not None else 1)
+    pool = ThreadPoolExecutor(max_workers=threads)
     try:
-        futures = [pool.submit(one, s, k) for s, k in jobs]
+        futures = [pool.submit(one, i, s, k) for i, (s, k) in enumerate(jobs)]
         for fut in as_completed(futures):
             row = fut.result()
             if row is None or (row["end_reason"] == "interrupted" and stop.is_set()):
@@ -141,8 +159,11 @@ def run_rollouts(*, scenarios: list[dict], backend: Backend, store: Store, cfg: 
         raise
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+        warm.close()   # members nobody took, and background removals: nothing is left
     out = {"rollouts": done, "kept": kept, "by_reason": dict(reasons),
            "by_verdict": dict(verdicts), "batch_id": batch_id}
     if stopped:
         out["stopped"] = stopped[0]
+    if warm.pool is not None:
+        out["pool"] = dict(warm.pool.stats)
     return out

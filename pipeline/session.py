@@ -104,8 +104,14 @@ def run_session(*, backend: Backend, operator: Operator, store: Store | None,
                 scenario: dict | None = None, budget: Budget | None = None,
                 limits: Limits | None = None, seed: int = 0, options: dict | None = None,
                 batch_id: str | None = None, session_id: str | None = None,
-                verify: bool = True, should_stop=None) -> SessionResult:
-    """Run one session to its end; record it; verify the final state against the checker."""
+                verify: bool = True, should_stop=None, pool=None,
+                on_driven=None) -> SessionResult:
+    """Run one session to its end; record it; verify the final state against the checker.
+
+    With `pool` (pipeline/sandbox/pool.py, whose preparer is `prepare_sandbox`), the sandbox
+    is the one prepared for `session_id` ahead of time when there is a sound one, and it is
+    removed in the background. `on_driven` is called once the operator's part is over (last
+    turn, or a start that failed), before the checker runs."""
     budget = budget or Budget()
     limits = limits or Limits()
     sid = session_id or new_id()
@@ -120,27 +126,39 @@ def run_session(*, backend: Backend, operator: Operator, store: Store | None,
                             meta={"seed": seed, "limits": limits.__dict__})
     rec = Recorder(store, sid)
     sandbox = None
+    opened = None
     try:
-        try:
-            sandbox = backend.create(session_id=sid, limits=limits,
-                                     **scen.sandbox_options(scenario, backend))
-        except SekbenchError as e:
-            res.end_reason, res.detail, res.void = "sandbox_died", str(e), True
-            return res
-        if scenario is not None:
-            setup = scen.install(sandbox, scenario)
-            if setup.status != 0:
-                res.end_reason, res.void = "sandbox_died", True
-                res.detail = "scenario setup failed: " + " ".join(setup.output.split())[:300]
+        if pool is not None:
+            # prepared ahead (created, set up, logged in) while earlier sessions ran, or now
+            member = pool.take(sid, {"scenario": scenario, "limits": limits})
+            sandbox, opened = member.sandbox, member.shell
+            if member.error is not None:
+                res.end_reason, res.detail, res.void = "sandbox_died", str(member.error), True
                 return res
+            setup = member.setup
+        else:
+            try:
+                sandbox = backend.create(session_id=sid, limits=limits,
+                                         **scen.sandbox_options(scenario, backend))
+            except SekbenchError as e:
+                res.end_reason, res.detail, res.void = "sandbox_died", str(e), True
+                return res
+            setup = scen.install(sandbox, scenario) if scenario is not None else None
+        if setup is not None and setup.status != 0:
+            res.end_reason, res.void = "sandbox_died", True
+            res.detail = "scenario setup failed: " + " ".join(setup.output.split())[:300]
+            return res
         _drive(res, rec, sandbox, operator, scenario, budget, limits, seed, options or {}, started,
-               should_stop)
+               should_stop, opened=opened)
+        opened = None
     except KeyboardInterrupt:
         res.end_reason, res.detail = "interrupted", "interrupted by the user"
     except SekbenchError as e:  # the sandbox (or its engine) went away under the session
         res.end_reason, res.detail, res.void = "sandbox_died", str(e), True
     finally:
         res.seconds = time.monotonic() - started
+        if on_driven is not None:
+            on_driven()
         if sandbox is not None:
             try:
                 if scenario is not None and verify and res.end_reason != "interrupted":
@@ -152,7 +170,12 @@ def run_session(*, backend: Backend, operator: Operator, store: Store | None,
                 res.end_reason, res.void = "sandbox_died", True
                 res.detail = f"{res.detail + '; ' if res.detail else ''}verification: {e}"
             finally:
-                sandbox.remove()
+                if opened is not None:   # a pre-opened shell the session never reached
+                    opened.login.close()
+                if pool is not None:
+                    pool.release(sandbox)   # removed in the background
+                else:
+                    sandbox.remove()
         try:
             operator.close()
         except Exception:
@@ -185,29 +208,36 @@ def _verify(res: SessionResult, sandbox, scenario: dict) -> None:
 
 def _drive(res: SessionResult, rec: Recorder, sandbox, operator: Operator, scenario: dict | None,
            budget: Budget, limits: Limits, seed: int, options: dict, started: float,
-           should_stop=None) -> None:
+           should_stop=None, opened: "Opened | None" = None) -> None:
     streamed = {"turn": 0}
 
     def on_output(data: bytes) -> None:
         rec.event("output", model_view(data), raw=data, turn=streamed["turn"])
         streamed["bytes"] = streamed.get("bytes", 0) + len(data)
 
-    shell = Shell(None, on_output=on_output, reap=sandbox.reap, pids=sandbox.pids_current,
-                  pids_limit=limits.pids)
-    try:
-        login = sandbox.login(shell.env())
-    except Exception as e:
-        res.end_reason, res.detail, res.void = "sandbox_died", f"login failed: {e}", True
-        return
-    shell.channel = login.channel
-    try:
+    if opened is not None:   # logged in ahead by the pool: the same login, done earlier
+        shell, login = opened.shell, opened.login
+        shell.on_output = on_output
+    else:
+        shell = Shell(None, on_output=on_output, reap=sandbox.reap, pids=sandbox.pids_current,
+                      pids_limit=limits.pids)
         try:
-            res.banner = shell.login()
-        except ShellDied as e:
-            gone = not sandbox.alive()
-            res.end_reason = "sandbox_died" if gone else "shell_died"
-            res.detail, res.void = f"login: {e}" + (" (the sandbox stopped)" if gone else ""), True
+            login = sandbox.login(shell.env())
+        except Exception as e:
+            res.end_reason, res.detail, res.void = "sandbox_died", f"login failed: {e}", True
             return
+        shell.channel = login.channel
+    try:
+        if opened is not None:
+            res.banner = opened.banner
+        else:
+            try:
+                res.banner = shell.login()
+            except ShellDied as e:
+                gone = not sandbox.alive()
+                res.end_reason = "sandbox_died" if gone else "shell_died"
+                res.detail, res.void = f"login: {e}" + (" (the sandbox stopped)" if gone else ""), True
+                return
         res.transcript.banner = res.banner
         rec.event("banner", res.banner)
         try:
@@ -312,6 +342,53 @@ def _classify_end(res: SessionResult, sandbox, login, terminal: str | None, comm
         status = login.exit_status()
         res.end_reason = "shell_died"
         res.detail = why + (f" (status {status})" if status is not None else "")
+
+
+@dataclass
+class Opened:
+    """A login shell opened ahead of its session, at its first prompt."""
+    shell: Shell
+    login: object
+    banner: str
+
+
+def prepare_sandbox(backend: Backend, key: str, spec: dict, *, login: bool = True):
+    """What a session does before its operator's first turn, done ahead for a warm pool:
+    create the sandbox (named for session `key`), install the scenario and run its setup,
+    log the session user in to the first prompt. A step that fails leaves the rest undone;
+    a login that fails is dropped, so the session logs in itself and reports it."""
+    from pipeline.sandbox.pool import Warm
+    scenario, limits = spec.get("scenario"), spec.get("limits") or Limits()
+    member = Warm(key)
+    try:
+        member.sandbox = backend.create(session_id=key, limits=limits,
+                                        **scen.sandbox_options(scenario, backend))
+    except SekbenchError as e:
+        member.error = e
+        return member
+    if scenario is not None:
+        try:
+            member.setup = scen.install(member.sandbox, scenario)
+        except SekbenchError as e:   # the sandbox went away during setup: the session says so
+            member.error = e
+            return member
+        if member.setup.status != 0:
+            return member
+    if login and spec.get("login", True):
+        shell = Shell(None, reap=member.sandbox.reap, pids=member.sandbox.pids_current,
+                      pids_limit=limits.pids)
+        opened = None
+        try:
+            handle = member.sandbox.login(shell.env())
+            shell.channel = handle.channel
+            opened = Opened(shell, handle, "")
+            opened.banner = shell.login()
+            member.shell = opened
+        except Exception as e:  # noqa: BLE001 -- the session's own login reports it
+            log.info("pre-login for %s failed (%s); the session logs in itself", key, e)
+            if opened is not None:
+                handle.close()
+    return member
 
 
 def session_in_sandbox(sandbox, operator: Operator, budget: Budget, *,

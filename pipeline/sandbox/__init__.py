@@ -52,6 +52,7 @@ class Login:
     channel: object
     exit_status: callable = field(default=lambda: None)
     close: callable = field(default=lambda: None)
+    intact: callable = field(default=lambda: True)   # whether the stream still stands (a warm pool asks)
 
 
 class Sandbox(Protocol):

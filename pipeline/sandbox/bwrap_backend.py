@@ -147,7 +147,7 @@ class BwrapSandbox:
                 child.close(force=True)
             except Exception:
                 pass
-        return Login(child, exit_status, close)
+        return Login(child, exit_status, close, child.isalive)
 
     def exec(self, script: str, *, timeout: float = 60, user: str = "root",
              max_output: int = 65536) -> ExecResult:

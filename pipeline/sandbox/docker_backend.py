@@ -125,7 +125,7 @@ class DockerSandbox:
 
         # Keep the SDK's socket wrapper alive as long as the channel.
         channel._sekbench_sock = (sock, raw)
-        return Login(channel, exit_status, close)
+        return Login(channel, exit_status, close, lambda: _socket_open(raw))
 
     # --------------------------------------------------------- root scripts
     def exec(self, script: str, *, timeout: float = 60, user: str = "root",
@@ -183,6 +183,12 @@ class DockerSandbox:
             return -1
 
     # ------------------------------------------------------------ liveness
+    def intact(self) -> bool:
+        """Whether the lifeline to the engine still stands: an engine restart cuts it (and a
+        container that ended closes it), so a warm pool hands out no sandbox whose is cut."""
+        raw = getattr(self._lifeline, "_sock", self._lifeline)
+        return raw is not None and _socket_open(raw)
+
     def alive(self) -> bool:
         try:
             self.container.reload()
@@ -267,6 +273,21 @@ def _await(raw, token: bytes, seconds: float) -> bool:
             return False
         seen = (seen + chunk)[-4096:]
     return True
+
+
+def _socket_open(raw) -> bool:
+    """Whether a socket's peer has not closed it (nothing is read from it)."""
+    import select
+    try:
+        if raw.fileno() < 0:
+            return False
+        if not select.select([raw], [], [], 0)[0]:
+            return True   # nothing to read: still open
+        return raw.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) != b""
+    except BlockingIOError:
+        return True
+    except (OSError, ValueError):
+        return False
 
 
 def _close(sock) -> None:

@@ -1,0 +1,216 @@
+"""The warm pool (pipeline/sandbox/pool.py): members are fresh, aged or dead ones are discarded
+and never handed out, and nothing is left on the engine after a batch or a killed owner."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from pipeline.author.procedural import generate
+from pipeline.errors import SekbenchError
+from pipeline.operators.reference import ReferenceOperator
+from pipeline.operators.script import ScriptOperator
+from pipeline.rollout import RolloutConfig, run_rollouts
+from pipeline.sandbox import Limits, get_backend, workspace_key
+from pipeline.sandbox.pool import SandboxPool, WarmBackend, pool_enabled
+from pipeline.session import Budget, prepare_sandbox, run_session
+from pipeline.store import Store, new_id
+
+pytestmark = pytest.mark.docker
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _left(backend, ws) -> list[dict]:
+    return backend._sandboxes("sekbench.workspace=" + workspace_key(ws))
+
+
+def _pool(backend, **kw) -> SandboxPool:
+    return SandboxPool(backend, lambda key, spec: prepare_sandbox(backend, key, spec), **kw)
+
+
+def _ready(pool, key, spec):
+    assert pool.ahead(key, spec)
+    return pool._pending[key].result()
+
+
+def _gone(backend, ws, cid, seconds=15.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if all(c["Id"] != cid for c in _left(backend, ws)):
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_a_pooled_sandbox_is_fresh(ws):
+    backend = get_backend("docker", ws)
+    s = generate(1, 3)[0]
+    spec = {"scenario": s, "limits": Limits()}
+    first, second = new_id(), new_id()
+    with _pool(backend, size=2) as pool:
+        # both prepared (created, set up, logged in) before either session runs
+        a, b = _ready(pool, first, spec), _ready(pool, second, spec)
+        assert a.sandbox.id != b.sandbox.id and a.shell is not None and b.shell is not None
+        one = run_session(backend=backend, pool=pool, session_id=first, scenario=s, store=None,
+                          operator=ScriptOperator(["echo kept > ~/left-over; echo x > /tmp/left-over",
+                                                   "ls ~/left-over /tmp/left-over", "exit"]),
+                          budget=Budget(max_turns=5, max_seconds=60))
+        assert one.end_reason == "exit"
+        assert "No such file" not in one.turns[1].output
+        two = run_session(backend=backend, pool=pool, session_id=second, scenario=s, store=None,
+                          operator=ScriptOperator(["ls ~/left-over /tmp/left-over; echo status=$?",
+                                                   "exit"]),
+                          budget=Budget(max_turns=5, max_seconds=60))
+        assert two.end_reason == "exit"
+        assert "status=2" in two.turns[0].output and "No such file" in two.turns[0].output
+        assert pool.stats["warm"] == 2 and pool.stats["cold"] == 0
+    assert not _left(backend, ws)
+
+
+def test_an_aged_member_is_discarded_not_used(ws):
+    backend = get_backend("docker", ws)
+    spec = {"scenario": None, "limits": Limits(), "login": False}
+    key = new_id()
+    with _pool(backend, size=1, max_age_s=0.5) as pool:
+        old = _ready(pool, key, spec)
+        old_id = old.sandbox.id
+        time.sleep(0.8)
+        got = pool.take(key, spec)
+        assert got.sandbox.id != old_id and not got.warm
+        assert pool.stats["aged"] == 1 and pool.stats["cold"] == 1 and pool.stats["warm"] == 0
+        assert got.sandbox.exec("echo ok").output.strip() == "ok"
+        pool.release(got.sandbox)
+        assert _gone(backend, ws, old_id)
+    assert not _left(backend, ws)
+
+
+@pytest.mark.parametrize("how", ["removed", "killed"])
+def test_a_member_gone_behind_the_pools_back_is_not_handed_out(ws, how):
+    """Removed or killed on the engine (what an engine restart does to every member): the pool
+    sees the cut lifeline or the stopped container and makes a fresh one for the session."""
+    backend = get_backend("docker", ws)
+    s = generate(2, 3)[1]
+    spec = {"scenario": s, "limits": Limits()}
+    sid = new_id()
+    with _pool(backend, size=1) as pool:
+        dead = _ready(pool, sid, spec)
+        if how == "removed":
+            backend.client.api.remove_container(dead.sandbox.id, force=True)
+        else:
+            backend.client.api.kill(dead.sandbox.id)
+        assert _gone(backend, ws, dead.sandbox.id)
+        assert pool.unsound(dead) is not None
+        res = run_session(backend=backend, pool=pool, session_id=sid, scenario=s, store=None,
+                          operator=ReferenceOperator(), budget=Budget(max_turns=30, max_seconds=120))
+        assert res.end_reason in ("exit", "panic") and res.verified is True, (res.end_reason, res.detail)
+        assert pool.stats["dead"] == 1 and pool.stats["cold"] == 1 and pool.stats["warm"] == 0
+    assert not _left(backend, ws)
+
+
+def test_a_dead_login_is_not_handed_out(ws):
+    backend = get_backend("docker", ws)
+    spec = {"scenario": None, "limits": Limits()}
+    sid = new_id()
+    with _pool(backend, size=1) as pool:
+        member = _ready(pool, sid, spec)
+        dead_id = member.sandbox.id
+        assert member.shell is not None and member.shell.login.intact()
+        member.sandbox.exec("pkill -KILL -U 1000; true")
+        deadline = time.monotonic() + 5
+        while member.shell.login.intact() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert pool.unsound(member) == "dead: its login shell is gone"
+        got = pool.take(sid, spec)
+        assert got.sandbox.id != dead_id and _gone(backend, ws, dead_id)
+        assert pool.stats["dead"] == 1
+        pool.discard(got)
+    assert not _left(backend, ws)
+
+
+def test_nothing_leaks_after_a_batch_or_a_stopped_batch(ws):
+    import threading
+    backend = get_backend("docker", ws)
+    store = Store(ws.db_path)
+    scenarios = generate(5, 3)
+    out = run_rollouts(scenarios=scenarios, backend=backend, store=store,
+                       cfg=RolloutConfig("reference", workers=2, pool=True),
+                       make_operator=ReferenceOperator)
+    assert out["rollouts"] == 5 and out["kept"] == 5
+    assert out["pool"]["warm"] == 5
+    assert not _left(backend, ws)
+    # stopped after the first rollout: members prepared ahead are never used, and removed
+    stop = threading.Event()
+    out = run_rollouts(scenarios=scenarios, backend=backend, store=store,
+                       cfg=RolloutConfig("reference", workers=1, pool=True),
+                       make_operator=ReferenceOperator, stop=stop,
+                       progress=lambda p: stop.set())
+    # the one whose turns overlapped the first one's checker may finish too
+    assert out["rollouts"] in (1, 2) and out["pool"]["unused"] >= 1
+    assert not _left(backend, ws)
+
+
+def test_a_killed_owner_leaves_nothing_the_next_start_does_not_reap(ws):
+    code = textwrap.dedent("""
+        import sys, time
+        from pipeline.author.procedural import generate
+        from pipeline.sandbox import Limits, get_backend
+        from pipeline.sandbox.pool import SandboxPool
+        from pipeline.session import prepare_sandbox
+        from pipeline.workspace import Workspace
+        backend = get_backend("docker", Workspace.from_env())
+        pool = SandboxPool(backend, lambda k, sp: prepare_sandbox(backend, k, sp), size=2)
+        s = generate(1, 3)[0]
+        for k in ("pool-kill-a", "pool-kill-b"):
+            pool.ahead(k, {"scenario": s, "limits": Limits()})
+        for f in list(pool._pending.values()):
+            f.result()
+        print("ready", flush=True)
+        time.sleep(600)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE,
+                            text=True, env={**os.environ, "SEKBENCH_HOME": str(ws.root)})
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        backend = get_backend("docker", ws)
+        assert len(_left(backend, ws)) == 2
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    backend.reap_stale()   # what every start does first
+    deadline = time.monotonic() + 15
+    while _left(backend, ws) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _left(backend, ws)
+
+
+def test_warm_backend_hands_out_fresh_sandboxes_and_removes_them(ws):
+    backend = get_backend("docker", ws)
+    with WarmBackend(backend, size=1) as warm:
+        first = warm.create(session_id="warm-a", limits=Limits())
+        first.exec("echo x > /tmp/mark", user="sek")
+        first.remove()
+        time.sleep(1.5)   # its replacement has had time to start
+        second = warm.create(session_id="warm-b", limits=Limits())
+        assert second.id != first.id
+        assert second.exec("test -e /tmp/mark; echo $?").output.strip() == "1"
+        second.remove()
+        assert warm.stats["cold"] == 1 and warm.stats["warm"] == 1
+    assert not _left(backend, ws)
+
+
+def test_the_pool_can_be_turned_off(ws, monkeypatch):
+    monkeypatch.setenv("SEKBENCH_POOL", "0")
+    assert pool_enabled() is False and pool_enabled(True) is True
+    backend = get_backend("docker", ws)
+    out = run_rollouts(scenarios=generate(1, 3), backend=backend, store=Store(ws.db_path),
+                       cfg=RolloutConfig("reference", workers=1), make_operator=ReferenceOperator)
+    assert out["rollouts"] == 1 and "pool" not in out
+    monkeypatch.setenv("SEKBENCH_POOL", "maybe")
+    with pytest.raises(SekbenchError, match="SEKBENCH_POOL"):
+        pool_enabled()
