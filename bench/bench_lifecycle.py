@@ -29,7 +29,7 @@ from pipeline.author.procedural import generate  # noqa: E402
 from pipeline.operators.reference import ReferenceOperator  # noqa: E402
 from pipeline.rollout import RolloutConfig, run_rollouts  # noqa: E402
 from pipeline.sandbox import Limits, get_backend, workspace_key  # noqa: E402
-from pipeline.sandbox.pool import SandboxPool, warm_backend  # noqa: E402
+from pipeline.sandbox.pool import SandboxPool  # noqa: E402
 from pipeline.session import Budget, prepare_sandbox, run_session  # noqa: E402
 from pipeline.store import Store, new_id  # noqa: E402
 from pipeline.workspace import Workspace  # noqa: E402
@@ -144,15 +144,14 @@ def main() -> None:
             arates: dict[tuple[int, bool], float] = {}
             for n in workers:
                 for on in (False, True):
-                    with Load() as load, warm_backend(backend, n, on) as be:
+                    with Load() as load:
                         t = time.perf_counter()
-                        verdicts = admit_many(items, be, store=None, workers=n)
+                        verdicts = admit_many(items, backend, store=None, workers=n, warm_pool=on)
                         secs = time.perf_counter() - t
                     ok = sum(v.admitted for v in verdicts)
                     arates[n, on] = len(items) / secs * 60
-                    stats = getattr(be, "stats", "")
                     print(f"admission workers={n} pool={'on ' if on else 'off'}: {len(items)} in "
-                          f"{secs:.1f} s = {arates[n, on]:.1f}/min, admitted {ok}; {stats} "
+                          f"{secs:.1f} s = {arates[n, on]:.1f}/min, admitted {ok} "
                           f"[{load.text()}]", flush=True)
             for n in workers:
                 print(f"admission ratio pool on/off, workers={n}: "

@@ -177,7 +177,10 @@ def check_provider_limits(s: dict, sandbox) -> str | None:
 
 
 def admit_one(s: dict | None, backend: Backend, *, file: str | None = None,
-              load_error: str | None = None, checker_timeout: float | None = None) -> Verdict:
+              load_error: str | None = None, checker_timeout: float | None = None,
+              warm=None) -> Verdict:
+    """`warm`: this scenario's AdmitJob of a warm pool (pipeline/sandbox/pool.py): both
+    sandboxes prepared ahead; None: each made here."""
     if s is None:
         return Verdict(None, False, ["invalid"], {"invalid": load_error or "unreadable"}, file=file)
     if not isinstance(s, dict):
@@ -199,10 +202,18 @@ def admit_one(s: dict | None, backend: Backend, *, file: str | None = None,
     except SekbenchError as e:
         return Verdict(sid, False, ["setup_failed"], {"setup_failed": str(e)}, file=file,
                        archetype=arch, scenario=s)
-    sb = backend.create(session_id=f"admit-{sid}-a-{id(s) % 10000}", limits=ADMISSION_LIMITS,
-                        **places)
+    if warm is not None:
+        member = warm.first()
+        if member.error is not None:   # what creating or setting it up here would have raised
+            if member.sandbox is not None:
+                warm.release(member.sandbox)
+            raise member.error
+        sb = member.sandbox
+    else:
+        sb = backend.create(session_id=f"admit-{sid}-a-{id(s) % 10000}", limits=ADMISSION_LIMITS,
+                            **places)
     try:
-        setup = scen.install(sb, s)
+        setup = scen.install(sb, s) if warm is None else member.setup
         if setup.status != 0:
             why = "timed out" if setup.timed_out else f"exit status {setup.status}"
             return Verdict(sid, False, ["setup_failed"],
@@ -235,12 +246,16 @@ def admit_one(s: dict | None, backend: Backend, *, file: str | None = None,
             reasons.append("not_blocked")
             messages["not_blocked"] = not_blocked
     finally:
-        sb.remove()
+        if warm is not None:
+            warm.release(sb)   # removed in the background
+        else:
+            sb.remove()
     if hung:
         return Verdict(sid, False, reasons, messages, file=file, archetype=arch, scenario=s)
     # Sandbox 2, fresh: the reference solution through a real session.
     res = run_session(backend=backend, operator=ScriptOperator(list(s["reference"])), store=None,
-                      scenario=s, budget=REFERENCE_BUDGET, limits=ADMISSION_LIMITS)
+                      scenario=s, budget=REFERENCE_BUDGET, limits=ADMISSION_LIMITS,
+                      **(warm.reference_args() if warm is not None else {}))
     want = scen.expected_terminal(s)
     if res.verified is True and res.end_reason in ("exit", "panic") and res.end_reason != want:
         reasons.append("unsolvable")
@@ -308,7 +323,7 @@ def admit_many(items: Iterable[tuple[dict | None, str | None, str | None]], back
                store: Store | None, workers: int = 2, source: str = "file",
                batch_id: str | None = None, record_scenarios: bool = True,
                checker_timeout: float | None = None, dedup: bool = True,
-               cluster: str | None = None) -> list[Verdict]:
+               cluster: str | None = None, warm_pool: bool | None = None) -> list[Verdict]:
     """Admit (scenario, file, load_error) items in parallel; record every attempt.
 
     With `dedup` (the default), a scenario that is the same task up to wording as one already
@@ -317,18 +332,23 @@ def admit_many(items: Iterable[tuple[dict | None, str | None, str | None]], back
     admitted; the rest are its duplicates."""
     items = list(items)
 
-    def admit(item):
+    def admit(item, i=None):
         s, file, err = item
+        job = warm.job(i) if warm is not None else None
         try:
             if cluster:  # on a Ray node (pipeline/cluster.py); recorded here
                 from pipeline.cluster import admit_remote
                 return admit_remote(cluster, item, checker_timeout)
-            return admit_one(s, backend, file=file, load_error=err, checker_timeout=checker_timeout)
+            return admit_one(s, backend, file=file, load_error=err, checker_timeout=checker_timeout,
+                             warm=job)
         except Exception as e:  # a broken sandbox must not lose the rest of the batch
             log.exception("admission crashed")
             sid = (s or {}).get("id") if isinstance(s, dict) else None
             return Verdict(sid, False, ["setup_failed"], {"setup_failed": f"admission crashed: {e}"},
                            file=file, scenario=s)
+        finally:
+            if job is not None:
+                job.finish()
 
     def record(item, v):
         s, file, _err = item
@@ -351,21 +371,33 @@ def admit_many(items: Iterable[tuple[dict | None, str | None, str | None]], back
             dup = None
             if dedup and isinstance(s, dict) and not (scen.text_problem(s) or scen.problems(s)):
                 dup = duplicate_verdict(s, store, file=file, earlier=first)
-            v = dup or admit(items[i])
+            v = dup or admit(items[i], i)
             if v.admitted and first is None:
                 first = s
             out.append((i, record(items[i], v)))
         return out
 
     groups = _task_groups(items) if dedup else [[i] for i in range(len(items))]
+    warm = None
+    if not cluster and backend is not None:
+        # the warm pool prepares the first scenario of each task ahead, in the batch's order
+        from pipeline.sandbox.pool import AdmitAhead, pool_enabled
+        firsts = {g[0]: items[g[0]][0] for g in groups if isinstance(items[g[0]][0], dict)
+                  and not (scen.text_problem(items[g[0]][0]) or scen.problems(items[g[0]][0]))}
+        if pool_enabled(warm_pool) and firsts:
+            warm = AdmitAhead(backend, firsts, ADMISSION_LIMITS, workers)
     verdicts: list[Verdict | None] = [None] * len(items)
     if cluster:
         from pipeline.cluster import connect
         workers = connect(cluster).slots
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        for done in pool.map(group, groups):
-            for i, v in done:
-                verdicts[i] = v
+    try:
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+            for done in pool.map(group, groups):
+                for i, v in done:
+                    verdicts[i] = v
+    finally:
+        if warm is not None:
+            warm.close()   # members nobody took, and background removals
     return verdicts  # type: ignore[return-value]
 
 

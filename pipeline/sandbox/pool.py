@@ -298,124 +298,53 @@ def start_pool(backend, jobs: list, workers: int, choice: bool | None = None, *,
     return ahead
 
 
-class _Handed:
-    """A sandbox from a WarmBackend: itself in every way, except that remove() hands it to
-    the background remover."""
+class AdmitAhead:
+    """Admission's two sandboxes per scenario -- one for setup, the untouched state and the
+    discovery path, then a fresh one for the reference session -- prepared ahead in the
+    batch's order (created and set up; the second one logged in too)."""
 
-    def __init__(self, sandbox, owner: "WarmBackend"):
-        self.__dict__["_sb"], self.__dict__["_owner"] = sandbox, owner
+    def __init__(self, backend, scenarios: dict[int, dict], limits, workers: int,
+                 choice: bool | None = None):
+        specs: list[dict] = []
+        self._slot: dict[int, tuple[int, int]] = {}
+        for i, s in scenarios.items():
+            sid = s.get("id")
+            self._slot[i] = (len(specs), len(specs) + 1)
+            specs += [{"scenario": s, "limits": limits, "login": False,
+                       "key": f"admit-{sid}-a-{new_id()[:8]}"},
+                      {"scenario": s, "limits": limits, "login": True,
+                       "key": f"admit-{sid}-b-{new_id()[:8]}"}]
+        self.ahead = start_pool(backend, specs, workers, choice)
 
-    def __getattr__(self, name):
-        return getattr(self._sb, name)
+    @property
+    def pool(self):
+        return self.ahead.pool
 
-    def __setattr__(self, name, value):
-        setattr(self._sb, name, value)
-
-    def remove(self) -> None:
-        self._owner.release(self._sb)
-
-
-class WarmBackend:
-    """A backend whose create() is served from bare warm sandboxes (created and started,
-    nothing installed) kept per kind of create (limits, writable places, files): the first of
-    a kind is made on the spot, and each one handed out starts its replacement, up to `size`
-    of a kind. For batches whose jobs are not known ahead as sessions (admission: a sandbox
-    for setup and discovery, then a fresh one for the reference). A sandbox it hands out is
-    removed in the background. The members' labels name the pool, not the session."""
-
-    def __init__(self, backend, *, size: int = 2, max_age_s: float | None = None):
-        self.inner = backend
-        self.size = max(1, int(size))
-        self.max_age_s = max_age_from_env() if max_age_s is None else float(max_age_s)
-        self._ready: dict[tuple, list[Future]] = {}
-        self._preps = ThreadPoolExecutor(max_workers=self.size, thread_name_prefix="sekbench-warm")
-        self._removals = ThreadPoolExecutor(max_workers=2, thread_name_prefix="sekbench-remove")
-        self._lock = threading.Lock()
-        self._closed = False
-        self.stats = {"warm": 0, "cold": 0, "aged": 0, "dead": 0, "unused": 0}
-
-    def __getattr__(self, name):   # name, image, ws, engine_alive, reap_stale, remove_own ...
-        if name == "inner":
-            raise AttributeError(name)
-        return getattr(self.inner, name)
-
-    def _make(self, key: tuple, limits, writable, files) -> Warm:
-        member = Warm(f"warm-{new_id()}")
-        try:
-            member.sandbox = self.inner.create(session_id=member.key, limits=limits,
-                                               **_places(writable, files))
-        except Exception as e:  # noqa: BLE001 -- the next create makes its own and reports
-            member.error = e
-        return member
-
-    def create(self, *, session_id: str, limits, writable: tuple[str, ...] = (),
-               files: tuple[str, ...] = ()):
-        key = (tuple(sorted(vars(limits).items())), tuple(writable), tuple(files))
-        member = None
-        while True:
-            with self._lock:
-                queue = self._ready.get(key) or []
-                fut = queue.pop(0) if queue else None
-            if fut is None:
-                break
-            got = fut.result()
-            why = unsound(got, self.max_age_s)
-            if why is None:
-                member = got
-                break
-            self.stats["aged" if why.startswith("aged") else "dead"] += 1
-            log.info("discarding a warm sandbox: %s", why)
-            if got.sandbox is not None:
-                self.release(got.sandbox)
-        with self._lock:
-            if not self._closed:
-                queue = self._ready.setdefault(key, [])
-                if len(queue) < self.size:
-                    queue.append(self._preps.submit(self._make, key, limits, writable, files))
-        if member is None:
-            self.stats["cold"] += 1
-            return _Handed(self.inner.create(session_id=session_id, limits=limits,
-                                             **_places(writable, files)), self)
-        self.stats["warm"] += 1
-        return _Handed(member.sandbox, self)
-
-    def release(self, sandbox) -> None:
-        with self._lock:
-            if not self._closed:
-                self._removals.submit(_remove, sandbox)
-                return
-        _remove(sandbox)
+    def job(self, i: int) -> "AdmitJob | None":
+        if self.ahead.pool is None or i not in self._slot:
+            return None
+        return AdmitJob(self.ahead, *self._slot[i])
 
     def close(self) -> None:
-        """Remove every warm member nobody took, and wait for the background removals."""
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-            futs = [f for q in self._ready.values() for f in q]
-            self._ready.clear()
-        self._preps.shutdown(wait=True)
-        for f in futs:
-            member = f.result()
-            if member.sandbox is not None:
-                self.stats["unused"] += 1
-                _remove(member.sandbox)
-        self._removals.shutdown(wait=True)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
+        self.ahead.close()
 
 
-def _places(writable, files) -> dict:
-    return {k: v for k, v in (("writable", tuple(writable)), ("files", tuple(files))) if v}
+class AdmitJob:
+    def __init__(self, ahead: Ahead, a: int, b: int):
+        self._ahead, self._a, self._b = ahead, a, b
 
+    def first(self) -> Warm:
+        """The setup sandbox: created and set up (member.setup), or member.error."""
+        args = self._ahead.session_args(self._a)
+        return args["pool"].take(args["session_id"], self._ahead.specs[self._a])
 
-def warm_backend(backend, workers: int = 1, choice: bool | None = None):
-    """`backend` served from a WarmBackend (a context manager) unless the pool is off."""
-    import contextlib
-    if not pool_enabled(choice) or isinstance(backend, WarmBackend):
-        return contextlib.nullcontext(backend)
-    return WarmBackend(backend, size=max(1, workers))
+    def release(self, sandbox) -> None:
+        self._ahead.pool.release(sandbox)
+
+    def reference_args(self) -> dict:
+        """run_session's arguments for the reference session (its own prepared sandbox)."""
+        return self._ahead.session_args(self._b)
+
+    def finish(self) -> None:
+        """The reference sandbox, where the reference never ran (rejected before it)."""
+        self._ahead.pool.drop(self._ahead.ids[self._b])

@@ -18,7 +18,7 @@ from pipeline.operators.reference import ReferenceOperator
 from pipeline.operators.script import ScriptOperator
 from pipeline.rollout import RolloutConfig, run_rollouts
 from pipeline.sandbox import Limits, get_backend, workspace_key
-from pipeline.sandbox.pool import SandboxPool, WarmBackend, pool_enabled
+from pipeline.sandbox.pool import SandboxPool, pool_enabled
 from pipeline.session import Budget, prepare_sandbox, run_session
 from pipeline.store import Store, new_id
 
@@ -189,21 +189,6 @@ def test_a_killed_owner_leaves_nothing_the_next_start_does_not_reap(ws):
     assert not _left(backend, ws)
 
 
-def test_warm_backend_hands_out_fresh_sandboxes_and_removes_them(ws):
-    backend = get_backend("docker", ws)
-    with WarmBackend(backend, size=1) as warm:
-        first = warm.create(session_id="warm-a", limits=Limits())
-        first.exec("echo x > /tmp/mark", user="sek")
-        first.remove()
-        time.sleep(1.5)   # its replacement has had time to start
-        second = warm.create(session_id="warm-b", limits=Limits())
-        assert second.id != first.id
-        assert second.exec("test -e /tmp/mark; echo $?").output.strip() == "1"
-        second.remove()
-        assert warm.stats["cold"] == 1 and warm.stats["warm"] == 1
-    assert not _left(backend, ws)
-
-
 def test_the_pool_can_be_turned_off(ws, monkeypatch):
     monkeypatch.setenv("SEKBENCH_POOL", "0")
     assert pool_enabled() is False and pool_enabled(True) is True
@@ -214,3 +199,25 @@ def test_the_pool_can_be_turned_off(ws, monkeypatch):
     monkeypatch.setenv("SEKBENCH_POOL", "maybe")
     with pytest.raises(SekbenchError, match="SEKBENCH_POOL"):
         pool_enabled()
+
+
+def test_admission_from_the_pool_gives_the_same_verdicts_and_leaves_nothing(ws):
+    import copy
+
+    from pipeline.admit import admit_many
+    backend = get_backend("docker", ws)
+    good = generate(3, 5)
+    broken = copy.deepcopy(good[0])
+    broken["id"] = broken["id"] + "-broken"
+    broken["setup"] = "echo no >&2; exit 3"
+    vacuous = copy.deepcopy(good[1])
+    vacuous["id"] = vacuous["id"] + "-vacuous"
+    vacuous["checker"] = "exit 0"
+    items = [(s, None, None) for s in (*good, broken, vacuous)]
+    on = admit_many(items, backend, store=None, workers=2, dedup=False, warm_pool=True)
+    assert not _left(backend, ws)
+    off = admit_many(items, backend, store=None, workers=2, dedup=False, warm_pool=False)
+    assert [v.reasons for v in on] == [v.reasons for v in off]
+    assert [v.admitted for v in on] == [True, True, True, False, False]
+    assert on[3].reasons == ["setup_failed"] and "vacuous_checker" in on[4].reasons
+    assert not _left(backend, ws)
