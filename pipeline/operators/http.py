@@ -17,6 +17,7 @@ server's `/v1/models` listing (an adapter's `parent`).
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from pipeline.endpoint import ChatClient, EndpointError, base_url, chat_url  # noqa: F401
 from pipeline.errors import SekbenchError
@@ -145,6 +146,8 @@ def served_specs(spec: str, name: str, *, timeout: float = 10.0) -> tuple[str, s
         raise SekbenchError(f"{listing_url} does not list its models; give --operator-base too "
                             f"(e.g. --operator-base {spec}#BASE_MODEL)")
     by_id = {r.get("id"): r for r in rows if isinstance(r, dict)}
+    if name not in by_id and Path(name).expanduser().exists():
+        return None       # --model is a local base for the hf side, as without a served adapter
     if name not in by_id:
         raise SekbenchError(f"{base_url(url)} does not serve {name!r} (it serves: "
                             f"{', '.join(sorted(map(str, by_id))) or 'nothing'}); start it with "

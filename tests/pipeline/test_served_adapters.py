@@ -151,6 +151,9 @@ def test_an_adapter_the_server_does_not_serve_is_one_line(vllm_like, ws):
     with pytest.raises(SekbenchError, match="does not serve 'other'.*--lora-modules other=") as e:
         operator_specs(EvalConfig(operator_tuned=f"http:{url}", model="other"), ws)
     assert "\n" not in str(e.value) and ADAPTER in str(e.value)
+    # a --model that is a local directory is the hf base side's, as before
+    got = operator_specs(EvalConfig(operator_tuned=f"http:{url}", model=str(ws.root)), ws)
+    assert got[:2] == (f"hf:{ws.root}", f"http:{url}")
     handler.listing = [{"id": ADAPTER, "object": "model"}]          # no parent
     with pytest.raises(SekbenchError, match="without a base model"):
         operator_specs(EvalConfig(operator_tuned=f"http:{url}", model=ADAPTER), ws)

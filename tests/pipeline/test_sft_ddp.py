@@ -27,23 +27,59 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_two_processes_fit_like_one_with_the_same_global_batch(model_dir, tmp_path, ws):
-    from pipeline.sft import ADAPTER_FILE, complete_checkpoints, run_job
-    from pipeline.store import Store
-    data = tiny_data(tmp_path / "d.jsonl", n=4)
-    # one process: two batches a step
-    one = run_job(ws, tiny_config(model_dir, data, tmp_path / "one", max_steps=STEPS,
-                                  trainer="hf", gradient_accumulation_steps=2))
-    assert one["status"] == "succeeded" and one["processes"] == 1
+class Collect:
+    """A recorder that keeps each step's metrics (the one-process fit runs in this process)."""
 
+    def __init__(self):
+        self.values = {}
+
+    def metrics(self, step, values):
+        self.values[step] = dict(values)
+
+    def close(self):
+        pass
+
+
+@pytest.fixture(scope="module")
+def one_process(model_dir, tmp_path_factory):
+    """The reference: one process accumulating two batches a step."""
+    from pipeline.sft import train
+    tmp = tmp_path_factory.mktemp("one")
+    data = tiny_data(tmp / "d.jsonl", n=4)
+    rec = Collect()
+    res = train(tiny_config(model_dir, data, tmp / "out", max_steps=STEPS, trainer="hf",
+                            gradient_accumulation_steps=2), recorder=rec)
+    assert res["status"] == "succeeded" and res["processes"] == 1
+    return data, tmp / "out", rec.values
+
+
+LAUNCHERS = {
+    "torchrun": lambda port: [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node",
+                              "2", "--master-addr", "127.0.0.1", "--master-port", str(port)],
+    # on a machine without GPUs accelerate's multi-GPU launcher still runs the processes, and
+    # sekbench puts them on the CPU over gloo
+    "accelerate": lambda port: [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu",
+                                "--num_processes", "2", "--num_machines", "1",
+                                "--mixed_precision", "no", "--dynamo_backend", "no",
+                                "--main_process_port", str(port)],
+}
+
+
+@pytest.mark.parametrize("launcher", sorted(LAUNCHERS))
+def test_two_processes_fit_like_one_with_the_same_global_batch(launcher, one_process, model_dir,
+                                                               tmp_path, ws):
+    from pipeline.sft import ADAPTER_FILE, complete_checkpoints
+    from pipeline.store import Store
+    if launcher == "accelerate":
+        pytest.importorskip("accelerate")
+    data, one_out, a = one_process
     # two processes, one batch each a step, through the CLI as a user runs it
     out = tmp_path / "two"
     env = {**os.environ, "SEKBENCH_HOME": str(ws.root), "PYTHONPATH": str(REPO),
            "OMP_NUM_THREADS": "1"}
     for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(k, None)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
-           "--master-addr", "127.0.0.1", "--master-port", str(_free_port()),
+    cmd = [*LAUNCHERS[launcher](_free_port()),
            "-m", "sekbench.cli", "sft", "--json", "--trainer", "hf",
            "--data", str(data), "--out", str(out), "--model", str(model_dir),
            "--max-steps", str(STEPS), "--lr", "2e-3", "--max-len", "128", "--batch-tokens", "128",
@@ -51,17 +87,16 @@ def test_two_processes_fit_like_one_with_the_same_global_batch(model_dir, tmp_pa
            "--lora-dropout", "0", "--warmup-ratio", "0", "--target-modules", "q_proj,v_proj"]
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    # each rank prints its document; both say the same run
-    docs = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")] \
-        or [json.loads(proc.stdout)]
-    assert docs and all(d["status"] == "succeeded" and d["processes"] == 2 for d in docs)
+    # each rank prints its document, one a line; both say the same run
+    docs = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    assert sorted(d["rank"] for d in docs) == [0, 1]
+    assert all(d["status"] == "succeeded" and d["processes"] == 2 for d in docs)
 
     store = Store(ws.db_path)
     jobs = store.jobs("sft")
-    assert len(jobs) == 2          # the one-process run and rank 0 of the two: rank 1 made none
-    two_job = next(j for j in jobs if j["id"] != one["job_id"])
-    a = {r["step"]: r["values"] for r in store.metrics(one["job_id"])}
-    b = {r["step"]: r["values"] for r in store.metrics(two_job["id"])}
+    assert len(jobs) == 1          # rank 0's: rank 1 made none
+    assert jobs[0]["status"] == "succeeded"
+    b = {r["step"]: r["values"] for r in store.metrics(jobs[0]["id"])}
     assert sorted(a) == sorted(b) == list(range(1, STEPS + 1))
     for s in a:
         # the same global batch (its tokens and labels), at the same learning rate
@@ -79,7 +114,7 @@ def test_two_processes_fit_like_one_with_the_same_global_batch(model_dir, tmp_pa
     assert not (out / "trainer").exists()
     # the adapters agree as weights do after the same steps
     from safetensors.torch import load_file
-    wa = load_file(str(tmp_path / "one" / "adapter_model.safetensors"))
+    wa = load_file(str(one_out / "adapter_model.safetensors"))
     wb = load_file(str(out / "adapter_model.safetensors"))
     assert wa.keys() == wb.keys()
     for k in wa:
