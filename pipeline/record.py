@@ -53,10 +53,35 @@ def read_manifest(data: str | os.PathLike) -> dict | None:
     return None
 
 
+def untrained_commands(r: dict) -> list[str]:
+    """Commands the operator typed on purpose as mistakes to recover from (the reference's
+    near-miss retrieve, noted `recover:CMD` in its plan): the data shows the error and the
+    recovery, but a model must not be trained to type the mistake."""
+    plan = (r.get("meta") or {}).get("plan") or []
+    return [n.split(":", 1)[1] for n in plan if isinstance(n, str) and n.startswith("recover:")]
+
+
+def weighted(messages: list[dict], untrained: list[str]) -> list[dict]:
+    """Every assistant message gets `weight` (OpenAI's fine-tuning convention): 0 for the first
+    turn typing each untrained command, 1 otherwise; other roles are left as they are."""
+    todo = list(untrained)
+    out = []
+    for m in messages:
+        if m["role"] == "assistant":
+            w = 1
+            if m["content"].strip() in todo:
+                todo.remove(m["content"].strip())
+                w = 0
+            m = {**m, "weight": w}
+        out.append(m)
+    return out
+
+
 def line(r: dict, form: str = "ccpty") -> dict:
     """One export line; each value is coerced to its column's one type."""
     return {
-        "messages": in_form(r["messages"], form), "scenario_id": str(r["scenario_id"] or ""),
+        "messages": weighted(in_form(r["messages"], form), untrained_commands(r)),
+        "scenario_id": str(r["scenario_id"] or ""),
         "archetype": str(r["archetype"] or ""), "split": str(r["split"] or ""),
         "rollout_id": str(r["id"]), "operator": str(r["operator"] or ""), "form": form,
         "outcome": {"end_reason": str(r["end_reason"] or ""), "verified": bool(r["verified"]),

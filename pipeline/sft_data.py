@@ -93,12 +93,12 @@ def end_of_turn(tokenizer) -> str:
 
 def assistant_spans(tokenizer, messages: list[dict]) -> tuple[str, list[tuple[int, int]]]:
     """The conversation as the chat template renders it, and the character span of each
-    assistant turn's content plus its end-of-turn token."""
+    assistant turn's content plus its end-of-turn token (turns with `weight` 0 get none)."""
     text = tokenizer.apply_chat_template(messages, tokenize=False)
     eot = end_of_turn(tokenizer)
     spans = []
     for i, m in enumerate(messages):
-        if m["role"] != "assistant":
+        if m["role"] != "assistant" or m.get("weight", 1) == 0:   # weight 0: shown, not learned
             continue
         prefix = tokenizer.apply_chat_template(messages[:i], tokenize=False,
                                                add_generation_prompt=True)
