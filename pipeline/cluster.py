@@ -129,6 +129,11 @@ class NodeRunner:
     def info(self) -> dict:
         return {**self.where, "image": getattr(self.backend, "image", "")}
 
+    def begin(self) -> None:
+        """A new batch: an earlier batch's stop no longer applies."""
+        self.stopping.clear()
+        self.stop_ids.clear()
+
     def drain(self, stop_ids: list[str]) -> list:
         self.stop_ids.update(stop_ids)
         return self._take()
@@ -204,7 +209,7 @@ class Cluster:
             raise SekbenchError(
                 f"no node of the Ray cluster declares {RESOURCE} (start each node with "
                 f"ray start ... --resources '{{\"{RESOURCE}\": N}}', N = sandboxes it takes at once)")
-        have = {n.node_id for n in self.nodes if n.alive}
+        have = {n.node_id for n in self.nodes}  # a lost node comes back with a new id
         runner = ray.remote(NodeRunner)
         started = []
         for n in declared:
@@ -259,6 +264,8 @@ class Cluster:
                 self._cv.wait(0.5)
         try:
             out = ray.get(node.actor.run.remote(fn, payload))
+        except ray.exceptions.RayTaskError as e:  # the job's, not the node's
+            raise SekbenchError(str(e).strip().splitlines()[-1][:300]) from None
         except ray.exceptions.RayError as e:
             with self._cv:
                 if node.alive:
@@ -323,6 +330,10 @@ class Cluster:
             log.warning("cluster node %s (%s) was lost: %s", node.info.get("host"),
                         node.node_id[:12], why)
             counts["nodes_lost"] += 1
+            try:  # if it is only unreachable for now, its sessions must not go on
+                node.actor.stop.remote()
+            except Exception:
+                pass
             for ref, (job, nd) in list(running.items()):
                 if nd is not node:
                     continue
@@ -388,6 +399,11 @@ class Cluster:
                 except Exception:
                     pass
 
+        for ref in [n.actor.begin.remote() for n in self.nodes if n.alive]:
+            try:
+                ray.get(ref, timeout=60)
+            except Exception:
+                pass  # a lost node shows itself in the loop
         try:
             while queue or running:
                 if stop.is_set() and not stopping:
@@ -423,6 +439,13 @@ class Cluster:
                         continue  # its node's drain is still out: next tick
                     try:
                         out = ray.get(ref)
+                    except ray.exceptions.RayTaskError as e:  # the job's, not the node's
+                        del running[ref]
+                        node.running -= 1
+                        log.warning("a job failed on %s: %s", node.info.get("host"),
+                                    str(e).strip().splitlines()[-1][:300])
+                        counts["failed"] += 1
+                        continue
                     except ray.exceptions.RayError as e:
                         lose(node, type(e).__name__)
                         continue
@@ -530,6 +553,24 @@ def disconnect() -> None:
 
 
 # ----------------------------------------------------------------- rollouts
+_BUILD = threading.Lock()
+_BUILT: set[tuple] = set()
+
+
+def warm_operator(spec: str, options: dict) -> None:
+    """Build an operator once per runner process, alone, before its sessions build theirs: the
+    first hf operator imports transformers and loads the resident base, which several threads
+    must not do at once (the driver does the same before its local threads start)."""
+    key = (spec, repr(sorted(options.items(), key=lambda kv: kv[0])))
+    if key in _BUILT:
+        return
+    from pipeline.operators import make_operator
+    with _BUILD:
+        if key not in _BUILT:
+            make_operator(spec, **options).close()
+            _BUILT.add(key)
+
+
 def rollout_job(*, backend, store, should_stop, job: dict, where: dict) -> dict:
     """One rollout on a node: the session (relayed), its gate verdict and its row."""
     from pipeline.operators import make_operator
@@ -537,6 +578,7 @@ def rollout_job(*, backend, store, should_stop, job: dict, where: dict) -> dict:
     from pipeline.sandbox import Limits
     from pipeline.session import run_session
     cfg, s, k = job["cfg"], job["scenario"], job["k"]
+    warm_operator(cfg.operator, cfg.options)
     op = make_operator(cfg.operator, **cfg.options)
     res = run_session(backend=backend, operator=op, store=store, scenario=s, budget=cfg.budget,
                       limits=Limits(), seed=cfg.seed * 1000 + k,
@@ -639,9 +681,18 @@ def from_args(args, ws) -> Cluster | None:
 # ----------------------------------------------------------------- the ladder
 def ladder_job(*, backend, store, should_stop, job: dict, where: dict) -> dict:
     from pipeline.ladder import ladder_session
+    warm_operator(job["args"]["spec"], job["args"]["base_opts"])
     row = ladder_session(backend=backend, store=store, should_stop=should_stop, **job["args"],
                          session_id=job["session_id"])
-    return {**row, "node": where.get("host")}
+    return {**row, "node": where.get("host"),
+            "runner": {"pid": where.get("pid"), "resident_bases": resident_bases()}}
+
+
+def resident_bases() -> int:
+    """How many hf bases this process holds (one per node is the point of one runner each)."""
+    import sys
+    hf = sys.modules.get("pipeline.operators.hf")
+    return len(getattr(hf, "_RESIDENTS", {})) if hf is not None else 0
 
 
 def cluster_ladder(address: str, jobs: list[tuple[str, str, int]], *, store, configs: dict,

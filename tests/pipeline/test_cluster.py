@@ -196,6 +196,24 @@ def test_admission_and_rollouts_on_two_nodes(cluster, engine2, ws):
 
 
 @needs_ray
+@pytest.mark.model
+def test_hf_base_resident_once_per_node(cluster, ws):
+    """Four hf sessions, two at a time on each node: one runner process per node, one base in it."""
+    from pipeline.models import default_model_dir
+    if not default_model_dir(ws).is_dir():
+        pytest.skip("the local model is not prepared (scripts/setup.sh prepares it)")
+    address, _, _ = cluster
+    out = cli("ladder", "--operator", "hf:default", "--configs", "C0", "--n", "4",
+              "--max-turns", "1", "--max-seconds", "120", "--cluster", address, "--json",
+              env={**os.environ, "OMP_NUM_THREADS": "1"})
+    body = json.loads((ws.reports / f"ladder-{out['report']}.json").read_text())
+    runs = body["runs"]
+    assert len(runs) == 4 and not any(r["void"] for r in runs), runs
+    assert len({r["runner"]["pid"] for r in runs}) == 2
+    assert all(r["runner"]["resident_bases"] == 1 for r in runs)
+
+
+@needs_ray
 def test_stop_one_session_then_the_batch_then_resume(cluster, engine2, ws, tmp_path):
     address, _, _ = cluster
     cli("author", "--count", "2", "--seed", "12", "--json")  # admitted on this machine
