@@ -127,3 +127,59 @@ def test_the_hand_loop_refuses_several_processes(model_dir, tmp_path, monkeypatc
     monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(SekbenchError, match="use --trainer hf"):
         train(tiny_config(model_dir, tiny_data(tmp_path / "d.jsonl"), tmp_path / "o"))
+
+
+def test_sigterm_stops_both_ranks_at_one_step_and_the_run_resumes_under_two(model_dir, tmp_path,
+                                                                           ws):
+    """torchrun passes SIGTERM to every rank; the ranks agree on the step to stop at (the stop
+    flag is all-reduced), rank 0 checkpoints, the job is `interrupted`, and `--resume` under two
+    processes goes on from the checkpoint's batch position."""
+    import signal
+    import time
+
+    from pipeline.sft import complete_checkpoints
+    from pipeline.store import Store
+    data, out = tiny_data(tmp_path / "d.jsonl", n=4), tmp_path / "run"
+    env = {**os.environ, "SEKBENCH_HOME": str(ws.root), "PYTHONPATH": str(REPO),
+           "OMP_NUM_THREADS": "1"}
+
+    def launch(*flags, **kw):
+        return subprocess.Popen(
+            [*LAUNCHERS["torchrun"](_free_port()), "-m", "sekbench.cli", "sft", "--json", *flags],
+            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+
+    proc = launch("--trainer", "hf", "--data", str(data), "--out", str(out), "--model",
+                  str(model_dir), "--max-steps", "10000", "--max-len", "128", "--batch-tokens",
+                  "128", "--lora-r", "4", "--target-modules", "q_proj", "--checkpoint-every", "0")
+    store = Store(ws.db_path)
+    try:
+        end = time.time() + 300
+        while time.time() < end:
+            jobs = store.jobs("sft")
+            if jobs and store.metrics(jobs[0]["id"]):
+                break
+            time.sleep(0.5)
+        else:
+            raise AssertionError("no step within 300 s")
+        proc.send_signal(signal.SIGTERM)
+        stdout, stderr = proc.communicate(timeout=180)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    docs = [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
+    assert sorted(d["rank"] for d in docs) == [0, 1], stderr[-2000:]
+    assert {d["status"] for d in docs} == {"interrupted"}
+    assert len({d["steps"] for d in docs}) == 1          # both stopped after the same step
+    stopped = docs[0]["steps"]
+    assert store.job(store.jobs("sft")[0]["id"])["status"] == "interrupted"
+    ckpt = complete_checkpoints(out)[-1]
+    assert ckpt.name == f"step-{stopped}"
+    assert json.loads((ckpt / "state.json").read_text())["batches"] == 2 * stopped
+
+    proc = launch("--resume", str(out), "--max-steps", str(stopped + 1))
+    stdout, stderr = proc.communicate(timeout=600)
+    assert proc.returncode == 0, stderr[-2000:]
+    docs = [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
+    assert {(d["status"], d["steps"], d["resumed_from"]) for d in docs} == \
+        {("succeeded", stopped + 1, stopped)}
+    assert (out / "adapter_model.safetensors").is_file()
