@@ -460,7 +460,8 @@ def test_engine_killed_mid_rollout_voids_sessions_and_stops_the_batch(ws, tmp_pa
     deadline = time.monotonic() + 60
     while len(client.api.containers()) < 2 and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert len(client.api.containers()) == 2, proc.poll() is not None and proc.communicate()
+    # two sessions running (with the warm pool, their successors' sandboxes are up too)
+    assert len(client.api.containers()) >= 2, proc.poll() is not None and proc.communicate()
     time.sleep(1)
     state["proc"].send_signal(signal.SIGKILL)  # the engine dies mid-session
     state["proc"].wait()
@@ -480,6 +481,13 @@ def test_engine_killed_mid_rollout_voids_sessions_and_stops_the_batch(ws, tmp_pa
                           env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert client.api.containers(all=True, filters={"label": "sekbench=1"}) == []
-    shims = subprocess.run(["pgrep", "-f", f"{paths['exec']}/containerd"], capture_output=True,
-                           text=True).stdout.split()
-    assert len(shims) <= 1  # the engine's own containerd; no shim of a stranded sandbox
+    deadline = time.monotonic() + 15   # a removed sandbox's shim exits within moments
+    while True:
+        shims = subprocess.run(["pgrep", "-f", f"{paths['exec']}/containerd"], capture_output=True,
+                               text=True).stdout.split()
+        if len(shims) <= 1 or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    # the engine's own containerd; no shim of a stranded sandbox
+    assert len(shims) <= 1, [Path(f"/proc/{p}/cmdline").read_bytes().replace(b"\0", b" ")[:300]
+                             for p in shims if Path(f"/proc/{p}").exists()]
