@@ -68,6 +68,11 @@ class CycleConfig:
     eval_workers: int = _f(8, "eval sessions at once; the hf operator decodes them as one batch")
     instance_fraction: float = _f(0.08, "share of the trained archetypes' scenarios set apart "
                                         "as split instance (seeded; at least one)")
+    val_fraction: float = _f(0.0, "share of the TRAINING split's scenarios whose reference "
+                                  "trajectories are kept out of the fit as a validation set "
+                                  "(seeded, by scenario, trained archetypes only): the fit "
+                                  "measures their loss and keeps the best step (0: none)")
+    val_every: int = _f(0, "validation loss every K steps (0: a quarter of max_steps)")
     eval_trials: int = _f(1, "eval sessions per scenario and side (K); K > 1 samples")
     eval_temperature: float | None = _f(None, "eval temperature (default: 0, or 0.7 when K > 1)")
     backend: str | None = _f(None, "docker or bwrap")
@@ -87,6 +92,8 @@ class CycleConfig:
             raise SekbenchError("instance_fraction must be in [0, 1)")
         if self.eval_trials < 1:
             raise SekbenchError("eval_trials must be >= 1")
+        if not 0 <= self.val_fraction < 1 or self.val_every < 0:
+            raise SekbenchError("val_fraction must be in [0, 1) and val_every >= 0")
 
 
 class CycleUI(Protocol):
@@ -142,14 +149,14 @@ def author(ws, store, backend, cfg: CycleConfig, ui: CycleUI, batch: str) -> dic
             "holdout": [s["id"] for s in admitted if s["split"] == "holdout"]}
 
 
-def instance_ids(scenarios: list[dict], fraction: float, seed: int) -> set[str]:
+def instance_ids(scenarios: list[dict], fraction: float, seed: int, what: str = "instance") -> set[str]:
     """A seeded share of the trained archetypes' scenarios, taken in turn over archetypes so
     a small share still covers several; none when fraction is 0."""
     trained = sorted((s for s in scenarios if s["split"] == "train"), key=lambda s: s["id"])
     if fraction <= 0 or len(trained) < 2:
         return set()
     want = min(len(trained) - 1, max(1, round(fraction * len(trained))))
-    rng = random.Random(f"sekbench/cycle/{seed}/instance")
+    rng = random.Random(f"sekbench/cycle/{seed}/{what}")
     groups: dict[str, list[dict]] = {}
     for s in trained:
         groups.setdefault(s["archetype"], []).append(s)
@@ -206,14 +213,37 @@ def fixed_order(path: Path, manifest: dict, store) -> dict:
     return manifest
 
 
-def sft(ws, cfg: CycleConfig, ui: CycleUI, data: str, out: Path) -> dict:
+def split_validation(path: Path, manifest: dict, val_ids: set[str]) -> dict:
+    """Move the trajectories of the validation scenarios out of the training file into
+    `NAME.val.jsonl`; the training manifest counts what is left."""
+    import hashlib
+    lines = Path(path).read_text(encoding="utf-8").splitlines(keepends=True)
+    train = [x for x in lines if x.strip() and json.loads(x)["scenario_id"] not in val_ids]
+    val = [x for x in lines if x.strip() and json.loads(x)["scenario_id"] in val_ids]
+    if not train or not val:
+        raise SekbenchError(f"the validation split left {len(train)} training and {len(val)} "
+                            "validation trajectories; both must have some")
+    val_path = Path(str(path)[:-len(".jsonl")] + ".val.jsonl")
+    val_path.write_text("".join(val), encoding="utf-8")
+    text = "".join(train)
+    Path(path).write_text(text, encoding="utf-8")
+    manifest = dict(manifest, sha256=hashlib.sha256(text.encode("utf-8")).hexdigest(),
+                    trajectories=len(train), validation={"path": str(val_path), "trajectories": len(val),
+                                                         "scenarios": sorted(val_ids)})
+    Path(str(path) + ".manifest.json").write_text(json.dumps(manifest, indent=2))
+    return manifest
+
+
+def sft(ws, cfg: CycleConfig, ui: CycleUI, data: str, out: Path, val_data: str = "") -> dict:
     from pipeline import sft as sft_mod
     from pipeline.models import resolve_model
-    ui.stage("sft", cfg.max_steps, f"LoRA on {cfg.model}, {cfg.max_steps} steps")
+    ui.stage("sft", cfg.max_steps, f"LoRA on {cfg.model}, {cfg.max_steps} steps"
+             + (", best step on the validation split" if val_data else ""))
     scfg = sft_mod.SFTConfig(data=data, out=str(out), model=str(resolve_model(cfg.model, ws)),
                              max_steps=cfg.max_steps, lr=cfg.lr, batch_tokens=cfg.batch_tokens,
                              max_len=cfg.max_len, device=cfg.device, seed=cfg.seed,
-                             checkpoint_every=0)
+                             checkpoint_every=0, val_data=val_data, keep_best=bool(val_data),
+                             val_every=(cfg.val_every or max(1, cfg.max_steps // 4)) if val_data else 0)
     # The fit registers its metrics in the store step by step; a watcher turns them into progress.
     from pipeline.store import Store
     store = Store(ws.db_path)
@@ -226,6 +256,10 @@ def sft(ws, cfg: CycleConfig, ui: CycleUI, data: str, out: Path) -> dict:
             rows = store.metrics(job_id, after)
             if rows:
                 after = rows[-1]["id"]
+                losses = [r for r in rows if "loss" in r["values"]]
+                if not losses:
+                    continue
+                rows = losses
                 v = rows[-1]["values"]
                 ui.advance("sft", rows[-1]["step"], loss=f"{v.get('loss', 0):.3f}",
                            tok_s=f"{v.get('tokens_per_s', 0):.0f}")
@@ -304,10 +338,21 @@ def run_cycle(ws, cfg: CycleConfig, ui: CycleUI | None = None, job_id: str | Non
         ui.stage("export", None, "kept trajectories of this cycle")
         manifest = timed("export", export, store, ws.exports / f"{tag}.jsonl", f"{tag}-rollout",
                          set(cfg.holdout_archetypes))
-        result["export"] = {k: manifest[k] for k in ("path", "trajectories", "sha256", "by_archetype")}
-        fitted = timed("sft", sft, ws, cfg, ui, manifest["path"], ws.adapters / tag)
+        val_data = ""
+        if cfg.val_fraction > 0:
+            # a validation split of the TRAINING archetypes' scenarios: rolled out like the
+            # rest, never trained on; the fit picks its step on them, never on a held-out set
+            val_ids = instance_ids([store.scenario(i) for i in authored["train"]], cfg.val_fraction,
+                                   cfg.seed, "validation")
+            manifest = split_validation(Path(manifest["path"]), manifest, val_ids)
+            val_data = manifest["validation"]["path"]
+        result["export"] = {k: manifest[k] for k in ("path", "trajectories", "sha256", "by_archetype")
+                            if k in manifest}
+        if val_data:
+            result["export"]["validation"] = manifest["validation"]
+        fitted = timed("sft", sft, ws, cfg, ui, manifest["path"], ws.adapters / tag, val_data)
         result["sft"] = {k: fitted.get(k) for k in ("adapter", "steps", "first_loss", "final_loss",
-                                                    "tokens_per_s", "job_id")}
+                                                    "tokens_per_s", "job_id", "validation")}
         evald = timed("eval", evaluate, ws, cfg, ui, fitted["adapter"], authored["holdout"], backend)
         result["eval"] = evald
         evals = {"holdout": evald}

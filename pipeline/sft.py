@@ -73,6 +73,11 @@ class SFTConfig:
     gradient_accumulation_steps: int = _f(1, "batches per optimizer step (trainer hf only)")
     gradient_checkpointing: bool = _f(False, "recompute activations in the backward pass: less "
                                       "memory, more compute (trainer hf only)")
+    val_data: str = _f("", "trajectories of a VALIDATION split of the training archetypes (never "
+                       "a held-out set): their loss is measured every val_every steps")
+    val_every: int = _f(0, "measure the validation loss every K steps (0: at the end only)")
+    keep_best: bool = _f(False, "write the adapter of the step with the lowest validation loss, "
+                         "not the last step's (needs val_data)")
 
     def __post_init__(self):
         def need(ok: bool, what: str):
@@ -103,6 +108,9 @@ class SFTConfig:
              "gradient_accumulation_steps must be >= 1, and above 1 only with trainer hf")
         need(self.trainer == "hf" or not self.gradient_checkpointing,
              "gradient_checkpointing needs trainer hf")
+        need(self.val_every >= 0, "val_every must be >= 0")
+        need(not self.keep_best or bool(self.val_data), "keep_best needs val_data")
+        need(not self.val_data or self.trainer == "loop", "val_data needs trainer loop")
 
     @classmethod
     def from_dict(cls, d: dict) -> "SFTConfig":
@@ -486,6 +494,30 @@ def write_adapter(out: Path, model, tokenizer, run: dict, data, metrics: dict, s
     os.replace(tmp, out / ADAPTER_FILE)
 
 
+def validation_loss(model, examples, tokenizer, batch_tokens: int, device: str) -> float:
+    """Mean loss per labelled token over the validation trajectories (no dropout, no grad)."""
+    import torch
+    was_training = model.training
+    model.eval()
+    total, labelled = 0.0, 0
+    try:
+        with torch.no_grad():
+            for idx in length_grouped_batches(examples, batch_tokens, 0, 0):
+                batch = [examples[i] for i in idx]
+                ids, labels, _ = collate(batch, tokenizer.pad_token_id)
+                n = int((labels[:, 1:] != IGNORE).sum())
+                loss = selective_loss(model, ids.to(device), labels.to(device), None)
+                total += float(loss) * n
+                labelled += n
+    finally:
+        model.train(was_training)
+    return total / max(1, labelled)
+
+
+def _lora_state(model) -> dict:
+    return {k: v.detach().clone() for k, v in model.named_parameters() if v.requires_grad}
+
+
 def train(cfg: SFTConfig, *, resume: bool = False, recorder: Recorder | None = None) -> dict:
     """Fit the adapter. Returns {"status": succeeded|interrupted, "adapter", "steps",
     "first_loss", "final_loss", ...}; on `interrupted` the last checkpoint holds the state."""
@@ -518,6 +550,13 @@ def train(cfg: SFTConfig, *, resume: bool = False, recorder: Recorder | None = N
         if before.get("dataset_sha256") != data.sha256:
             raise SekbenchError(f"{cfg.data} changed since the run began (sha256 differs); "
                                 "start a new run instead of resuming")
+    val = None
+    if cfg.val_data:
+        val = load_dataset(cfg.val_data, tokenizer, cfg.max_len)
+        run["val_dataset_sha256"] = val.sha256
+        if val.sha256 == data.sha256:
+            raise SekbenchError("val_data is the training data itself; give trajectories of "
+                                "scenarios the fit does not train on")
     run_file.write_text(json.dumps(run, indent=1))
     model = load_lora_model(cfg, device)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -546,6 +585,17 @@ def train(cfg: SFTConfig, *, resume: bool = False, recorder: Recorder | None = N
                            "steps": step, "metrics": {"first_loss": first_loss,
                                                       "final_loss": loss_val}},
                           checkpoint_of=total)
+
+    val_curve: list[tuple[int, float]] = []
+    best: dict = {}
+
+    def validate() -> None:
+        v = validation_loss(model, val.examples, tokenizer, cfg.batch_tokens, device)
+        val_curve.append((step, v))
+        recorder.metrics(step, {"val_loss": v})
+        log(f"step {step}/{total} validation loss {v:.4f} over {len(val.examples)} trajectories")
+        if cfg.keep_best and (not best or v < best["loss"]):
+            best.update(step=step, loss=v, state=_lora_state(model))
 
     # the loop
     model.train()
@@ -590,6 +640,8 @@ def train(cfg: SFTConfig, *, resume: bool = False, recorder: Recorder | None = N
             if step % cfg.log_every == 0 or step == total:
                 log(f"step {step}/{total} loss {loss_val:.4f} lr {lr:.2e} "
                     f"{values['tokens_per_s']:.0f} tok/s grad_norm {values['grad_norm']:.3f}")
+            if val is not None and cfg.val_every and step % cfg.val_every == 0 and step < total:
+                validate()
             if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < total:
                 save_checkpoint(out, model, optimizer, state_now(), cfg.keep_checkpoints,
                                 card_now())
@@ -611,9 +663,27 @@ def train(cfg: SFTConfig, *, resume: bool = False, recorder: Recorder | None = N
     metrics = {"steps": step, "first_loss": first_loss, "final_loss": loss_val,
                "tokens_per_s": tokens_seen / elapsed if elapsed > 0 else None,
                "train_seconds": elapsed, "train_cpu_seconds": time.process_time() - cpu_start}
-    write_adapter(out, model, tokenizer, run, data, metrics, step)
+    validation = None
+    written_step = step
+    if val is not None:
+        validate()
+        validation = {"curve": val_curve, "trajectories": len(val.examples),
+                      "best_step": min(val_curve, key=lambda x: x[1])[0],
+                      "best_loss": min(v for _, v in val_curve)}
+        if cfg.keep_best and best["step"] != step:
+            with torch.no_grad():
+                for k, v in model.named_parameters():
+                    if k in best["state"]:
+                        v.copy_(best["state"][k])
+            written_step = best["step"]
+            log(f"writing the adapter of step {written_step} (lowest validation loss "
+                f"{best['loss']:.4f}), not of the last step {step}")
+        validation["adapter_step"] = written_step
+        metrics["validation"] = validation
+    write_adapter(out, model, tokenizer, run, data, metrics, written_step)
     recorder.close()
     return {"status": "succeeded", "adapter": str(out), "steps": step, "first_loss": first_loss,
+            "validation": validation,
             "final_loss": loss_val, "tokens_per_s": metrics["tokens_per_s"], "tokens": tokens_seen,
             "train_seconds": elapsed, "train_cpu_seconds": metrics["train_cpu_seconds"],
             "overlong": data.overlong, "empty": data.empty, "dataset_sha256": data.sha256,

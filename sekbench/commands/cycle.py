@@ -31,6 +31,11 @@ def add_arguments(p) -> None:
     p.add_argument("--instance-fraction", type=float, default=0.08,
                    help="share of the trained archetypes' scenarios set apart (split instance) "
                         "and evaluated beside the held-out archetypes (default 0.08; 0: none)")
+    p.add_argument("--val-fraction", type=float, default=0.0, metavar="F",
+                   help="keep this share of the training scenarios' trajectories out of the fit as "
+                        "a validation split; the fit keeps its best step on them (default 0: none)")
+    p.add_argument("--val-every", type=int, default=0, metavar="K",
+                   help="validation loss every K steps (default: a quarter of the steps)")
     p.add_argument("--trials", type=int, default=1, metavar="K",
                    help="eval sessions per scenario and side, each its own seed (default 1, "
                         "greedy; K > 1 samples at --temperature; the eval stage costs about K times)")
@@ -116,7 +121,8 @@ def run(args, ws) -> dict:
                       device=args.device, eval_limit=args.eval_limit,
                       eval_max_turns=args.eval_max_turns, eval_workers=args.eval_workers,
                       backend=args.backend, instance_fraction=args.instance_fraction,
-                      eval_trials=args.trials, eval_temperature=args.temperature, **overrides)
+                      eval_trials=args.trials, eval_temperature=args.temperature,
+                      val_fraction=args.val_fraction, val_every=args.val_every, **overrides)
     console = Console(stderr=True)
     with RichUI(console) as ui:
         result = run_cycle(ws, cfg, ui, job_id=args.job_id)

@@ -17,7 +17,8 @@ HELP = "fit a LoRA adapter on exported trajectories, as a job (foreground or --b
 # Config fields offered as flags; the rest keep the defaults of pipeline.sft.SFTConfig.
 FLAGS = ("lr", "epochs", "max_steps", "lora_r", "lora_alpha", "lora_dropout", "max_len",
          "batch_tokens", "checkpoint_every", "seed", "warmup_ratio", "schedule", "device",
-         "trainer", "gradient_accumulation_steps", "gradient_checkpointing")
+         "trainer", "gradient_accumulation_steps", "gradient_checkpointing", "val_data",
+         "val_every", "keep_best")
 
 
 def add_arguments(p) -> None:

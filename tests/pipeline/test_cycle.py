@@ -11,6 +11,7 @@ import sys
 
 import pytest
 
+from pipeline.errors import SekbenchError
 from pipeline.store import Store
 
 
@@ -123,3 +124,23 @@ def test_holdouts_side_by_side_carries_each_splits_paired_numbers():
     assert got["holdout"]["metrics"]["verified"]["paired"]["p"] == 1.0
     assert got["instance"]["funnel"]["help"]["paired"]["diff"] == 0.5
     assert "n" not in got["holdout"]["metrics"] and "n" not in got["holdout"]["funnel"]
+
+
+def test_validation_split_moves_whole_scenarios_out_of_the_training_file(tmp_path):
+    from pipeline.cycle import CycleConfig, instance_ids, split_validation
+    scen = [{"id": f"{a}-{i}", "archetype": a, "split": "train"} for a in ("report", "archive") for i in range(5)]
+    val = instance_ids(scen, 0.2, 0, "validation")
+    assert len(val) == 2 and {s.split("-")[0] for s in val} == {"report", "archive"}
+    path = tmp_path / "c.jsonl"
+    lines = [{"scenario_id": s["id"], "messages": [], "k": k} for s in scen for k in range(2)]
+    path.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    m = split_validation(path, {"trajectories": 20}, val)
+    train = [json.loads(x) for x in path.read_text().splitlines()]
+    held = [json.loads(x) for x in open(m["validation"]["path"])]
+    assert m["trajectories"] == len(train) == 16 and m["validation"]["trajectories"] == len(held) == 4
+    assert {x["scenario_id"] for x in held} == val and not {x["scenario_id"] for x in train} & val
+    assert json.loads((tmp_path / "c.jsonl.manifest.json").read_text())["trajectories"] == 16
+    with pytest.raises(SekbenchError, match="validation split left"):
+        split_validation(path, m, set())
+    with pytest.raises(SekbenchError, match="val_fraction"):
+        CycleConfig(val_fraction=1.5)

@@ -384,3 +384,43 @@ def test_cli_refuses_bad_input_with_one_line(ws, tmp_path):
         assert main(["sft", "--json", "--resume", str(tmp_path)]) == 2
     finally:
         signal.signal(signal.SIGTERM, old)
+
+
+@pytest.mark.model
+@pytest.mark.slow
+def test_validation_loss_picks_the_best_step_and_its_adapter_is_written(model_dir, tmp_path, ws):
+    """A validation split's loss is measured every K steps; keep_best writes the weights of the
+    step with the lowest one. A learning rate far too high makes the later steps worse."""
+    import torch
+    from safetensors.torch import load_file
+
+    from pipeline.sft import ADAPTER_FILE, run_job
+    from pipeline.store import Store
+    data = tiny_data(tmp_path / "d.jsonl")
+    val = tmp_path / "v.jsonl"
+    rows = [json.loads(x) for x in data.read_text().splitlines()]
+    for r in rows:     # other numbers: the same routine on trajectories the fit never sees
+        for m in r["messages"]:
+            m["content"] = m["content"].replace("write ", "write 7").replace("echo ", "echo 7")
+    val.write_text("".join(json.dumps(r) + "\n" for r in rows[:2]))
+    with pytest.raises(SekbenchError, match="val_data is the training data"):
+        run_job(ws, tiny_config(model_dir, data, tmp_path / "same", val_data=str(data)))
+    out = tmp_path / "a"
+    result = run_job(ws, tiny_config(model_dir, data, out, max_steps=6, lr=0.2, val_data=str(val),
+                                     val_every=2, keep_best=True))
+    v = result["validation"]
+    assert [s for s, _ in v["curve"]] == [2, 4, 6] and v["trajectories"] == 2
+    assert v["best_step"] == min(v["curve"], key=lambda x: x[1])[0] == v["adapter_step"]
+    rec = json.loads((out / ADAPTER_FILE).read_text())
+    assert rec["steps"] == v["best_step"] and rec["metrics"]["validation"]["best_loss"] == v["best_loss"]
+    stored = [m["values"]["val_loss"] for m in Store(ws.db_path).metrics(result["job_id"])
+              if "val_loss" in m["values"]]
+    assert stored == [x for _, x in v["curve"]]
+    # the written weights are the best step's: another fit stopped at that step writes the same
+    again = tmp_path / "b"
+    run_job(ws, tiny_config(model_dir, data, again, max_steps=6, lr=0.2))
+    if v["best_step"] != 6:
+        a, b = load_file(out / "adapter_model.safetensors"), load_file(again / "adapter_model.safetensors")
+        assert any(not torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(SekbenchError, match="keep_best needs val_data"):
+        tiny_config(model_dir, data, tmp_path / "c", keep_best=True)
