@@ -188,6 +188,7 @@ class Cluster:
     def __init__(self, address: str, *, ws_root: str, backend: str | None = None):
         ray = require_ray()
         self.ray, self.address, self.ws_root, self.backend = ray, address, ws_root, backend
+        _reachable(address)
         try:
             if not ray.is_initialized():
                 ray.init(address=address, namespace="sekbench", log_to_driver=False,
@@ -501,6 +502,30 @@ class Cluster:
             store.session_end(sid, "sandbox_died", detail=detail)
         except Exception as e:
             log.warning("could not end session %s: %s", sid, e)
+
+
+def _reachable(address: str, timeout: float = 5.0) -> None:
+    """A host:port that does not answer is one line now, not Ray's minutes of retries."""
+    if "://" in address:
+        return  # ray:// has its own timeout
+    if address == "auto":  # RAY_ADDRESS, else the cluster this machine started last
+        try:
+            from ray._private.services import canonicalize_bootstrap_address
+            found = canonicalize_bootstrap_address("auto")
+        except Exception:
+            found = None
+        if not found:
+            raise SekbenchError("--cluster auto: no Ray cluster runs on this machine (start one "
+                                "with ray start, or give its address)")
+        address = found
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise SekbenchError(f"--cluster {address}: expected host:port, ray://host:port or auto")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as e:
+        raise SekbenchError(f"cannot reach the Ray cluster at {address}: "
+                            f"{e.strerror or type(e).__name__}") from None
 
 
 def _errors_to_stderr() -> None:

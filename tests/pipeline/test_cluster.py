@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -58,6 +59,20 @@ def test_cluster_without_ray_is_one_line(ws, tmp_path):
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
     assert "sekbench[cluster]" in lines[0] and "Ray" in lines[0]
+
+
+@pytest.mark.skipif(not HAVE_RAY, reason="Ray is not installed")
+def test_an_unreachable_cluster_is_one_line(ws):
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    for address, words in ((f"127.0.0.1:{port}", "cannot reach the Ray cluster"),
+                           ("no-port", "expected host:port")):
+        t0 = time.monotonic()
+        done = cli("rollout", "--operator", "reference", "--cluster", address, ok=False)
+        lines = done.stderr.strip().splitlines()
+        assert done.returncode != 0 and len(lines) == 1 and words in lines[0], done.stderr
+        assert time.monotonic() - t0 < 30  # not Ray's minutes of retries
 
 
 # ----------------------------------------------------------------- the two-node cluster
@@ -149,6 +164,7 @@ def cluster(engine2, tmp_path_factory):
     finally:
         for n in reversed(nodes):
             n.stop()
+        shutil.rmtree(temp, ignore_errors=True)
 
 
 def _sessions(store: Store, batch: str) -> list[dict]:
@@ -342,3 +358,22 @@ def _sessions_live(store: Store) -> list[dict]:
     for r in rows:
         r["meta"] = json.loads(r["meta"] or "{}")
     return rows
+
+
+@pytest.mark.docker
+def test_resume_runs_only_what_the_batch_has_not_committed_locally(ws, tmp_path):
+    cli("author", "--count", "2", "--seed", "14", "--json")
+    store = Store(ws.db_path)
+    n_train = len(store.scenarios(split="train"))
+    quick = _script(tmp_path, "quick.txt", ["exit"])
+    first = cli("rollout", "--operator", f"script:{quick}", "--per-scenario", "1", "--json")
+    batch = first["batch_id"]
+    again = cli("rollout", "--operator", f"script:{quick}", "--per-scenario", "2",
+                "--resume", batch, "--json")
+    assert again["batch_id"] == batch and again["rollouts"] == n_train  # only k = 1
+    rows = store.rollouts(batch_id=batch, limit=100, with_messages=True)
+    assert sorted((r["scenario_id"], r["meta"]["k"]) for r in rows) == sorted(
+        (s["id"], k) for s in store.scenarios(split="train") for k in (0, 1))
+    none = cli("rollout", "--operator", f"script:{quick}", "--per-scenario", "2",
+               "--resume", batch, "--json")
+    assert none["rollouts"] == 0
