@@ -15,6 +15,7 @@ and the machine's load around each measurement (the machine is shared: other wor
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import statistics
 import sys
@@ -76,6 +77,45 @@ class FirstPrompt:
         pass
 
 
+PHASES: dict[str, list[float]] = {}
+
+
+def instrument() -> None:
+    """Time the lifecycle's phases (wrapping the functions; a few microseconds each)."""
+    import pipeline.scenario as scen
+    import pipeline.session as session
+    from pipeline.sandbox import docker_backend as docker
+    from pipeline.sandbox import pool as poolmod
+
+    def wrap(obj, name, key):
+        f = getattr(obj, name)
+
+        @functools.wraps(f)   # keeps the signature: sandbox_options reads create's parameters
+        def timed(*a, **k):
+            t = time.perf_counter()
+            try:
+                return f(*a, **k)
+            finally:
+                PHASES.setdefault(key, []).append(time.perf_counter() - t)
+        setattr(obj, name, timed)
+    wrap(docker.DockerBackend, "create", "create")
+    wrap(scen, "install", "install (provider + setup)")
+    wrap(docker.DockerSandbox, "login", "login")
+    wrap(poolmod.SandboxPool, "take", "take from the pool (waiting)")
+    wrap(session, "_drive", "turns (login to last turn)")
+    wrap(docker.DockerSandbox, "kill_session", "kill session processes")
+    wrap(scen, "check", "checker")
+    wrap(docker.DockerSandbox, "remove", "remove")
+
+
+def phases_text(rollouts: int) -> str:
+    out = []
+    for k, v in PHASES.items():
+        out.append(f"    {k:32s} {sum(v) / max(1, rollouts) * 1000:7.0f} ms per rollout "
+                   f"({len(v)} calls)")
+    return "\n".join(out)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--count", type=int, default=12, help="scenarios per rollout run")
@@ -122,9 +162,11 @@ def main() -> None:
               f"ratio {c / w:.1f}x")
 
         # -------------------------------------------------------------------- rollouts
+        instrument()
         rates: dict[tuple[int, bool], float] = {}
         for n in workers:
             for on in (False, True):
+                PHASES.clear()
                 with Load() as load:
                     t = time.perf_counter()
                     out = run_rollouts(scenarios=scenarios, backend=backend, store=store,
@@ -135,6 +177,8 @@ def main() -> None:
                 print(f"rollouts workers={n} pool={'on ' if on else 'off'}: {out['rollouts']} in "
                       f"{secs:.1f} s = {rates[n, on]:.1f}/min ({rates[n, on] / n:.1f}/min per worker), "
                       f"kept {out['kept']}; {out.get('pool') or ''} [{load.text()}]", flush=True)
+                if n == min(workers):
+                    print(phases_text(out["rollouts"]), flush=True)
         for n in workers:
             print(f"rollouts ratio pool on/off, workers={n}: {rates[n, True] / rates[n, False]:.2f}x")
 

@@ -103,7 +103,9 @@ class SandboxPool:
         self._removing: list[Future] = []
         self._lock = threading.Lock()
         self._closed = False
-        self.stats = {"warm": 0, "cold": 0, "aged": 0, "dead": 0, "unused": 0}
+        # warm: handed out as prepared; cold: made on the spot; aged/dead: discarded, not used;
+        # failed: preparing it failed (made again on the spot, which reports it); unused: never taken
+        self.stats = {"warm": 0, "cold": 0, "aged": 0, "dead": 0, "failed": 0, "unused": 0}
 
     # ------------------------------------------------------------------ ahead
     def ahead(self, key: str, spec: dict) -> bool:
@@ -148,7 +150,8 @@ class SandboxPool:
                 self.stats["warm"] += 1
                 return member
             log.info("discarding the pooled sandbox of %s: %s", key, why)
-            self.stats["aged" if why.startswith("aged") else "dead"] += 1
+            self.stats["failed" if member.sandbox is None else
+                       "aged" if why.startswith("aged") else "dead"] += 1
             # removed now, not in the background: its replacement takes the same name
             member.close_shell()
             if member.sandbox is not None:
