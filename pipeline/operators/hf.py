@@ -52,25 +52,36 @@ def _cache_from(kv: KV | None):
 _BUFFER_LAYER = None
 
 
-def _buffered_cache(kv: KV, capacity: int, filled: int | None = None):
+def _buffered_cache(kv: KV, capacity: int, filled: int | None = None, start: int = 0):
     """A DynamicCache whose layers write each new token in place into room reserved up front.
 
     DynamicLayer concatenates the whole cache with every new token, which made `aten::cat`
     44% of a batched CPU decode step; these layers write one column and hand back views.
-    `kv` holds either the tokens so far, or (with `filled`) buffers whose first `filled`
-    columns are the tokens so far and whose width is the capacity."""
+    `kv` holds either the tokens so far, or (with `filled`) buffers whose columns
+    [`start`, `filled`) are the tokens so far and whose width is the capacity; the columns left
+    of `start` are zeros, room for a longer row to join (`extend_left`)."""
     global _BUFFER_LAYER
     from transformers import DynamicCache
     if _BUFFER_LAYER is None:
         from transformers.cache_utils import DynamicLayer
 
         class BufferLayer(DynamicLayer):
-            def __init__(self, buf_k, buf_v, n):
+            def __init__(self, buf_k, buf_v, n, start=0):
                 super().__init__()
                 self.device = buf_k.device
-                self._k, self._v, self._n = buf_k, buf_v, n
-                self.keys, self.values = buf_k[:, :, :n], buf_v[:, :, :n]
+                self._k, self._v, self._n, self._start = buf_k, buf_v, n, start
+                self._views()
                 self.is_initialized = True
+
+            def _views(self):
+                self.keys = self._k[:, :, self._start:self._n]
+                self.values = self._v[:, :, self._start:self._n]
+
+            def extend_left(self, columns: int) -> None:
+                """Take `columns` more of the zeroed margin into the window (masked by the caller)."""
+                assert columns <= self._start
+                self._start -= columns
+                self._views()
 
             def update(self, key_states, value_states, *args, **kwargs):
                 n, t = self._n, key_states.shape[2]
@@ -81,7 +92,7 @@ def _buffered_cache(kv: KV, capacity: int, filled: int | None = None):
                 self._k[:, :, n:n + t] = key_states
                 self._v[:, :, n:n + t] = value_states
                 self._n = n + t
-                self.keys, self.values = self._k[:, :, :self._n], self._v[:, :, :self._n]
+                self._views()
                 return self.keys, self.values
 
         _BUFFER_LAYER = BufferLayer
@@ -92,7 +103,7 @@ def _buffered_cache(kv: KV, capacity: int, filled: int | None = None):
             k, v = _widen(k, n, max(capacity, n)), _widen(v, n, max(capacity, n))
         else:
             n = filled
-        layers.append(_BUFFER_LAYER(k, v, n))
+        layers.append(_BUFFER_LAYER(k, v, n, start if filled is not None else 0))
     cache = DynamicCache()
     cache.layer_class_to_replicate = None
     cache.layers = layers
@@ -101,7 +112,7 @@ def _buffered_cache(kv: KV, capacity: int, filled: int | None = None):
 
 def _widen(t, n: int, width: int):
     """The first `n` token columns of `t` in a fresh buffer `width` columns wide."""
-    out = t.new_empty((*t.shape[:2], width, t.shape[3]))
+    out = t.new_zeros((*t.shape[:2], width, t.shape[3]))   # zeros: a margin may become visible
     out[:, :, :n] = t[:, :, :n]
     return out
 
@@ -379,26 +390,32 @@ class Resident:
         self.timing["prefill_tokens"] += len(new)
         return _Row(req, fed=len(req.prompt)), _kv_of(out.cache), out.logits[:, -1, :]
 
+    # Zeroed columns kept left of a batch's window, so a row with a longer cache can join by
+    # widening the window instead of reassembling the batch (continuous batching only).
+    LEFT_ROOM = 384
+
     def _assemble(self, members: list[tuple[_Row, KV]]):
         """A batch cache for these rows, left-padded to the longest, with room to decode into."""
         import torch
         width = max(r.fed for r, _ in members)
         room = max(r.req.max_new - len(r.gen) for r, _ in members) + 1
+        left = self.LEFT_ROOM if (self.buffered_kv and self.continuous) else 0
         k0, v0 = members[0][1][0]
-        shape_k = (len(members), k0.shape[1], width + room, k0.shape[3])
-        shape_v = (len(members), v0.shape[1], width + room, v0.shape[3])
+        shape_k = (len(members), k0.shape[1], left + width + room, k0.shape[3])
+        shape_v = (len(members), v0.shape[1], left + width + room, v0.shape[3])
+        end = left + width
         layers = []
         for li in range(len(members[0][1])):
             keys, values = k0.new_zeros(shape_k), v0.new_zeros(shape_v)
             for i, (row, kv) in enumerate(members):
-                keys[i, :, width - row.fed:width] = kv[li][0][0]
-                values[i, :, width - row.fed:width] = kv[li][1][0]
+                keys[i, :, end - row.fed:end] = kv[li][0][0]
+                values[i, :, end - row.fed:end] = kv[li][1][0]
             layers.append((keys, values))
         mask = torch.zeros((len(members), width), dtype=torch.long, device=self.device)
         for i, (row, _) in enumerate(members):
             mask[i, width - row.fed:] = 1
         if self.buffered_kv:
-            cache = _buffered_cache(layers, width + room, filled=width)
+            cache = _buffered_cache(layers, left + width + room, filled=end, start=left)
         else:   # the library's own growing cache, kept for the benchmark's side-by-side run
             cache = _cache_from([(k[:, :, :width], v[:, :, :width]) for k, v in layers])
         return cache, mask
@@ -431,15 +448,23 @@ class Resident:
             width = mask.shape[1]
             # Place joining rows into free slots where their cache fits; reassemble otherwise,
             # and when dead slots outnumber live ones or padding has grown (a long row left).
-            fits = [m for m in joined if m[0].fed <= width]
-            waste = width - max([slots[i].fed for i in live] + [m[0].fed for m in joined])
-            if (self.buffered_kv and len(fits) == len(joined) and len(joined) <= free
+            longest = max([m[0].fed for m in joined], default=0)
+            margin = cache.layers[0]._start if self.buffered_kv else 0
+            waste = max(width, longest) - max([slots[i].fed for i in live] + [longest])
+            if (self.buffered_kv and longest - width <= margin and len(joined) <= free
                     and free - len(joined) <= len(live) + len(joined) and waste <= 256):
+                if longest > width:   # widen the window into the zeroed margin, masked
+                    for layer in cache.layers:
+                        layer.extend_left(longest - width)
+                    mask = torch.cat([mask.new_zeros((len(slots), longest - width)), mask], dim=1)
+                    width = longest
                 dead = [i for i, r in enumerate(slots) if r is None]
                 for (row, kv), i in zip(joined, dead):
                     for layer, (k, v) in zip(cache.layers, kv):
-                        layer._k[i, :, width - row.fed:width] = k[0]
-                        layer._v[i, :, width - row.fed:width] = v[0]
+                        layer._k[i, :, layer._n - row.fed:layer._n] = k[0]
+                        layer._v[i, :, layer._n - row.fed:layer._n] = v[0]
+                        layer._k[i, :, layer._start:layer._n - row.fed] = 0   # a dead row's leftovers
+                        layer._v[i, :, layer._start:layer._n - row.fed] = 0
                     mask[i] = 0
                     mask[i, width - row.fed:] = 1
                     slots[i] = row
