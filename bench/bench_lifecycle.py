@@ -78,6 +78,59 @@ class FirstPrompt:
 
 
 PHASES: dict[str, list[float]] = {}
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _proc_cpu(pid: int) -> float:
+    f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return sum(int(x) for x in f[11:15]) / TICK   # utime stime cutime cstime
+
+
+def engine_pids() -> list[int]:
+    """The default engine's dockerd (its pid file) and its containerd child, if readable."""
+    try:
+        dockerd = int(Path("/var/run/docker.pid").read_text())
+    except (OSError, ValueError):
+        return []
+    out = [dockerd]
+    for p in os.listdir("/proc"):
+        try:
+            if p.isdigit() and open(f"/proc/{p}/comm").read().strip() == "containerd" and \
+                    int(open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()[1]) == dockerd:
+                out.append(int(p))
+        except (OSError, ValueError, IndexError):
+            continue
+    return out
+
+
+def cpu_snapshot() -> dict[str, float]:
+    """CPU seconds so far: the engine (dockerd + containerd), all containers (the docker
+    cgroup, v1 or v2), this harness. Shims and runc processes exit uncounted."""
+    snap = {}
+    try:
+        snap["engine"] = sum(_proc_cpu(p) for p in engine_pids())
+    except OSError:
+        pass
+    for path, scale in (("/sys/fs/cgroup/cpuacct/docker/cpuacct.usage", 1e9),):
+        try:
+            snap["containers"] = int(Path(path).read_text()) / scale
+        except (OSError, ValueError):
+            pass
+    try:
+        for line in Path("/sys/fs/cgroup/system.slice/cpu.stat").read_text().splitlines():
+            if line.startswith("usage_usec") and "containers" not in snap:
+                snap["containers"] = int(line.split()[1]) / 1e6
+    except (OSError, ValueError):
+        pass
+    t = os.times()
+    snap["harness"] = t.user + t.system
+    return snap
+
+
+def cpu_text(before: dict, after: dict, n: int) -> str:
+    per = {k: (after[k] - before[k]) / max(1, n) for k in before if k in after}
+    return ("    CPU-s per rollout: " + ", ".join(f"{k} {v:.3f}" for k, v in per.items())
+            + f"; sum {sum(per.values()):.3f} (shims and runc uncounted)")
 
 
 def instrument() -> None:
@@ -167,6 +220,7 @@ def main() -> None:
         for n in workers:
             for on in (False, True):
                 PHASES.clear()
+                cpu0 = cpu_snapshot()
                 with Load() as load:
                     t = time.perf_counter()
                     out = run_rollouts(scenarios=scenarios, backend=backend, store=store,
@@ -179,6 +233,7 @@ def main() -> None:
                       f"kept {out['kept']}; {out.get('pool') or ''} [{load.text()}]", flush=True)
                 if n == min(workers):
                     print(phases_text(out["rollouts"]), flush=True)
+                    print(cpu_text(cpu0, cpu_snapshot(), out["rollouts"]), flush=True)
         for n in workers:
             print(f"rollouts ratio pool on/off, workers={n}: {rates[n, True] / rates[n, False]:.2f}x")
 
