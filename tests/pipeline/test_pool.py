@@ -22,7 +22,7 @@ from pipeline.sandbox.pool import SandboxPool, pool_enabled
 from pipeline.session import Budget, prepare_sandbox, run_session
 from pipeline.store import Store, new_id
 
-pytestmark = pytest.mark.docker
+docker = pytest.mark.docker
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
@@ -48,6 +48,7 @@ def _gone(backend, ws, cid, seconds=15.0) -> bool:
     return False
 
 
+@docker
 def test_a_pooled_sandbox_is_fresh(ws):
     backend = get_backend("docker", ws)
     s = generate(1, 3)[0]
@@ -73,6 +74,7 @@ def test_a_pooled_sandbox_is_fresh(ws):
     assert not _left(backend, ws)
 
 
+@docker
 def test_an_aged_member_is_discarded_not_used(ws):
     backend = get_backend("docker", ws)
     spec = {"scenario": None, "limits": Limits(), "login": False}
@@ -90,6 +92,7 @@ def test_an_aged_member_is_discarded_not_used(ws):
     assert not _left(backend, ws)
 
 
+@docker
 @pytest.mark.parametrize("how", ["removed", "killed"])
 def test_a_member_gone_behind_the_pools_back_is_not_handed_out(ws, how):
     """Removed or killed on the engine (what an engine restart does to every member): the pool
@@ -113,6 +116,7 @@ def test_a_member_gone_behind_the_pools_back_is_not_handed_out(ws, how):
     assert not _left(backend, ws)
 
 
+@docker
 def test_a_dead_login_is_not_handed_out(ws):
     backend = get_backend("docker", ws)
     spec = {"scenario": None, "limits": Limits()}
@@ -133,6 +137,7 @@ def test_a_dead_login_is_not_handed_out(ws):
     assert not _left(backend, ws)
 
 
+@docker
 def test_nothing_leaks_after_a_batch_or_a_stopped_batch(ws):
     import threading
     backend = get_backend("docker", ws)
@@ -155,6 +160,7 @@ def test_nothing_leaks_after_a_batch_or_a_stopped_batch(ws):
     assert not _left(backend, ws)
 
 
+@docker
 def test_a_killed_owner_leaves_nothing_the_next_start_does_not_reap(ws):
     code = textwrap.dedent("""
         import sys, time
@@ -189,6 +195,7 @@ def test_a_killed_owner_leaves_nothing_the_next_start_does_not_reap(ws):
     assert not _left(backend, ws)
 
 
+@docker
 def test_the_pool_can_be_turned_off(ws, monkeypatch):
     monkeypatch.setenv("SEKBENCH_POOL", "0")
     assert pool_enabled() is False and pool_enabled(True) is True
@@ -201,6 +208,7 @@ def test_the_pool_can_be_turned_off(ws, monkeypatch):
         pool_enabled()
 
 
+@docker
 def test_admission_from_the_pool_gives_the_same_verdicts_and_leaves_nothing(ws):
     import copy
 
@@ -221,3 +229,15 @@ def test_admission_from_the_pool_gives_the_same_verdicts_and_leaves_nothing(ws):
     assert [v.admitted for v in on] == [True, True, True, False, False]
     assert on[3].reasons == ["setup_failed"] and "vacuous_checker" in on[4].reasons
     assert not _left(backend, ws)
+
+
+@pytest.mark.bwrap
+def test_bwrap_rollouts_from_the_pool_are_kept_and_leave_nothing(ws):
+    backend = get_backend("bwrap", ws)
+    scenarios = generate(3, 3)
+    out = run_rollouts(scenarios=scenarios, backend=backend, store=Store(ws.db_path),
+                       cfg=RolloutConfig("reference", workers=1, pool=True),
+                       make_operator=ReferenceOperator)
+    assert out["rollouts"] == 3 and out["kept"] == 3, out
+    assert out["pool"]["warm"] == 3
+    assert not [d for d in backend._sandboxes_dir().iterdir() if d.is_dir()]
