@@ -45,10 +45,26 @@ def build_parser(verbs: dict) -> argparse.ArgumentParser:
     return parser
 
 
+_terminating = False
+
+
+def _on_sigterm(*_):
+    """The first SIGTERM interrupts the work (checkpoint, sessions closed `interrupted`); a
+    repeated one is ignored while that shutdown runs. Launchers send it twice: torchrun forwards
+    the signal to every rank, then terminates its workers again as it closes, which would
+    otherwise break the checkpoint or the final JSON line half-way."""
+    global _terminating
+    if _terminating:
+        return
+    _terminating = True
+    raise KeyboardInterrupt()
+
+
 def emit(result, as_json: bool) -> None:
     if as_json:
-        json.dump(result, sys.stdout, default=str)
-        sys.stdout.write("\n")
+        # one write of one line, so that processes sharing a pipe (torchrun ranks) never
+        # interleave inside a document
+        sys.stdout.write(json.dumps(result, default=str) + "\n")
     elif result is not None:
         from rich.console import Console
         from rich.pretty import Pretty
@@ -61,7 +77,9 @@ def main(argv: list[str] | None = None) -> int:
     # shared machines (decoding measured 1.2 tok/s spinning vs 7.4 tok/s passive on 2 cores).
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     # SIGTERM ends work the same way Ctrl-C does, so sessions close as `interrupted`.
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    global _terminating
+    _terminating = False
+    signal.signal(signal.SIGTERM, _on_sigterm)
     verbs = _verbs()
     parser = build_parser(verbs)
     args = parser.parse_args(argv)

@@ -175,8 +175,10 @@ def test_the_default_generation_keeps_train_away_from_held_out_tasks():
 def fake_sandbox(monkeypatch):
     """admit_one without sandboxes: admits every scenario except ids in `reject`; counts calls."""
     state = {"calls": [], "reject": set()}
+    monkeypatch.setenv("SEKBENCH_POOL", "0")   # no sandboxes at all, so none prepared ahead
 
-    def fake(s, backend, *, file=None, load_error=None, checker_timeout=None):
+    def fake(s, backend, *, file=None, load_error=None, checker_timeout=None, warm=None):
+        assert warm is None
         state["calls"].append(s["id"])
         if s["id"] in state["reject"]:
             return Verdict(s["id"], False, ["unsolvable"], {"unsolvable": "by the test"}, file=file,
