@@ -76,6 +76,10 @@ class CycleConfig:
     eval_trials: int = _f(1, "eval sessions per scenario and side (K); K > 1 samples")
     eval_temperature: float | None = _f(None, "eval temperature (default: 0, or 0.7 when K > 1)")
     backend: str | None = _f(None, "docker or bwrap")
+    rounds: int = _f(1, "1: fit on the reference's trajectories; 2: then the round-1 adapter "
+                        "operates the training scenarios, the reference takes over where it "
+                        "strays (operator takeover), the kept corrections join the data and a "
+                        "round-2 adapter is fitted from the base and evaluated beside round 1")
 
     def __post_init__(self):
         from pipeline.author.procedural import ARCHETYPES
@@ -94,6 +98,8 @@ class CycleConfig:
             raise SekbenchError("eval_trials must be >= 1")
         if not 0 <= self.val_fraction < 1 or self.val_every < 0:
             raise SekbenchError("val_fraction must be in [0, 1) and val_every >= 0")
+        if self.rounds not in (1, 2):
+            raise SekbenchError("rounds must be 1 or 2")
 
 
 class CycleUI(Protocol):
@@ -186,6 +192,49 @@ def rollout(ws, store, backend, cfg: CycleConfig, ui: CycleUI, train_ids: list[s
                         progress=lambda p: ui.advance("rollout", p["done"], kept=p["kept"]))
 
 
+def correct(ws, store, backend, cfg: CycleConfig, ui: CycleUI, train_ids: list[str], adapter: str,
+            batch: str) -> dict:
+    """Round 2's data: the round-1 adapter types each training scenario until it strays, the
+    reference finishes from there (pipeline/operators/takeover.py); sessions decode as one
+    batch like the eval's."""
+    from pipeline.eval import EvalConfig, operator_options, operator_specs
+    from pipeline.operators import make_operator
+    from pipeline.operators.takeover import TakeoverOperator
+    from pipeline.rollout import RolloutConfig, run_rollouts
+    from pipeline.session import Budget
+    ecfg = EvalConfig(model=cfg.model, adapter=adapter, device=cfg.device)
+    _, student, _ = operator_specs(ecfg, ws)
+    options = operator_options(ecfg)
+    scenarios = [store.scenario(i) for i in train_ids]
+    ui.stage("correct", len(scenarios), f"round-1 adapter, the reference takes over where it strays")
+    rcfg = RolloutConfig(operator=f"takeover:{student}", per_scenario=1, workers=cfg.eval_workers,
+                         seed=cfg.seed, budget=Budget(max_turns=30, max_seconds=300,
+                                                      operator_time_counts=False))
+    out = run_rollouts(scenarios=scenarios, backend=backend, store=store, cfg=rcfg,
+                       make_operator=lambda: TakeoverOperator(make_operator(student, **options)),
+                       batch_id=batch,
+                       progress=lambda p: ui.advance("correct", p["done"], kept=p["kept"]))
+    rows = store.query("select meta from rollouts where batch_id = ? and verdict = 'kept'", [batch])
+    why: Counter = Counter()
+    alone = 0
+    for r in rows:
+        plan = (json.loads(r["meta"]) if isinstance(r["meta"], str) else r["meta"] or {}).get("plan") or []
+        alone += "student_only" in plan
+        why.update(n.split(":")[2] for n in plan if n.startswith("takeover:") and n.count(":") >= 2)
+    return dict(out, student_only_kept=alone, takeover_kept_by_why=dict(why))
+
+
+def merge_exports(store, paths: list[str], out: Path) -> dict:
+    """Several exports as one training file, in the fixed order; its manifest counts each part."""
+    from pipeline.record import read_manifest
+    text = "".join(Path(p).read_text(encoding="utf-8") for p in paths)
+    out.write_text(text, encoding="utf-8")
+    parts = [read_manifest(p) or {} for p in paths]
+    manifest = {"path": str(out), "trajectories": sum(1 for x in text.splitlines() if x.strip()),
+                "parts": [{"path": p, "trajectories": m.get("trajectories")} for p, m in zip(paths, parts)]}
+    return fixed_order(out, manifest, store)
+
+
 def export(store, out: Path, batch: str, holdout: set[str]) -> dict:
     """This cycle's kept trajectories (curator decisions applied); a held-out archetype never gets in."""
     from pipeline.record import export as export_file
@@ -204,7 +253,7 @@ def fixed_order(path: Path, manifest: dict, store) -> dict:
     def seed_of(line: dict) -> int:
         row = store.rollout(line["rollout_id"]) or {}
         return int((row.get("meta") or {}).get("seed") or 0)
-    lines.sort(key=lambda x: (x["scenario_id"], seed_of(x)))
+    lines.sort(key=lambda x: (x["scenario_id"], x.get("operator") or "", seed_of(x)))
     text = "".join(json.dumps(x, ensure_ascii=False) + "\n" for x in lines)
     Path(path).write_text(text, encoding="utf-8")
     manifest = dict(manifest, sha256=hashlib.sha256(text.encode("utf-8")).hexdigest(),
@@ -305,6 +354,40 @@ def holdouts_side_by_side(evals: dict[str, dict]) -> dict:
     return out
 
 
+def second_round(ws, store, backend, cfg: CycleConfig, ui: CycleUI, timed, tag: str,
+                 authored: dict, manifest: dict, val_data: str, evals: dict, adapter1: str) -> dict:
+    """Corrections by the round-1 adapter and the reference, round-1 data plus the kept ones,
+    a round-2 fit from the base with the same budget, the same evals, and each hold-out's
+    round-2 tuned side against round 1's, paired (same scenarios, same seeds)."""
+    from sekbench.commands.compare import compare_eval
+    val_ids = set((manifest.get("validation") or {}).get("scenarios") or [])
+    train = [i for i in authored["train"] if i not in val_ids]
+    corrected = timed("correct", correct, ws, store, backend, cfg, ui, train, adapter1,
+                      f"{tag}-correct")
+    ui.stage("export", None, "round 1's trajectories and the kept corrections")
+    corr = timed("export2", export, store, ws.exports / f"{tag}-correct.jsonl", f"{tag}-correct",
+                 set(cfg.holdout_archetypes)) if corrected["kept"] else None
+    data = [manifest["path"]] + ([corr["path"]] if corr else [])
+    merged = merge_exports(store, data, ws.exports / f"{tag}-r2.jsonl")
+    fitted = timed("sft2", sft, ws, cfg, ui, merged["path"], ws.adapters / f"{tag}-r2", val_data)
+    out: dict = {"correct": corrected, "export": {k: merged.get(k) for k in ("path", "trajectories", "parts",
+                                                                              "sha256")},
+                 "sft": {k: fitted.get(k) for k in ("adapter", "steps", "first_loss", "final_loss",
+                                                    "tokens_per_s", "job_id", "validation")},
+                 "evals": {}, "vs_round1": {}}
+    for split, ids in (("holdout", authored["holdout"]), ("instance", authored["instance"])):
+        if not ids:
+            continue
+        ev = timed(f"eval2_{split}", evaluate, ws, cfg, ui, fitted["adapter"], ids, backend, split)
+        out["evals"][split] = ev
+        # tuned round 2 against tuned round 1 on the same sessions; the base sides must agree
+        cmp = compare_eval(evals[split], ev)
+        out["vs_round1"][split] = {"tuned": cmp["sides"]["tuned"], "base_agree":
+                                   f"{cmp['sides']['base']['agree']}/{cmp['sides']['base']['matched']}"}
+    out["holdouts"] = holdouts_side_by_side(out["evals"])
+    return out
+
+
 # ----------------------------------------------------------------- the cycle
 def run_cycle(ws, cfg: CycleConfig, ui: CycleUI | None = None, job_id: str | None = None) -> dict:
     from pipeline.sandbox import start_backend
@@ -362,6 +445,9 @@ def run_cycle(ws, cfg: CycleConfig, ui: CycleUI | None = None, job_id: str | Non
                                             "instance")
             evals["instance"] = result["eval_instance"]
         result["holdouts"] = holdouts_side_by_side(evals)
+        if cfg.rounds == 2:
+            result["round2"] = second_round(ws, store, backend, cfg, ui, timed, tag, authored,
+                                            manifest, val_data, evals, fitted["adapter"])
         seconds["total"] = round(time.monotonic() - t_all, 1)
     store.job_update(job_id, status="succeeded", ended_at=now(),
                      result={"seconds": seconds, "base": evald["base"], "tuned": evald["tuned"],

@@ -204,7 +204,10 @@ class GateVerdict:
 def gate(*, commands: list[str], end_reason: str, verified: bool | None,
          retrieve: str | list[str] | None, void: bool = False,
          expected_terminal: str = "exit", panic_reason: str | None = None, exit_statuses: list | None = None,
-         outputs: list | None = None, banner: str = "") -> GateVerdict:
+         outputs: list | None = None, banner: str = "", untrained=()) -> GateVerdict:
+    """`untrained`: indices of turns the data shows but never trains (a student's stray that
+    the reference then corrected, pipeline/operators/takeover.py): their class is recorded
+    and not held against the trajectory."""
     # The shell's answer to each turn (status, output) is part of the judgement where known.
     classes = classify_turns(commands, exit_statuses, outputs, banner=banner)
     if void or end_reason in VOID_ENDS:
@@ -215,11 +218,12 @@ def gate(*, commands: list[str], end_reason: str, verified: bool | None,
             and commands[-1].split()[:1] == ["panic"] and classes[-1] == "prose":
         classes = [*classes[:-1], "command"]
     reasons: list[str] = []
-    if not any(c == "command" for c in classes):
+    judged = [c for i, c in enumerate(classes) if i not in set(untrained)]
+    if not any(c == "command" for c in judged):
         reasons.append("no_operation")
-    if "prose" in classes:
+    if "prose" in judged:
         reasons.append("prose_drift")
-    if "over_imitation" in classes:
+    if "over_imitation" in judged:
         reasons.append("over_imitation")
     steps = [retrieve] if isinstance(retrieve, str) else [c for c in retrieve or [] if c]
     if steps:

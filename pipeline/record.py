@@ -61,17 +61,40 @@ def untrained_commands(r: dict) -> list[str]:
     return [n.split(":", 1)[1] for n in plan if isinstance(n, str) and n.startswith("recover:")]
 
 
-def weighted(messages: list[dict], untrained: list[str]) -> list[dict]:
+def untrained_turns(r: dict) -> set[int]:
+    """Turns (0-based, one assistant message each) an operator noted as strays it was
+    corrected on (`untrained_turn:N`, the takeover operator's): shown, never trained."""
+    plan = (r.get("meta") or {}).get("plan") or []
+    return turn_notes(plan)
+
+
+def turn_notes(plan) -> set[int]:
+    out = set()
+    for n in plan or []:
+        if isinstance(n, str) and n.startswith("untrained_turn:"):
+            try:
+                out.add(int(n.split(":", 1)[1]))
+            except ValueError:
+                pass
+    return out
+
+
+def weighted(messages: list[dict], untrained: list[str], turns: set[int] = frozenset()) -> list[dict]:
     """Every assistant message gets `weight` (OpenAI's fine-tuning convention): 0 for the first
-    turn typing each untrained command, 1 otherwise; other roles are left as they are."""
+    turn typing each untrained command and for the untrained turns by index, 1 otherwise;
+    other roles are left as they are."""
     todo = list(untrained)
     out = []
+    k = 0
     for m in messages:
         if m["role"] == "assistant":
             w = 1
-            if m["content"].strip() in todo:
+            if k in turns:
+                w = 0
+            elif m["content"].strip() in todo:
                 todo.remove(m["content"].strip())
                 w = 0
+            k += 1
             m = {**m, "weight": w}
         out.append(m)
     return out
@@ -80,7 +103,7 @@ def weighted(messages: list[dict], untrained: list[str]) -> list[dict]:
 def line(r: dict, form: str = "ccpty") -> dict:
     """One export line; each value is coerced to its column's one type."""
     return {
-        "messages": weighted(in_form(r["messages"], form), untrained_commands(r)),
+        "messages": weighted(in_form(r["messages"], form), untrained_commands(r), untrained_turns(r)),
         "scenario_id": str(r["scenario_id"] or ""),
         "archetype": str(r["archetype"] or ""), "split": str(r["split"] or ""),
         "rollout_id": str(r["id"]), "operator": str(r["operator"] or ""), "form": form,

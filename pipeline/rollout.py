@@ -18,6 +18,7 @@ from typing import Callable
 from pipeline.funnel import session_funnel
 from pipeline.gate import GATE_VERSION, gate
 from pipeline.operators import Operator
+from pipeline.record import turn_notes
 from pipeline.render import get_format
 from pipeline.scenario import expected_terminal
 from pipeline.sandbox import Backend, Limits
@@ -50,7 +51,8 @@ def rollout_row(res: SessionResult, scenario: dict, operator_name: str, batch_id
                    retrieve=scenario["provider"]["retrieve"], void=res.void,
                    expected_terminal=expected_terminal(scenario), panic_reason=res.panic_reason,
                    exit_statuses=[t.exit_status for t in res.turns],
-                   outputs=[t.output for t in res.turns], banner=res.banner)
+                   outputs=[t.output for t in res.turns], banner=res.banner,
+                   untrained=turn_notes((extra or {}).get("plan")))
     funnel = session_funnel(res.turns, scenario, end_reason=res.end_reason,
                             verified=res.verified, classes=verdict.classes, banner=res.banner)
     messages = get_format(fmt).messages(res.transcript)

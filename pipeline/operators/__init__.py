@@ -1,6 +1,7 @@
 """Operators: whatever types the commands. A Protocol with a small registry.
 
-`--operator` takes `reference`, `script:FILE`, `http:URL`, `hf:PATH[@ADAPTER]`;
+`--operator` takes `reference`, `script:FILE`, `http:URL`, `hf:PATH[@ADAPTER]`,
+`takeover:STUDENT` (a student corrected by the reference where it strays);
 a person at the keyboard is the `human` operator of `sekbench shell`.
 """
 
@@ -52,7 +53,7 @@ _REGISTRY: dict[str, Callable[[str, dict], Operator]] = {}
 # Kinds that mean nothing without their argument: a bare `hf` once ran a silent batch of
 # `hf:default` sessions where the user meant to name a model.
 FORMS = {"reference": "reference", "script": "script:FILE", "http": "http:URL",
-         "hf": "hf:PATH[@ADAPTER]"}
+         "hf": "hf:PATH[@ADAPTER]", "takeover": "takeover:STUDENT"}
 
 
 def register(kind: str):
@@ -82,7 +83,7 @@ def make_operator(spec: str, **options) -> Operator:
 def _load_builtin() -> None:
     # Imported lazily: the hf operator pulls in torch, which `sekbench run` must not pay for.
     import importlib
-    for mod in ("script", "reference", "http", "hf"):
+    for mod in ("script", "reference", "http", "hf", "takeover"):
         try:
             importlib.import_module(f"pipeline.operators.{mod}")
         except ModuleNotFoundError as e:

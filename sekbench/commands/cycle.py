@@ -41,6 +41,11 @@ def add_arguments(p) -> None:
                         "greedy; K > 1 samples at --temperature; the eval stage costs about K times)")
     p.add_argument("--temperature", type=float, default=None,
                    help="eval temperature (default 0, or 0.7 with --trials > 1)")
+    p.add_argument("--rounds", type=int, default=1, choices=[1, 2],
+                   help="2: after round 1, the round-1 adapter operates the training scenarios, "
+                        "the reference takes over where it strays, the kept corrections join the "
+                        "data and a round-2 adapter is fitted and evaluated beside round 1 (about "
+                        "doubles the cycle's time; default 1)")
     p.add_argument("--backend", choices=["docker", "bwrap"])
     p.add_argument("--job-id", help=argparse.SUPPRESS)
 
@@ -122,7 +127,8 @@ def run(args, ws) -> dict:
                       eval_max_turns=args.eval_max_turns, eval_workers=args.eval_workers,
                       backend=args.backend, instance_fraction=args.instance_fraction,
                       eval_trials=args.trials, eval_temperature=args.temperature,
-                      val_fraction=args.val_fraction, val_every=args.val_every, **overrides)
+                      val_fraction=args.val_fraction, val_every=args.val_every,
+                      rounds=args.rounds, **overrides)
     console = Console(stderr=True)
     with RichUI(console) as ui:
         result = run_cycle(ws, cfg, ui, job_id=args.job_id)
@@ -131,6 +137,18 @@ def run(args, ws) -> dict:
         from sekbench.widgets.lift_table import lift_table
         console.print(lift_table(result["eval_instance"],
                                  "eval on fresh instances of trained archetypes (split instance)"))
+    r2 = result.get("round2")
+    if r2:
+        console.print(f"round 2: corrections kept {r2['correct']['kept']}/{r2['correct']['rollouts']} "
+                      f"(student alone {r2['correct'].get('student_only_kept', 0)}), "
+                      f"{r2['export']['trajectories']} trajectories")
+        for split, ev in r2["evals"].items():
+            from sekbench.widgets.lift_table import lift_table
+            console.print(lift_table(ev, f"round 2, split {split}"))
+            vs = r2["vs_round1"][split]["tuned"]["metrics"]
+            console.print("round 2 - round 1 (tuned, paired): " + " · ".join(
+                f"{m} {v['first']['k']}->{v['second']['k']}/{v['first']['n']}"
+                for m, v in vs.items() if v))
     secs = result["seconds"]
     console.print("wall time: " + " · ".join(f"{k} {v:.0f} s" for k, v in secs.items()))
     return result

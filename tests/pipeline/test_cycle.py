@@ -144,3 +144,37 @@ def test_validation_split_moves_whole_scenarios_out_of_the_training_file(tmp_pat
         split_validation(path, m, set())
     with pytest.raises(SekbenchError, match="val_fraction"):
         CycleConfig(val_fraction=1.5)
+
+
+@pytest.mark.docker
+@pytest.mark.model
+@pytest.mark.slow
+def test_a_second_round_trains_on_corrections_and_is_compared_with_the_first(ws):
+    """`cycle --rounds 2`, scaled down: the round-1 adapter operates the six training
+    scenarios under the takeover operator, the kept corrections join round 1's data, a
+    round-2 adapter is fitted and evaluated on both hold-outs and compared with round 1."""
+    done = subprocess.run([sys.executable, "-m", "sekbench.cli", "--home", str(ws.root), "cycle",
+                           "--count", "9", "--seed", "0", "--max-steps", "2", "--eval-limit", "1",
+                           "--eval-max-turns", "2", "--eval-workers", "2", "--rounds", "2", "--json"],
+                          capture_output=True, text=True, timeout=1200, env=os.environ.copy())
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = json.loads(done.stdout)
+    r2 = out["round2"]
+    assert r2["correct"]["rollouts"] == 6 and r2["correct"]["kept"] >= 1
+    parts = r2["export"]["parts"]
+    assert parts[0]["trajectories"] == out["export"]["trajectories"]
+    assert r2["export"]["trajectories"] == out["export"]["trajectories"] + r2["correct"]["kept"]
+    assert r2["sft"]["steps"] == 2 and r2["sft"]["adapter"] != out["sft"]["adapter"]
+    assert set(r2["evals"]) == set(r2["vs_round1"]) == {"holdout", "instance"}
+    for split, vs in r2["vs_round1"].items():
+        assert vs["base_agree"].endswith("/1"), split       # the base sessions matched across rounds
+        assert vs["tuned"]["matched"] == 1 and "verified" in vs["tuned"]["metrics"]
+    assert {"correct", "sft2", "eval2_holdout", "eval2_instance"} <= set(out["seconds"])
+    lines = [json.loads(x) for x in open(r2["export"]["path"])]
+    corrections = [x for x in lines if x["operator"] == "takeover"]
+    assert len(corrections) == r2["correct"]["kept"]
+    store = Store(ws.db_path)
+    plans = [store.rollout(x["rollout_id"])["meta"]["plan"] for x in corrections]
+    # a two-step adapter strays at once: the reference took over in each kept correction
+    assert all(any(n.startswith("takeover:") for n in p) for p in plans)
+    assert "round 2" in done.stderr
