@@ -68,8 +68,10 @@ class SFTConfig:
     seed: int = _f(0, "seed for LoRA init, dropout and batch order")
     load_in_4bit: bool = _f(False, "QLoRA: a 4-bit NF4 base through bitsandbytes (CUDA only)")
     device: str = _f("auto", "auto, cpu, cuda or cuda:N")
-    trainer: str = _f("loop", "loop: sekbench's own loop; hf: transformers' Trainer with "
-                      "sekbench's labels, loss, batches, checkpoints and stop as its extensions")
+    trainer: str = _f("hf", "hf: transformers' Trainer with sekbench's labels, loss, batches, "
+                      "checkpoints, stop and validation as its extensions (runs under torchrun / "
+                      "accelerate launch); loop: sekbench's own one-process loop, kept as the "
+                      "reference the Trainer is tested against")
     gradient_accumulation_steps: int = _f(1, "batches per optimizer step (trainer hf only)")
     gradient_checkpointing: bool = _f(False, "recompute activations in the backward pass: less "
                                       "memory, more compute (trainer hf only)")
@@ -110,7 +112,6 @@ class SFTConfig:
              "gradient_checkpointing needs trainer hf")
         need(self.val_every >= 0, "val_every must be >= 0")
         need(not self.keep_best or bool(self.val_data), "keep_best needs val_data")
-        need(not self.val_data or self.trainer == "loop", "val_data needs trainer loop")
 
     @classmethod
     def from_dict(cls, d: dict) -> "SFTConfig":

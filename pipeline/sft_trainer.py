@@ -42,7 +42,7 @@ from pipeline.errors import SekbenchError
 from pipeline.sft import (RUN_FILE, Recorder, SFTConfig, StopRequest, base_model_id,
                           complete_checkpoints, load_checkpoint, load_lora_model, load_tokenizer,
                           log, lr_at, model_card, provenance, resolve_device, save_checkpoint,
-                          selective_loss, write_adapter)
+                          selective_loss, validation_loss, write_adapter, _lora_state)
 from pipeline.sft_data import IGNORE, collate, length_grouped_batches, load_dataset
 
 
@@ -141,6 +141,14 @@ def train_with_trainer(cfg: SFTConfig, *, resume: bool = False,
             raise SekbenchError(f"{cfg.data} changed since the run began (sha256 differs); "
                                 "start a new run instead of resuming")
 
+    val = None
+    if cfg.val_data:
+        val = load_dataset(cfg.val_data, tokenizer, cfg.max_len)
+        run["val_dataset_sha256"] = val.sha256
+        if val.sha256 == data.sha256:
+            raise SekbenchError("val_data is the training data itself; give trajectories of "
+                                "scenarios the fit does not train on")
+
     model = load_lora_model(cfg, device)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay,
@@ -173,7 +181,11 @@ def train_with_trainer(cfg: SFTConfig, *, resume: bool = False,
 
         def get_train_dataloader(self):
             # sharded by RunBatches itself (rank, world), so not handed to accelerate's sharding
+            # its own generator: a new pass's iterator draws its base seed from it, not from
+            # the global RNG, which then holds only what the fit consumes (dropout masks), so a
+            # resumed run's masks are the straight run's
             return DataLoader(data.examples, batch_sampler=batches, num_workers=0,
+                              generator=torch.Generator().manual_seed(cfg.seed),
                               collate_fn=lambda rows: dict(zip(
                                   ("input_ids", "labels"), collate(rows, tokenizer.pad_token_id)[:2])))
 
@@ -207,6 +219,20 @@ def train_with_trainer(cfg: SFTConfig, *, resume: bool = False,
         return path
 
     stop = StopRequest()
+    val_curve: list[tuple[int, float]] = []
+    best: dict = {}
+
+    def validate(step: int) -> None:
+        """Rank 0 measures the validation loss on the unwrapped model (the others wait at
+        the next step's gradient all-reduce); keep_best keeps that step's LoRA weights."""
+        if not lead:
+            return
+        v = validation_loss(model, val.examples, tokenizer, cfg.batch_tokens, device)
+        val_curve.append((step, v))
+        recorder.metrics(step, {"val_loss": v})
+        log(f"step {step}/{total} validation loss {v:.4f} over {len(val.examples)} trajectories")
+        if cfg.keep_best and (not best or v < best["loss"]):
+            best.update(step=step, loss=v, state=_lora_state(model))
 
     def step_totals() -> tuple[float, int, int, bool]:
         """The step's mean batch loss, tokens and labelled tokens over every process, and
@@ -234,6 +260,8 @@ def train_with_trainer(cfg: SFTConfig, *, resume: bool = False,
             state["dt"] = time.perf_counter() - state["t"]
             state["tokens"] += tokens
             step = step_now(s)
+            if val is not None and cfg.val_every and step % cfg.val_every == 0 and step < total:
+                validate(step)
             if lead and cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < total:
                 checkpoint(step)
             if stopping:
@@ -339,11 +367,28 @@ def train_with_trainer(cfg: SFTConfig, *, resume: bool = False,
                "tokens_per_s": state["tokens"] / elapsed if elapsed > 0 else None,
                "train_seconds": elapsed, "train_cpu_seconds": time.process_time() - cpu_start,
                "processes": world}
+    validation = None
+    written_step = step
+    if val is not None and lead:
+        validate(step)
+        validation = {"curve": val_curve, "trajectories": len(val.examples),
+                      "best_step": min(val_curve, key=lambda x: x[1])[0],
+                      "best_loss": min(v for _, v in val_curve)}
+        if cfg.keep_best and best["step"] != step:
+            with torch.no_grad():
+                for k, v in model.named_parameters():
+                    if k in best["state"]:
+                        v.copy_(best["state"][k])
+            written_step = best["step"]
+            log(f"writing the adapter of step {written_step} (lowest validation loss "
+                f"{best['loss']:.4f}), not of the last step {step}")
+        validation["adapter_step"] = written_step
+        metrics["validation"] = validation
     if lead:
-        write_adapter(out, model, tokenizer, run, data, metrics, step)
+        write_adapter(out, model, tokenizer, run, data, metrics, written_step)
     _barrier(world)       # no process reports success before the adapter is whole
     recorder.close()
-    return {"status": "succeeded", "adapter": str(out), "steps": step,
+    return {"status": "succeeded", "adapter": str(out), "steps": step, "validation": validation,
             "first_loss": state["first_loss"], "final_loss": state["loss"],
             "tokens_per_s": metrics["tokens_per_s"], "tokens": state["tokens"],
             "train_seconds": elapsed, "train_cpu_seconds": metrics["train_cpu_seconds"],

@@ -126,7 +126,7 @@ def test_the_hand_loop_refuses_several_processes(model_dir, tmp_path, monkeypatc
     from pipeline.sft import train
     monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(SekbenchError, match="use --trainer hf"):
-        train(tiny_config(model_dir, tiny_data(tmp_path / "d.jsonl"), tmp_path / "o"))
+        train(tiny_config(model_dir, tiny_data(tmp_path / "d.jsonl"), tmp_path / "o", trainer="loop"))
 
 
 def test_sigterm_stops_both_ranks_at_one_step_and_the_run_resumes_under_two(model_dir, tmp_path,

@@ -22,7 +22,7 @@ def test_trainer_matches_the_loop_step_for_step(model_dir, tmp_path, ws):
     from pipeline.store import Store
     data = tiny_data(tmp_path / "d.jsonl", n=3)
     kw = dict(max_steps=4, checkpoint_every=2, batch_tokens=256)
-    loop = run_job(ws, tiny_config(model_dir, data, tmp_path / "loop", **kw))
+    loop = run_job(ws, tiny_config(model_dir, data, tmp_path / "loop", trainer="loop", **kw))
     hf = run_job(ws, tiny_config(model_dir, data, tmp_path / "hf", trainer="hf", **kw))
     assert loop["status"] == hf["status"] == "succeeded" and loop["steps"] == hf["steps"] == 4
     store = Store(ws.db_path)
@@ -128,3 +128,38 @@ def test_gradient_checkpointing_under_the_trainer_keeps_the_losses(model_dir, tm
     assert sorted(ckpt.loss) == [1, 2]
     for s in plain.loss:   # recomputed activations, the same gradients
         assert ckpt.loss[s] == pytest.approx(plain.loss[s], rel=1e-4)
+
+
+def test_validation_under_the_trainer_gives_the_loops_curve_and_best_step(model_dir, tmp_path, ws):
+    """val_data / val_every / keep_best on the Trainer: the same validation losses at the same
+    steps as the hand loop (dropout 0, the same batches), the same best step, and the adapter
+    written is that step's."""
+    from safetensors.torch import load_file
+
+    from pipeline.sft import ADAPTER_FILE, run_job
+    from pipeline.store import Store
+    data = tiny_data(tmp_path / "d.jsonl")
+    rows = [json.loads(x) for x in data.read_text().splitlines()]
+    for r in rows:     # other numbers: the same routine on trajectories the fit never sees
+        for m in r["messages"]:
+            m["content"] = m["content"].replace("write ", "write 7").replace("echo ", "echo 7")
+    val = tmp_path / "v.jsonl"
+    val.write_text("".join(json.dumps(r) + "\n" for r in rows[:2]))
+    kw = dict(max_steps=6, lr=0.2, val_data=str(val), val_every=2, keep_best=True)
+    loop = run_job(ws, tiny_config(model_dir, data, tmp_path / "loop", trainer="loop", **kw))
+    hf = run_job(ws, tiny_config(model_dir, data, tmp_path / "hf", trainer="hf", **kw))
+    a, b = loop["validation"], hf["validation"]
+    assert [s for s, _ in b["curve"]] == [s for s, _ in a["curve"]] == [2, 4, 6]
+    for (_, x), (_, y) in zip(a["curve"], b["curve"]):
+        assert y == pytest.approx(x, rel=1e-3)
+    assert b["best_step"] == a["best_step"] == b["adapter_step"]
+    rec = json.loads((tmp_path / "hf" / ADAPTER_FILE).read_text())
+    assert rec["steps"] == b["best_step"]
+    stored = [m["values"]["val_loss"] for m in Store(ws.db_path).metrics(hf["job_id"])
+              if "val_loss" in m["values"]]
+    assert stored == [x for _, x in b["curve"]]
+    wa = load_file(tmp_path / "loop" / "adapter_model.safetensors")
+    wb = load_file(tmp_path / "hf" / "adapter_model.safetensors")
+    for k in wa:
+        assert (wa[k] - wb[k]).abs().max() < 1e-4 + 1e-2 * wa[k].abs().max(), k
+
