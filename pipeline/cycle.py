@@ -58,7 +58,9 @@ class CycleConfig:
     per_scenario: int = _f(1, "reference rollouts per training scenario (seeded variation)")
     workers: int = _f(2, "sandboxes at once while authoring and rolling out")
     model: str = _f("default", "base model (default: the prepared SmolLM2-135M-Instruct)")
-    max_steps: int = _f(36, "SFT optimizer steps (sized so the cycle fits 30 min on 2 cores)")
+    max_steps: int = _f(48, "SFT optimizer steps: chosen on a validation split of the training "
+                            "archetypes (its loss reached its plateau by step 48 of 72; bench/RESULTS.md), "
+                            "and within the cycle's 30 minutes on 2 cores")
     lr: float = _f(1e-3, "SFT peak learning rate")
     batch_tokens: int = _f(2048, "SFT token budget per batch (about five trajectories)")
     max_len: int = _f(2048, "SFT longest trajectory in tokens")

@@ -22,7 +22,8 @@ def add_arguments(p) -> None:
     p.add_argument("--per-scenario", type=int, default=1, help="reference rollouts per training scenario")
     p.add_argument("--workers", type=int, default=2, help="sandboxes at once (author, rollout)")
     p.add_argument("--model", default="default", help="base model (default: the prepared SmolLM2)")
-    p.add_argument("--max-steps", type=int, default=None, help="SFT steps (default 36)")
+    p.add_argument("--max-steps", type=int, default=None, help="SFT steps (default 48, chosen on a "
+                   "validation split of the training archetypes)")
     p.add_argument("--lr", type=float, default=None, help="SFT peak learning rate (default 1e-3)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda")
     p.add_argument("--eval-limit", type=int, help="at most this many held-out scenarios")
