@@ -39,7 +39,8 @@ def add_arguments(p) -> None:
                    help="validation loss every K steps (default: a quarter of the steps)")
     p.add_argument("--trials", type=int, default=1, metavar="K",
                    help="eval sessions per scenario and side, each its own seed (default 1, "
-                        "greedy; K > 1 samples at --temperature; the eval stage costs about K times)")
+                        "greedy; K > 1 samples at --temperature; the eval stage costs less than K "
+                        "times: 2.5x measured for K=5)")
     p.add_argument("--temperature", type=float, default=None,
                    help="eval temperature (default 0, or 0.7 with --trials > 1)")
     p.add_argument("--rounds", type=int, default=1, choices=[1, 2],
