@@ -235,7 +235,9 @@ def test_stop_one_session_then_the_batch_then_resume(cluster, engine2, ws, tmp_p
     cli("author", "--count", "2", "--seed", "12", "--json")  # admitted on this machine
     store = Store(ws.db_path)
     n_train = len(store.scenarios(split="train"))
-    slow = _script(tmp_path, "slow.txt", ["sleep 4", "sleep 4", "sleep 4", "exit"])
+    # long enough (36 s) that no session ends by itself while one is stopped and the driver
+    # interrupted, however loaded the machine (12 s once let one finish first)
+    slow = _script(tmp_path, "slow.txt", ["sleep 6"] * 6 + ["exit"])
     k = 4
     proc = subprocess.Popen([sys.executable, "-m", "sekbench.cli", "rollout", "--operator",
                              f"script:{slow}", "--per-scenario", str(k), "--cluster", address,
