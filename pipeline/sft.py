@@ -519,6 +519,27 @@ def _lora_state(model) -> dict:
     return {k: v.detach().clone() for k, v in model.named_parameters() if v.requires_grad}
 
 
+def validation_record(model, cfg: SFTConfig, curve: list, best: dict, step: int,
+                      trajectories: int) -> tuple[dict, int]:
+    """The end of a fit with validation (both trainers): the curve, its best step, and with
+    keep_best that step's LoRA weights copied back into the model, which is what gets written.
+    Returns (the record, the step whose weights the adapter holds)."""
+    import torch
+    record = {"curve": curve, "trajectories": trajectories,
+              "best_step": min(curve, key=lambda x: x[1])[0], "best_loss": min(v for _, v in curve)}
+    written = step
+    if cfg.keep_best and best["step"] != step:
+        with torch.no_grad():
+            for k, v in model.named_parameters():
+                if k in best["state"]:
+                    v.copy_(best["state"][k])
+        written = best["step"]
+        log(f"writing the adapter of step {written} (lowest validation loss "
+            f"{best['loss']:.4f}), not of the last step {step}")
+    record["adapter_step"] = written
+    return record, written
+
+
 def train(cfg: SFTConfig, *, resume: bool = False, recorder: Recorder | None = None) -> dict:
     """Fit the adapter. Returns {"status": succeeded|interrupted, "adapter", "steps",
     "first_loss", "final_loss", ...}; on `interrupted` the last checkpoint holds the state."""
@@ -668,18 +689,8 @@ def train(cfg: SFTConfig, *, resume: bool = False, recorder: Recorder | None = N
     written_step = step
     if val is not None:
         validate()
-        validation = {"curve": val_curve, "trajectories": len(val.examples),
-                      "best_step": min(val_curve, key=lambda x: x[1])[0],
-                      "best_loss": min(v for _, v in val_curve)}
-        if cfg.keep_best and best["step"] != step:
-            with torch.no_grad():
-                for k, v in model.named_parameters():
-                    if k in best["state"]:
-                        v.copy_(best["state"][k])
-            written_step = best["step"]
-            log(f"writing the adapter of step {written_step} (lowest validation loss "
-                f"{best['loss']:.4f}), not of the last step {step}")
-        validation["adapter_step"] = written_step
+        validation, written_step = validation_record(model, cfg, val_curve, best, step,
+                                                     len(val.examples))
         metrics["validation"] = validation
     write_adapter(out, model, tokenizer, run, data, metrics, written_step)
     recorder.close()

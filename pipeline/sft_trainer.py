@@ -42,7 +42,8 @@ from pipeline.errors import SekbenchError
 from pipeline.sft import (RUN_FILE, Recorder, SFTConfig, StopRequest, base_model_id,
                           complete_checkpoints, load_checkpoint, load_lora_model, load_tokenizer,
                           log, lr_at, model_card, provenance, resolve_device, save_checkpoint,
-                          selective_loss, validation_loss, write_adapter, _lora_state)
+                          selective_loss, validation_loss, validation_record, write_adapter,
+                          _lora_state)
 from pipeline.sft_data import IGNORE, collate, length_grouped_batches, load_dataset
 
 
@@ -371,18 +372,8 @@ def train_with_trainer(cfg: SFTConfig, *, resume: bool = False,
     written_step = step
     if val is not None and lead:
         validate(step)
-        validation = {"curve": val_curve, "trajectories": len(val.examples),
-                      "best_step": min(val_curve, key=lambda x: x[1])[0],
-                      "best_loss": min(v for _, v in val_curve)}
-        if cfg.keep_best and best["step"] != step:
-            with torch.no_grad():
-                for k, v in model.named_parameters():
-                    if k in best["state"]:
-                        v.copy_(best["state"][k])
-            written_step = best["step"]
-            log(f"writing the adapter of step {written_step} (lowest validation loss "
-                f"{best['loss']:.4f}), not of the last step {step}")
-        validation["adapter_step"] = written_step
+        validation, written_step = validation_record(model, cfg, val_curve, best, step,
+                                                     len(val.examples))
         metrics["validation"] = validation
     if lead:
         write_adapter(out, model, tokenizer, run, data, metrics, written_step)
