@@ -212,17 +212,18 @@ def correct(ws, store, backend, cfg: CycleConfig, ui: CycleUI, train_ids: list[s
     rcfg = RolloutConfig(operator=f"takeover:{student}", per_scenario=1, workers=cfg.eval_workers,
                          seed=cfg.seed, budget=Budget(max_turns=30, max_seconds=300,
                                                       operator_time_counts=False))
+    why: Counter = Counter()   # of the kept corrections: who finished them, and why
+
+    def progress(p: dict) -> None:
+        ui.advance("correct", p["done"], kept=p["kept"])
+        if p["row"]["verdict"] == "kept":
+            plan = p["row"]["meta"].get("plan") or []
+            why.update(["student_only"] if "student_only" in plan else
+                       [n.split(":", 2)[2] for n in plan if n.startswith("takeover:")])
     out = run_rollouts(scenarios=scenarios, backend=backend, store=store, cfg=rcfg,
                        make_operator=lambda: TakeoverOperator(make_operator(student, **options)),
-                       batch_id=batch,
-                       progress=lambda p: ui.advance("correct", p["done"], kept=p["kept"]))
-    rows = store.query("select meta from rollouts where batch_id = ? and verdict = 'kept'", [batch])
-    why: Counter = Counter()
-    alone = 0
-    for r in rows:
-        plan = (json.loads(r["meta"]) if isinstance(r["meta"], str) else r["meta"] or {}).get("plan") or []
-        alone += "student_only" in plan
-        why.update(n.split(":")[2] for n in plan if n.startswith("takeover:") and n.count(":") >= 2)
+                       batch_id=batch, progress=progress)
+    alone = why.pop("student_only", 0)
     return dict(out, student_only_kept=alone, takeover_kept_by_why=dict(why))
 
 

@@ -218,7 +218,8 @@ def gate(*, commands: list[str], end_reason: str, verified: bool | None,
             and commands[-1].split()[:1] == ["panic"] and classes[-1] == "prose":
         classes = [*classes[:-1], "command"]
     reasons: list[str] = []
-    judged = [c for i, c in enumerate(classes) if i not in set(untrained)]
+    skip = set(untrained)
+    judged = [c for i, c in enumerate(classes) if i not in skip]
     if not any(c == "command" for c in judged):
         reasons.append("no_operation")
     if "prose" in judged:

@@ -519,6 +519,19 @@ def _lora_state(model) -> dict:
     return {k: v.detach().clone() for k, v in model.named_parameters() if v.requires_grad}
 
 
+def load_validation(cfg: SFTConfig, tokenizer, data, run: dict):
+    """The validation trajectories (None without val_data), recorded in the run; refused when
+    they are the training data itself."""
+    if not cfg.val_data:
+        return None
+    val = load_dataset(cfg.val_data, tokenizer, cfg.max_len)
+    run["val_dataset_sha256"] = val.sha256
+    if val.sha256 == data.sha256:
+        raise SekbenchError("val_data is the training data itself; give trajectories of "
+                            "scenarios the fit does not train on")
+    return val
+
+
 def validation_record(model, cfg: SFTConfig, curve: list, best: dict, step: int,
                       trajectories: int) -> tuple[dict, int]:
     """The end of a fit with validation (both trainers): the curve, its best step, and with
@@ -572,13 +585,7 @@ def train(cfg: SFTConfig, *, resume: bool = False, recorder: Recorder | None = N
         if before.get("dataset_sha256") != data.sha256:
             raise SekbenchError(f"{cfg.data} changed since the run began (sha256 differs); "
                                 "start a new run instead of resuming")
-    val = None
-    if cfg.val_data:
-        val = load_dataset(cfg.val_data, tokenizer, cfg.max_len)
-        run["val_dataset_sha256"] = val.sha256
-        if val.sha256 == data.sha256:
-            raise SekbenchError("val_data is the training data itself; give trajectories of "
-                                "scenarios the fit does not train on")
+    val = load_validation(cfg, tokenizer, data, run)
     run_file.write_text(json.dumps(run, indent=1))
     model = load_lora_model(cfg, device)
     params = [p for p in model.parameters() if p.requires_grad]

@@ -41,7 +41,8 @@ from pathlib import Path
 from pipeline.errors import SekbenchError
 from pipeline.sft import (RUN_FILE, Recorder, SFTConfig, StopRequest, base_model_id,
                           complete_checkpoints, load_checkpoint, load_lora_model, load_tokenizer,
-                          log, lr_at, model_card, provenance, resolve_device, save_checkpoint,
+                          load_validation, log, lr_at, model_card, provenance, resolve_device,
+                          save_checkpoint,
                           selective_loss, validation_loss, validation_record, write_adapter,
                           _lora_state)
 from pipeline.sft_data import IGNORE, collate, length_grouped_batches, load_dataset
@@ -142,13 +143,7 @@ def train_with_trainer(cfg: SFTConfig, *, resume: bool = False,
             raise SekbenchError(f"{cfg.data} changed since the run began (sha256 differs); "
                                 "start a new run instead of resuming")
 
-    val = None
-    if cfg.val_data:
-        val = load_dataset(cfg.val_data, tokenizer, cfg.max_len)
-        run["val_dataset_sha256"] = val.sha256
-        if val.sha256 == data.sha256:
-            raise SekbenchError("val_data is the training data itself; give trajectories of "
-                                "scenarios the fit does not train on")
+    val = load_validation(cfg, tokenizer, data, run)
 
     model = load_lora_model(cfg, device)
     params = [p for p in model.parameters() if p.requires_grad]

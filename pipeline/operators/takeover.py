@@ -50,7 +50,6 @@ class TakeoverOperator:
                                            p_check=p_check, vary_shape=vary_shape)
         self.plan_notes: list[str] = []
         self.taken_over = False
-        self.student_turns = 0    # turns the student typed (the session's first ones)
 
     # -- the session ----------------------------------------------------------------------
     def begin(self, ctx: SessionContext) -> None:
@@ -60,21 +59,20 @@ class TakeoverOperator:
         self.scenario = s
         self.reference.begin(ctx)
         self.full_plan = list(self.reference.plan)
-        self.steps = retrieve_steps(s)
-        self.last_step = self.steps[-1] if self.steps else ""
+        steps = retrieve_steps(s)
+        self.last_step = steps[-1] if steps else ""
         self.provider = s["provider"]["name"]
         self.expected = expected_terminal(s)
         at = self._index(self.last_step)
-        self.discovery_len = (at + 1) if at is not None else len(self.steps) + 1
+        self.discovery_len = (at + 1) if at is not None else len(steps) + 1
         self.work_len = len(self.full_plan) - self.discovery_len
         self.plan_notes = []
         self.taken_over = False
-        self.student_turns = 0
         self.student.begin(ctx)
 
     def next_command(self, transcript: Transcript) -> str:
         if self.taken_over:
-            return self._reference_next(transcript)
+            return self.reference.next_command(transcript)
         turns = transcript.turns
         if turns:
             why = self._strayed_after(turns)
@@ -87,7 +85,6 @@ class TakeoverOperator:
         why = self._strays_before(reply, turns)
         if why:
             return self._take_over(transcript, why)
-        self.student_turns += 1
         return reply
 
     def close(self) -> None:
@@ -111,8 +108,6 @@ class TakeoverOperator:
             return kind
         if t.exit_status in (126, 127):
             return "not_run"
-        if len(turns) > 1 and turns[-2].command.strip() == t.command.strip():
-            return "repeat"
         retrieved_now = runs_step(t.command, self.last_step) if self.last_step else False
         if not retrieved_now and not self._retrieved(turns) and t.exit_status not in (0, None):
             return "error"
@@ -125,7 +120,8 @@ class TakeoverOperator:
         return len(turns) > self.discovery_len + SLACK
 
     def _strays_before(self, reply: str, turns) -> str | None:
-        """Judged on the reply's text before it is typed: such a reply is never typed."""
+        """Judged on the reply's text before it is typed: such a reply is never typed (so a
+        repeat of the last command is caught here, never after)."""
         kind = _classify_text(reply)
         if kind != "command":
             return kind
@@ -160,9 +156,6 @@ class TakeoverOperator:
             rest = self.full_plan
         self.reference.plan = list(rest)
         self.plan_notes.append(f"takeover:{len(turns)}:{why}")
-        return self._reference_next(transcript)
-
-    def _reference_next(self, transcript: Transcript) -> str:
         return self.reference.next_command(transcript)
 
 
