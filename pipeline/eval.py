@@ -242,6 +242,9 @@ class EvalConfig:
     cluster: str | None = _f(None, "a Ray cluster address (or auto): the sessions run on its nodes")
     sides_together: bool = _f(True, "run the base and tuned sessions at the same time (a resident "
                               "hf base decodes both in one batch); False: base, then tuned")
+    base_from: str | None = _f(None, "an earlier eval report whose base sessions are reused (same "
+                               "base operator, seeds and budget; every scenario covered): only the "
+                               "tuned side runs, as an ablation arm needs")
 
     def __post_init__(self):
         if self.split not in SPLITS:
@@ -370,7 +373,8 @@ def run_eval(*, ws, store, cfg: EvalConfig, backend=None, job_id: str | None = N
     options = operator_options(cfg)
     # Build both once before any sandbox starts: a missing model or adapter fails in one line,
     # and the resident base is loaded before the clock of the first session starts.
-    for spec in (base_spec, tuned_spec):
+    reused = reused_base(ws, store, cfg, base_spec, scenarios) if cfg.base_from else None
+    for spec in (tuned_spec,) if reused else (base_spec, tuned_spec):
         if not (cfg.cluster and spec.startswith("hf:")):  # a cluster's nodes load hf bases
             make_operator(spec, **options).close()
     if cfg.cluster:
@@ -402,7 +406,10 @@ def run_eval(*, ws, store, cfg: EvalConfig, backend=None, job_id: str | None = N
         sides[side] = {"spec": spec, "batch_id": batch, "rows": rows, "summary": summary}
 
     pairs = (("base", base_spec), ("tuned", tuned_spec))
-    if cfg.sides_together and not cfg.cluster:
+    if reused:
+        sides["base"] = reused
+        pairs = (("tuned", tuned_spec),)
+    if cfg.sides_together and not cfg.cluster and len(pairs) > 1:
         # Both sides at once: their sessions are independent (the same seeds either way), and
         # a resident hf base decodes base and adapter rows in one batch.
         threads = [threading.Thread(target=run_side, args=pair, name=f"eval-{pair[0]}") for pair in pairs]
@@ -436,6 +443,7 @@ def run_eval(*, ws, store, cfg: EvalConfig, backend=None, job_id: str | None = N
         "operators": {"base": base_spec, "tuned": tuned_spec},
         "batches": {s: sides[s]["batch_id"] for s in sides},
         "adapter": adapter,
+        "base_from": reused["report"] if reused else None,
         "split": cfg.split,
         "config": asdict(cfg),
         "job_id": job_id,
@@ -444,6 +452,46 @@ def run_eval(*, ws, store, cfg: EvalConfig, backend=None, job_id: str | None = N
     body["report"] = rid
     write_files(ws, rid, body)
     return body
+
+
+# What must agree for an earlier report's base sessions to stand for this eval's.
+REUSE_SETTINGS = ("seed", "per_scenario", "temperature", "max_turns", "max_seconds",
+                  "command_timeout", "max_new_tokens")
+
+
+def reused_base(ws, store, cfg: EvalConfig, base_spec: str, scenarios: list[dict]) -> dict:
+    """The base side of report `cfg.base_from`, for these scenarios: refused in one line where
+    its base operator or settings differ, or where a scenario or trial is missing from it."""
+    rid = cfg.base_from
+    path = Path(rid)
+    if not path.is_file():
+        path = ws.reports / f"eval-{rid}.json"
+    try:
+        body = json.loads(path.read_text())
+    except (OSError, ValueError):
+        raise SekbenchError(f"--base-from {rid}: no eval report there (a report id in "
+                            f"{ws.reports}, or a report file)") from None
+    old = body.get("config") or {}
+    if (body.get("operators") or {}).get("base") != base_spec:
+        raise SekbenchError(f"--base-from {rid}: its base was {(body.get('operators') or {}).get('base')!r}, "
+                            f"this eval's is {base_spec!r}")
+    differ = [k for k in REUSE_SETTINGS if old.get(k) != getattr(cfg, k)]
+    if differ:
+        raise SekbenchError(f"--base-from {rid}: its sessions ran with other settings "
+                            f"({', '.join(f'{k} {old.get(k)} vs {getattr(cfg, k)}' for k in differ)})")
+    batch = (body.get("batches") or {}).get("base")
+    wanted = {s["id"] for s in scenarios}
+    rows = [r for r in store.rollouts(batch_id=batch, limit=100_000, with_messages=True)
+            if r["scenario_id"] in wanted] if batch else []
+    have: dict[str, int] = {}
+    for r in rows:
+        have[r["scenario_id"]] = have.get(r["scenario_id"], 0) + 1
+    missing = sorted(i for i in wanted if have.get(i, 0) < cfg.per_scenario)
+    if missing:
+        raise SekbenchError(f"--base-from {rid}: {len(missing)} of these {len(wanted)} scenarios "
+                            f"have no base session there (first: {missing[0]})")
+    return {"spec": base_spec, "batch_id": batch, "rows": rows, "report": body.get("report") or rid,
+            "summary": {"reused_from": body.get("report") or rid, "rollouts": len(rows)}}
 
 
 def report_body(base_rows: list[dict], tuned_rows: list[dict], scenarios: list[dict]) -> dict:
@@ -577,6 +625,9 @@ def markdown(body: dict) -> str:
         a = body["adapter"]
         lines += ["", f"Adapter: `{a.get('path')}` (base {a.get('base_model')}, dataset sha256 "
                       f"{(a.get('dataset_sha256') or '?')[:12]}, {a.get('steps')} steps)."]
+    if body.get("base_from"):
+        lines += ["", f"Base sessions reused from report `{body['base_from']}` (`--base-from`): "
+                      "only the tuned side ran."]
     return "\n".join(lines) + "\n"
 
 
@@ -591,7 +642,8 @@ def write_files(ws, rid: str, body: dict) -> dict:
 def summary(body: dict) -> dict:
     """What `sekbench eval --json` prints: the contract plus where the report lives."""
     keep = ("base", "tuned", "lift", "paired", "funnel", "terminals", "by_archetype", "operators",
-            "adapter", "scenarios", "split", "per_scenario", "report", "job_id", "batches")
+            "adapter", "scenarios", "split", "per_scenario", "report", "job_id", "batches",
+            "base_from")
     return {k: body.get(k) for k in keep}
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -383,20 +384,41 @@ def install_script(s: dict) -> str:
 
 
 def install(sandbox: Sandbox, s: dict) -> ExecResult:
-    """Install the scenario's tools and announcement, then run its setup (as root)."""
-    res = sandbox.exec(install_script(s), timeout=30)
-    if res.status != 0:
-        return ExecResult(res.status, "installing the provider and announcement failed: " + res.output)
-    if s.get("setup", "").strip():
-        res = sandbox.exec(s["setup"], timeout=SETUP_TIMEOUT)
-        if res.status != 0:
-            return res
+    """Install the scenario's tools and announcement, then run its setup (as root).
+
+    One root script does all three steps (install, setup, the fixed file times), so a
+    sandbox is prepared with one exec instead of three: every exec is an engine round trip
+    and a runc process, and on a loaded machine they were most of a rollout's preparation.
+    The script ends with a status line behind a fresh nonce that says which step failed;
+    what the setup prints is the result's output, as before."""
+    nonce = secrets.token_hex(8)
+    setup = s.get("setup", "")
+    # The install step keeps its own umask in its subshell; the setup inherits the exec's,
+    # as when it ran as a script of its own.
+    lines = [f"ins=$( ( {install_script(s).strip()} ) 2>&1 ); ist=$?",
+             f"if [ $ist -ne 0 ]; then printf '%s\\n' \"$ins\"; printf '\\n{nonce} %d\\n' $ist; "
+             "exit $ist; fi"]
+    if setup.strip():
+        # The setup runs as the text it is (eval in a subshell: its syntax errors, `exit` and
+        # `set -e` stay its own), with no stdin; the exec's time limit is its limit.
+        lines += [f"SETUP=$(printf %s '{_b64(setup)}' | base64 -d)",
+                  "( eval \"$SETUP\" ) </dev/null; sst=$?"]
+    else:
+        lines.append("sst=0")
     # Every file the session can list gets one fixed time: `ls -l` would otherwise show the
     # minute the sandbox started, and that wall-clock text would end up in trajectories
     # (the same seed would then not give the same training data).
-    sandbox.exec("find " + " ".join(WRITABLE) + " -xdev -exec touch -h -d "
-                 f"'{FIXED_MTIME}' {{}} + 2>/dev/null; true", timeout=30)
-    return res
+    lines += ["if [ $sst -eq 0 ]; then find " + " ".join(WRITABLE) + " -xdev -exec touch -h -d "
+              f"'{FIXED_MTIME}' {{}} + >/dev/null 2>&1; fi",
+              f"printf '\\n{nonce} 0\\n'", "exit $sst"]
+    res = sandbox.exec("\n".join(lines) + "\n", timeout=SETUP_TIMEOUT + 30)
+    out, sep, tail = res.output.rpartition(f"\n{nonce} ")
+    if not sep:   # the script never reached its status line (killed at its time limit)
+        return res
+    step = tail.split()[0] if tail.split() else ""
+    if step not in ("", "0"):
+        return ExecResult(res.status, "installing the provider and announcement failed: " + out)
+    return ExecResult(res.status, out, timed_out=res.timed_out, truncated=res.truncated)
 
 
 def check(sandbox: Sandbox, s: dict, *, timeout: float | None = None) -> ExecResult:

@@ -80,6 +80,7 @@ class DockerSandbox:
         # sandbox lives; when this process dies, the engine sees EOF and the sandbox ends.
         self._lifeline = lifeline
         self._cgroup = self._find_cgroup()
+        self._session_uid_here: int | None = None
 
     # ------------------------------------------------------------ the shell
     def login(self, env: dict[str, str]) -> Login:
@@ -170,8 +171,17 @@ class DockerSandbox:
         were still there at the end (0 when the sandbox is clean).
 
         kill(-1) from a session-user process signals all of that uid's processes in one pass
-        the kernel does not let a fork slip through; root then checks and repeats."""
+        the kernel does not let a fork slip through. Where this host can read the container's
+        cgroup it confirms from here that none is left (no second exec); otherwise, or when
+        one is, root checks and repeats."""
         self.exec("kill -9 -1 2>/dev/null; exit 0", timeout=10, user=SESSION_USER)
+        for _ in range(5):
+            left = self.session_processes()
+            if left is None:
+                break
+            if left == 0:
+                return 0
+            time.sleep(0.01)
         res = self.exec(f"i=0; while [ $i -lt {int(tries)} ]; do "
                         f"pkill -KILL -U {SESSION_UID} || exit 0; i=$((i+1)); sleep 0.02; done; "
                         f"pgrep -c -U {SESSION_UID}; exit 1", timeout=30)
@@ -181,6 +191,60 @@ class DockerSandbox:
             return int(res.output.split()[-1])
         except (ValueError, IndexError):
             return -1
+
+    def session_processes(self) -> int | None:
+        """Live processes of the session user in the container, read on this host from its
+        cgroup and /proc (zombies are dead and not counted); None where that cannot be read
+        here (another host's engine, another pid namespace, a uid map not readable)."""
+        d = self._cgroup.get("pids")
+        if d is None:
+            return None
+        try:
+            pids = (d / "cgroup.procs").read_text().split()
+        except OSError:
+            return None
+        if not pids:
+            return None   # not even the container's own init: not this host's view of it
+        uid = self._host_session_uid(pids[0])
+        if uid is None:
+            return None
+        left = 0
+        for pid in pids:
+            try:
+                status = Path(f"/proc/{pid}/status").read_text()
+            except FileNotFoundError:
+                continue   # exited since the list was read
+            except OSError:
+                return None
+            state = uids = ""
+            for line in status.splitlines():
+                if line.startswith("State:"):
+                    state = line.split()[1] if len(line.split()) > 1 else ""
+                elif line.startswith("Uid:"):
+                    uids = line
+            if not uids:
+                return None
+            if state != "Z" and uid in {int(x) for x in uids.split()[1:]}:
+                left += 1
+        return left
+
+    def _host_session_uid(self, pid: str) -> int | None:
+        """The session user's uid as this host sees it (an engine may remap the container's
+        uids), from the uid map of a process in the container."""
+        if self._session_uid_here is not None:
+            return self._session_uid_here
+        try:
+            lines = Path(f"/proc/{pid}/uid_map").read_text().split("\n")
+        except OSError:
+            return None
+        for line in lines:
+            parts = line.split()
+            if len(parts) == 3:
+                inside, outside, count = map(int, parts)
+                if inside <= SESSION_UID < inside + count:
+                    self._session_uid_here = outside + SESSION_UID - inside
+                    return self._session_uid_here
+        return None
 
     # ------------------------------------------------------------ liveness
     def intact(self) -> bool:

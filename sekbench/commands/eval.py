@@ -37,6 +37,9 @@ def add_arguments(p) -> None:
     p.add_argument("--seed", type=int, default=0, help="session seeds, the same on both sides")
     p.add_argument("--backend", choices=["docker", "bwrap"])
     p.add_argument("--device", default="auto", help="hf operators: auto, cpu, cuda")
+    p.add_argument("--base-from", metavar="REPORT",
+                   help="reuse the base sessions of an earlier eval report (same base, seeds "
+                        "and budget) and run only the tuned side: an ablation arm")
     from pipeline.cluster import add_cluster_argument
     add_cluster_argument(p)
     p.add_argument("--background", action="store_true",
@@ -54,14 +57,14 @@ def config(args):
         workers=args.workers, seed=args.seed, temperature=args.temperature,
         max_new_tokens=args.max_new_tokens, max_turns=args.max_turns,
         max_seconds=args.max_seconds, command_timeout=args.timeout, backend=args.backend,
-        device=args.device, cluster=args.cluster)
+        device=args.device, cluster=args.cluster, base_from=args.base_from)
 
 
 def child_argv(args) -> list[str]:
     argv: list[str] = []
     for name in ("model", "adapter", "operator_base", "operator_tuned", "split", "archetypes",
                  "limit", "workers", "temperature", "max_new_tokens", "max_turns",
-                 "max_seconds", "timeout", "seed", "backend", "device", "cluster"):
+                 "max_seconds", "timeout", "seed", "backend", "device", "cluster", "base_from"):
         val = getattr(args, name, None)
         if val is not None:
             argv += ["--" + name.replace("_", "-"), str(val)]

@@ -203,3 +203,34 @@ def test_trials_make_clustered_numbers(ws):
     seeds = sorted(s["seed"] for row in out["per_scenario"] for s in row["base"])
     assert seeds == [0, 0, 1, 1]                          # seed*1000+k, the same on both sides
     assert seeds == sorted(s["seed"] for row in out["per_scenario"] for s in row["tuned"])
+
+
+@pytest.mark.docker
+def test_base_from_reuses_the_base_sessions_and_runs_only_the_tuned_side(ws, tmp_path):
+    """An ablation arm: the base side of an earlier report stands for this eval's (same base,
+    seeds and budget), only the tuned side runs; anything that does not match is refused."""
+    from pipeline.store import Store
+    cli("author", "--count", "2", "--seed", "11", "--archetypes", "search_count,file_transform",
+        "--holdout-archetypes", "search_count,file_transform", "--json")
+    first = cli("eval", "--operator-base", "reference", "--operator-tuned", "reference",
+                "--split", "holdout", "--workers", "2", "--json")
+    quits = tmp_path / "quit.txt"
+    quits.write_text("exit\n")
+    arm = cli("eval", "--operator-base", "reference", "--operator-tuned", f"script:{quits}",
+              "--split", "holdout", "--workers", "2", "--base-from", first["report"], "--json")
+    assert arm["base_from"] == first["report"]
+    assert arm["batches"]["base"] == first["batches"]["base"]
+    assert arm["base"] == first["base"] and arm["base"]["verified"]["k"] == 2
+    assert arm["tuned"]["verified"]["k"] == 0 and arm["paired"]["pairs"] == 2
+    store = Store(ws.db_path)
+    batches = {r["batch_id"] for r in store.rollouts(limit=100)}
+    assert batches == {first["batches"]["base"], first["batches"]["tuned"], arm["batches"]["tuned"]}
+    for extra, words in ((["--max-turns", "5"], "max_turns 15 vs 5"),
+                         (["--operator-base", "script:" + str(quits)], "its base was 'reference'")):
+        args = ["eval", "--operator-base", "reference", "--operator-tuned", "reference",
+                "--split", "holdout", "--base-from", first["report"], *extra]
+        done = subprocess.run([sys.executable, "-m", "sekbench.cli", *args], capture_output=True,
+                              text=True, timeout=300)
+        assert done.returncode != 0 and words in done.stderr, done.stderr[-2000:]
+        last = done.stderr.strip().splitlines()[-1]
+        assert last.startswith("sekbench: --base-from") and "Traceback" not in done.stderr

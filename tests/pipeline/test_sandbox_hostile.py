@@ -491,3 +491,50 @@ def test_engine_killed_mid_rollout_voids_sessions_and_stops_the_batch(ws, tmp_pa
     # the engine's own containerd; no shim of a stranded sandbox
     assert len(shims) <= 1, [Path(f"/proc/{p}/cmdline").read_bytes().replace(b"\0", b" ")[:300]
                              for p in shims if Path(f"/proc/{p}").exists()]
+
+
+@needs_docker
+def test_kill_session_confirms_from_the_host_and_falls_back_to_root(ws, monkeypatch):
+    """A session's daemons are counted from the host (cgroup + /proc); killing them then takes
+    one exec, and where the host cannot see the container root checks from inside."""
+    be, sb = _sandbox(ws)
+    try:
+        sb.exec("for i in 1 2 3; do setsid sleep 300 >/dev/null 2>&1 </dev/null & done", user="sek")
+        assert sb.session_processes() == 3
+        execs = []
+        real = sb.exec
+        monkeypatch.setattr(sb, "exec", lambda script, **kw: execs.append(kw.get("user", "root"))
+                            or real(script, **kw))
+        assert sb.kill_session() == 0 and sb.session_processes() == 0
+        assert execs == ["sek"]
+        # A host that cannot see the container's cgroup: root confirms from inside.
+        sb.exec("setsid sleep 300 >/dev/null 2>&1 </dev/null &", user="sek")
+        execs.clear()
+        monkeypatch.setattr(sb, "session_processes", lambda: None)
+        assert sb.kill_session() == 0 and execs == ["sek", "root"]
+        assert "sleep" not in real("ps -eo user,comm").output
+    finally:
+        sb.remove()
+
+
+@needs_docker
+def test_install_is_one_exec_and_says_which_step_failed(ws, monkeypatch):
+    be, sb = _sandbox(ws)
+    try:
+        execs = []
+        real = sb.exec
+        monkeypatch.setattr(sb, "exec", lambda script, **kw: execs.append(script) or real(script, **kw))
+        s = _scenario(setup="echo made; read x || echo no-stdin; umask; exit 3")
+        res = scen.install(sb, s)
+        assert len(execs) == 1
+        # the setup's own status and output; its stdin is empty, its umask the root scripts'
+        assert res.status == 3 and res.output.split() == ["made", "no-stdin", "0077"]
+        assert real(f"test -x /usr/local/bin/{s['provider']['name']}").status == 0
+        res = scen.install(sb, _scenario(setup="if then fi"))
+        assert res.status != 0 and "Syntax error" in res.output
+        bad = _scenario()
+        bad["announcement"] = dict(bad["announcement"], kind="file", path="/proc/nope/notes")
+        res = scen.install(sb, bad)
+        assert res.status != 0 and res.output.startswith("installing the provider and announcement failed")
+    finally:
+        sb.remove()
