@@ -56,6 +56,9 @@ class CycleConfig:
     holdout_announcements: list[str] = field(default_factory=list, metadata={
         "help": "announcement kinds kept out of training (motd, banner, env, file)"})
     per_scenario: int = _f(1, "reference rollouts per training scenario (seeded variation)")
+    reference: str = _f("reference", "the operator spec of the reference rollouts: `reference`, or "
+                                     "`reference:p_recover=0,vary_shape=false,...` for an ablation "
+                                     "(pipeline/operators/reference.py names the knobs)")
     workers: int = _f(2, "sandboxes at once while authoring and rolling out")
     model: str = _f("default", "base model (default: the prepared SmolLM2-135M-Instruct)")
     max_steps: int = _f(48, "SFT optimizer steps: chosen on a validation split of the training "
@@ -102,6 +105,11 @@ class CycleConfig:
             raise SekbenchError("val_fraction must be in [0, 1) and val_every >= 0")
         if self.rounds not in (1, 2):
             raise SekbenchError("rounds must be 1 or 2")
+        if self.reference.partition(":")[0] != "reference":
+            raise SekbenchError(f"reference {self.reference!r}: the reference rollouts take "
+                                "`reference` or `reference:KEY=VALUE,...`")
+        from pipeline.operators import make_operator
+        make_operator(self.reference)   # an unknown knob fails here, in one line
 
 
 class CycleUI(Protocol):
@@ -186,11 +194,11 @@ def rollout(ws, store, backend, cfg: CycleConfig, ui: CycleUI, train_ids: list[s
     from pipeline.session import Budget
     scenarios = [store.scenario(i) for i in train_ids]
     total = len(scenarios) * cfg.per_scenario
-    ui.stage("rollout", total, f"reference operator, {cfg.per_scenario} per scenario")
-    rcfg = RolloutConfig(operator="reference", per_scenario=cfg.per_scenario, workers=cfg.workers,
+    ui.stage("rollout", total, f"operator {cfg.reference}, {cfg.per_scenario} per scenario")
+    rcfg = RolloutConfig(operator=cfg.reference, per_scenario=cfg.per_scenario, workers=cfg.workers,
                          seed=cfg.seed, budget=Budget(max_turns=30, max_seconds=300))
     return run_rollouts(scenarios=scenarios, backend=backend, store=store, cfg=rcfg,
-                        make_operator=lambda: make_operator("reference"), batch_id=batch,
+                        make_operator=lambda: make_operator(cfg.reference), batch_id=batch,
                         progress=lambda p: ui.advance("rollout", p["done"], kept=p["kept"]))
 
 

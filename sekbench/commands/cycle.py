@@ -20,6 +20,9 @@ def add_arguments(p) -> None:
     p.add_argument("--holdout-announcements", default="",
                    help="announcement kinds held out of training: motd, banner, env, file")
     p.add_argument("--per-scenario", type=int, default=1, help="reference rollouts per training scenario")
+    p.add_argument("--reference", default="reference", metavar="SPEC",
+                   help="the reference rollouts' operator: reference (default), or an ablation "
+                        "such as reference:p_recover=0 or reference:vary_shape=false,p_check=0")
     p.add_argument("--workers", type=int, default=2, help="sandboxes at once (author, rollout)")
     p.add_argument("--model", default="default", help="base model (default: the prepared SmolLM2)")
     p.add_argument("--max-steps", type=int, default=None, help="SFT steps (default 48, chosen on a "
@@ -130,7 +133,7 @@ def run(args, ws) -> dict:
                       backend=args.backend, instance_fraction=args.instance_fraction,
                       eval_trials=args.trials, eval_temperature=args.temperature,
                       val_fraction=args.val_fraction, val_every=args.val_every,
-                      rounds=args.rounds, **overrides)
+                      rounds=args.rounds, reference=args.reference, **overrides)
     console = Console(stderr=True)
     with RichUI(console) as ui:
         result = run_cycle(ws, cfg, ui, job_id=args.job_id)
