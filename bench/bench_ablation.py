@@ -57,6 +57,15 @@ def load_report(ws: Workspace, rid: str) -> dict:
     return json.loads(path.read_text())
 
 
+def typed_like(old, value: str):
+    """A cycle setting's new value, of the type its old one has."""
+    if isinstance(old, bool):
+        return value.strip().lower() in ("1", "true", "yes", "on")
+    if isinstance(old, (int, float)):
+        return type(old)(value)
+    return value
+
+
 def fit_arm(ws, store, backend, cfg: CycleConfig, train_ids: list[str], name: str, log) -> dict:
     tag = f"ablation-{name}-{new_id()[:6]}"
     t0 = time.monotonic()
@@ -146,8 +155,7 @@ def main() -> int:
             unknown = set(changes) - set(fields)
             if unknown:
                 raise SekbenchError(f"arm {arm!r}: no cycle setting {', '.join(sorted(unknown))}")
-            typed = {k: type(base_cfg[k])(v) if k in base_cfg and base_cfg[k] is not None else v
-                     for k, v in changes.items()}
+            typed = {k: typed_like(base_cfg.get(k), v) for k, v in changes.items()}
             cfg = CycleConfig(**dict(base_cfg, **typed))
             backend = backend or start_backend(cfg.backend, ws, store)
             info = fit_arm(ws, store, backend, cfg, train_ids, name, log)
