@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import shlex
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -329,8 +330,13 @@ def admit_many(items: Iterable[tuple[dict | None, str | None, str | None]], back
     With `dedup` (the default), a scenario that is the same task up to wording as one already
     admitted (in the store, or earlier in this batch) is rejected as `duplicate` without a
     sandbox: items of one task are admitted one after another, in input order, until one is
-    admitted; the rest are its duplicates."""
+    admitted; the rest are its duplicates.
+
+    Ctrl-C stops the batch at once: nothing more starts, the sandboxes still running are
+    removed (on every cluster node, or this process's own here), and the admissions cut short
+    are not recorded (they are no verdict); what was recorded before stays."""
     items = list(items)
+    stopped = threading.Event()
 
     def admit(item, i=None):
         s, file, err = item
@@ -342,7 +348,8 @@ def admit_many(items: Iterable[tuple[dict | None, str | None, str | None]], back
             return admit_one(s, backend, file=file, load_error=err, checker_timeout=checker_timeout,
                              warm=job)
         except Exception as e:  # a broken sandbox must not lose the rest of the batch
-            log.exception("admission crashed")
+            if not stopped.is_set():   # a stop removes the sandboxes under running admissions
+                log.exception("admission crashed")
             sid = (s or {}).get("id") if isinstance(s, dict) else None
             return Verdict(sid, False, ["setup_failed"], {"setup_failed": f"admission crashed: {e}"},
                            file=file, scenario=s)
@@ -352,7 +359,7 @@ def admit_many(items: Iterable[tuple[dict | None, str | None, str | None]], back
 
     def record(item, v):
         s, file, _err = item
-        if store is not None:
+        if store is not None and not stopped.is_set():
             try:
                 store.record_admission(scenario_id=v.scenario_id, archetype=v.archetype,
                                        admitted=v.admitted, reasons=v.reasons, messages=v.messages,
@@ -367,6 +374,8 @@ def admit_many(items: Iterable[tuple[dict | None, str | None, str | None]], back
     def group(indices: list[int]) -> list[tuple[int, Verdict]]:
         out, first = [], None
         for i in indices:
+            if stopped.is_set():
+                break
             s, file, _err = items[i]
             dup = None
             if dedup and isinstance(s, dict) and not (scen.text_problem(s) or scen.problems(s)):
@@ -390,12 +399,26 @@ def admit_many(items: Iterable[tuple[dict | None, str | None, str | None]], back
     if cluster:
         from pipeline.cluster import connect
         workers = connect(cluster).slots
+    pool = ThreadPoolExecutor(max_workers=max(1, workers))
     try:
-        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-            for done in pool.map(group, groups):
-                for i, v in done:
-                    verdicts[i] = v
+        for done in pool.map(group, groups):
+            for i, v in done:
+                verdicts[i] = v
+    except KeyboardInterrupt:
+        stopped.set()
+        pool.shutdown(wait=False, cancel_futures=True)
+        log.warning("stopping: the running admissions end and their sandboxes are removed")
+        try:
+            if cluster:
+                from pipeline.cluster import connect
+                connect(cluster).stop_all()
+            elif backend is not None:
+                backend.remove_own()
+        except Exception as e:  # noqa: BLE001 -- the stop goes on; reaping covers what is left
+            log.warning("could not remove every running admission's sandbox: %s", e)
+        raise
     finally:
+        pool.shutdown(wait=True)
         if warm is not None:
             warm.close()   # members nobody took, and background removals
     return verdicts  # type: ignore[return-value]

@@ -286,6 +286,18 @@ class Cluster:
             raise SekbenchError(out["error"])
         return out["result"]
 
+    def stop_all(self, timeout: float = 60) -> int:
+        """Stop every runner's sessions and remove its sandboxes (a stopped batch of `call`s:
+        admission); returns how many sandboxes were removed."""
+        refs = [(n, n.actor.stop.remote()) for n in self.nodes if n.alive]
+        removed = 0
+        for n, ref in refs:
+            try:
+                removed += self.ray.get(ref, timeout=timeout) or 0
+            except Exception:  # noqa: BLE001 -- a lost node has nothing left to remove
+                pass
+        return removed
+
     def shutdown(self) -> None:
         for n in self.nodes:
             try:

@@ -54,3 +54,51 @@ def test_admit_defective_and_good_files(ws):
     rows = Store(ws.db_path).admissions()
     assert len(rows) == len(EXPECTED) + 1
     assert sum(r["admitted"] for r in rows) == 1
+
+
+@pytest.mark.docker
+def test_ctrl_c_stops_an_admission_at_once_and_records_no_verdict(ws, tmp_path):
+    """Two admissions sitting in a long setup: Ctrl-C ends them now (not after their setups),
+    removes their sandboxes and records nothing for them."""
+    import signal
+    import time
+    from pipeline.sandbox import workspace_key
+    example = json.loads((SCENARIOS / "file_transform-example.json").read_text())
+    files = []
+    for i in range(2):
+        s = json.loads(json.dumps(example).replace("sorted.txt", f"sorted{i}.txt"))
+        s.update(id=f"slow-setup-{i}", setup=s["setup"] + "\nsleep 50\n")
+        files.append(tmp_path / f"slow-{i}.json")
+        files[-1].write_text(json.dumps(s))
+
+    def containers() -> list[str]:
+        out = subprocess.run(["docker", "ps", "-aq", "--filter",
+                              f"label=sekbench.workspace={workspace_key(ws)}"],
+                             capture_output=True, text=True, timeout=60)
+        return out.stdout.split()
+    proc = subprocess.Popen([sys.executable, "-m", "sekbench.cli", "admit", *map(str, files),
+                             "--workers", "2", "--json"], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while len(containers()) < 2:
+            assert proc.poll() is None, proc.communicate()[1][-2000:]
+            assert time.monotonic() < deadline, "the admissions did not start"
+            time.sleep(0.2)
+        time.sleep(2)   # into their setups
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        err = proc.communicate(timeout=40)[1]
+        stopped_in = time.monotonic() - t0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode != 0 and "Traceback" not in err, err[-2000:]
+    assert stopped_in < 30, f"Ctrl-C took {stopped_in:.0f} s: it waited for the setups"
+    for _ in range(20):
+        if not containers():
+            break
+        time.sleep(0.5)
+    assert containers() == []
+    assert Store(ws.db_path).admissions() == []

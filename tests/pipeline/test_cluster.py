@@ -293,6 +293,49 @@ def test_stop_one_session_then_the_batch_then_resume(cluster, engine2, ws, tmp_p
 
 
 @needs_ray
+def test_ctrl_c_stops_a_cluster_admission_at_once(cluster, engine2, ws, tmp_path):
+    """Admissions sitting in a long setup on both nodes: Ctrl-C on the driver ends them now (not
+    when their setups end), removes their sandboxes on both engines and records no verdict."""
+    address, _, _ = cluster
+    example = json.loads((REPO / "assets" / "scenarios" / "file_transform-example.json").read_text())
+    files = []
+    for i in range(2 * SLOTS):
+        # distinct tasks (each its own output file), so dedup does not queue them one by one
+        s = json.loads(json.dumps(example).replace("sorted.txt", f"sorted{i}.txt"))
+        s.update(id=f"slow-setup-{i}", setup=s["setup"] + "\nsleep 50\n")
+        files.append(tmp_path / f"slow-{i}.json")
+        files[-1].write_text(json.dumps(s))
+    proc = subprocess.Popen([sys.executable, "-m", "sekbench.cli", "admit", *map(str, files),
+                             "--cluster", address, "--json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (_containers(ENGINE1, ws) and _containers(engine2, ws)):
+            assert proc.poll() is None, proc.communicate()[1][-2000:]
+            assert time.monotonic() < deadline, "the admissions did not start on both nodes"
+            time.sleep(0.3)
+        time.sleep(2)   # into their setups
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=40)
+        stopped_in = time.monotonic() - t0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode != 0
+    assert stopped_in < 30, f"Ctrl-C took {stopped_in:.0f} s: it waited for the setups"
+    for host in (ENGINE1, engine2):
+        for _ in range(20):
+            if not _containers(host, ws):
+                break
+            time.sleep(0.5)
+        assert _containers(host, ws) == [], f"sandboxes left on {host}"
+    recorded = {a["scenario_id"] for a in Store(ws.db_path).admissions()}
+    assert not recorded & {f"slow-setup-{i}" for i in range(2 * SLOTS)}
+
+
+@needs_ray
 def test_a_node_lost_mid_batch(cluster, engine2, ws, tmp_path):
     """Runs last: it kills the second node. Its sessions end void, are re-queued once on the
     head node, nothing committed is lost and no sandbox is left on the surviving engine."""
