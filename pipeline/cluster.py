@@ -402,15 +402,7 @@ class Cluster:
             return {n.node_id for n in self.nodes if n.alive and n.drain is None}
 
         def stop_nodes() -> None:
-            refs = []
-            for n in self.nodes:
-                if n.alive:
-                    refs.append((n, n.actor.stop.remote()))
-            for n, ref in refs:
-                try:
-                    counts["removed"] += ray.get(ref, timeout=60) or 0
-                except Exception:
-                    pass
+            counts["removed"] += self.stop_all()
 
         for ref in [n.actor.begin.remote() for n in self.nodes if n.alive]:
             try:
