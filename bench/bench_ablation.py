@@ -45,7 +45,7 @@ from pipeline.store import Store, new_id  # noqa: E402
 from pipeline.workspace import Workspace  # noqa: E402
 from sekbench.commands.compare import compare_eval  # noqa: E402
 
-ROWS = (("retrieved", ("funnel", "retrieve")), ("worked (funnel: work)", ("funnel", "work")),
+ROWS = (("retrieved", ("funnel", "retrieve")), ("worked after retrieving", ("funnel", "work")),
         ("terminate", ("metrics", "terminate")), ("right terminal", ("metrics", "right_terminal")),
         ("verified", ("metrics", "verified")))
 
