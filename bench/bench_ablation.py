@@ -51,10 +51,8 @@ ROWS = (("retrieved", ("funnel", "retrieve")), ("worked after retrieving", ("fun
 
 
 def load_report(ws: Workspace, rid: str) -> dict:
-    path = ws.reports / f"eval-{rid}.json"
-    if not path.is_file():
-        raise SekbenchError(f"no eval report {rid} in {ws.reports}")
-    return json.loads(path.read_text())
+    from sekbench.commands.compare import load
+    return load(rid, ws)
 
 
 def typed_like(old, value: str):
