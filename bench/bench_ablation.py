@@ -43,16 +43,11 @@ from pipeline.eval import EvalConfig, run_job  # noqa: E402
 from pipeline.sandbox import start_backend  # noqa: E402
 from pipeline.store import Store, new_id  # noqa: E402
 from pipeline.workspace import Workspace  # noqa: E402
-from sekbench.commands.compare import compare_eval  # noqa: E402
+from sekbench.commands.compare import compare_eval, load  # noqa: E402
 
 ROWS = (("retrieved", ("funnel", "retrieve")), ("worked after retrieving", ("funnel", "work")),
         ("terminate", ("metrics", "terminate")), ("right terminal", ("metrics", "right_terminal")),
         ("verified", ("metrics", "verified")))
-
-
-def load_report(ws: Workspace, rid: str) -> dict:
-    from sekbench.commands.compare import load
-    return load(rid, ws)
 
 
 def typed_like(old, value: str):
@@ -132,8 +127,8 @@ def main() -> int:
     result = json.loads(Path(args.cycle).read_text())
     known = set(CycleConfig.__dataclass_fields__)
     base_cfg = {k: v for k, v in result["config"].items() if k in known}
-    defaults = {"holdout": load_report(ws, args.holdout_report),
-                "instance": load_report(ws, args.instance_report)}
+    defaults = {"holdout": load(args.holdout_report, ws),
+                "instance": load(args.instance_report, ws)}
     train_ids = sorted(r["id"] for r in store.query(
         "select id from scenarios where split = 'train'") if f"-{base_cfg['seed']:03d}-" in r["id"])
     log = lambda msg: print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)  # noqa: E731
@@ -164,7 +159,7 @@ def main() -> int:
         for split, default in defaults.items():
             body = eval_arm(ws, default, info["adapter"], args.eval_workers)
             info[f"report_{split}"] = body["report"]
-            out["compare"][split][name] = compare_eval(default, load_report(ws, body["report"]))
+            out["compare"][split][name] = compare_eval(default, load(body["report"], ws))
             t = out["compare"][split][name]["sides"]["tuned"]
             log(f"{name} {split}: tuned matched {t['matched']}, agree {t['agree']}; "
                 f"retrieved {cell(t['funnel'].get('retrieve'))}, verified {cell(t['metrics'].get('verified'))}")
