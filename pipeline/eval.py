@@ -223,7 +223,8 @@ class EvalConfig:
     operator_base: str | None = _f(None, "operator spec for the base side (default: hf:MODEL)")
     operator_tuned: str | None = _f(None, "operator spec for the tuned side (default: hf:MODEL@ADAPTER)")
     split: str = _f("holdout", "scenarios of this split: train, instance (fresh instances of "
-                    "trained archetypes) or holdout (unseen archetypes or styles)")
+                    "trained archetypes), holdout (unseen archetypes or styles) or validation "
+                    "(trained archetypes never trained on, where settings are chosen)")
     archetypes: list[str] | None = _f(None, "only these archetypes")
     scenario_ids: list[str] | None = _f(None, "exactly these scenarios (overrides split/archetypes)")
     limit: int | None = _f(None, "at most this many scenarios")
@@ -339,8 +340,9 @@ def select_scenarios(store, cfg: EvalConfig) -> list[dict]:
     if cfg.limit:
         scenarios = spread(scenarios, cfg.limit)
     if not scenarios:
+        how = {"validation": "--validation-fraction 1", "instance": "--instance-fraction F"}
         raise SekbenchError(f"no admitted {cfg.split} scenarios in the store (run: sekbench author "
-                            "--holdout-archetypes ...)")
+                            f"{how.get(cfg.split, '--holdout-archetypes ...')})")
     return scenarios
 
 

@@ -33,7 +33,7 @@ from pipeline.store import Store
 PAGE = 500
 # Bumped when a line's columns or their types change.
 EXPORT_SCHEMA = 2
-EXPORT_SPLITS = ("train", "instance", "holdout")
+EXPORT_SPLITS = ("train", "instance", "holdout", "validation")
 
 
 def manifest_path(out: str | os.PathLike) -> Path:
@@ -134,7 +134,8 @@ def selected(store: Store, split: str, batch_id: str | None = None):
         offset += PAGE
 
 
-HELD_SPLITS = ("holdout", "instance")
+# Never trained on: a training export refuses their rollouts and their near-duplicates.
+HELD_SPLITS = ("holdout", "instance", "validation")
 
 
 def leak_guard(store: Store) -> Callable[[dict], str | None]:

@@ -22,8 +22,9 @@ from pipeline.sandbox import WRITABLE, ExecResult, Sandbox
 KINDS = ("motd", "banner", "env", "file")
 TERMINALS = ("exit", "panic")
 # train: what fits see; instance: fresh instances of trained archetypes (never trained on);
-# holdout: unseen along an asked-for axis (archetype, provider style, announcement kind).
-SPLITS = ("train", "instance", "holdout")
+# holdout: unseen along an asked-for axis (archetype, provider style, announcement kind);
+# validation: trained archetypes, never trained on, where a setting is chosen (never a hold-out).
+SPLITS = ("train", "instance", "holdout", "validation")
 NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{1,31}$")
 VAR_RE = re.compile(r"^[A-Z_][A-Z0-9_]{0,63}$")
 SETUP_TIMEOUT = 60

@@ -163,14 +163,17 @@ def _draws(h: Holdout, held: bool, rng: random.Random) -> tuple[list[str] | None
 
 def generate(count: int, seed: int, archetypes: list[str] | None = None, *,
              blocked_fraction: float = BLOCKED_FRACTION, holdout: Holdout | None = None,
-             instance_fraction: float = 0.0, holdout_fraction: float = HOLDOUT_FRACTION) -> list[dict]:
+             instance_fraction: float = 0.0, holdout_fraction: float = HOLDOUT_FRACTION,
+             validation_fraction: float = 0.0) -> list[dict]:
     """`count` scenarios, round-robin over `archetypes` (all by default), the same every time for a seed.
 
     About `blocked_fraction` of them are blocked (kinds in turn over BLOCKED_KINDS). With a
     `holdout`, scenarios of held-out archetypes (or, when only styles or kinds are held out,
     `holdout_fraction` of them) get split `holdout` and are unseen along every axis named;
     the rest never touch a held-out style or kind, and `instance_fraction` of those get split
-    `instance` (fresh instances of trained archetypes, never trained on)."""
+    `instance` (fresh instances of trained archetypes, never trained on). Of the rest,
+    `validation_fraction` get split `validation`: trained archetypes, never trained on, for
+    choosing a setting without looking at either hold-out."""
     names = list(archetypes) if archetypes else ARCHETYPES
     unknown = [a for a in names if a not in BUILDERS]
     if unknown:
@@ -205,6 +208,9 @@ def generate(count: int, seed: int, archetypes: list[str] | None = None, *,
         else:
             held = h.any and plan.random() < holdout_fraction
         instance = not held and plan.random() < instance_fraction
+        # Its own stream: asking for a validation share leaves every other draw as it was.
+        validation = not held and not instance and random.Random(
+            f"sekbench/procedural/{seed}/{index}/validation").random() < validation_fraction
         blocked = blocked_at.get(index)
         disc, helps, kinds = _draws(h, held, plan)
         for attempt in range(_MAX_REDRAWS):
@@ -215,6 +221,7 @@ def generate(count: int, seed: int, archetypes: list[str] | None = None, *,
             if scenario["checker"] not in seen:
                 break
         seen.add(scenario["checker"])
-        scenario["split"] = "holdout" if held else "instance" if instance else "train"
+        scenario["split"] = ("holdout" if held else "instance" if instance
+                             else "validation" if validation else "train")
         scenarios.append(scenario)
     return scenarios

@@ -14,7 +14,8 @@ def add_arguments(p) -> None:
     p.add_argument("--backend", choices=["docker", "bwrap"])
     from pipeline.cluster import add_cluster_argument
     add_cluster_argument(p)
-    p.add_argument("--split", choices=["train", "holdout"], help="override the files' split")
+    from pipeline.scenario import SPLITS
+    p.add_argument("--split", choices=list(SPLITS), help="override the files' split")
     p.add_argument("--checker-timeout", type=float,
                    help="seconds a checker may run on the untouched state (default 60)")
 

@@ -24,6 +24,11 @@ def add_arguments(p) -> None:
     p.add_argument("--instance-fraction", type=float, default=0.15,
                    help="share of trained-archetype scenarios kept as fresh instances "
                         "(split=instance, never trained on; default %(default)s)")
+    p.add_argument("--validation-fraction", type=float, default=0.0,
+                   help="share of the other trained-archetype scenarios kept as a validation "
+                        "split (split=validation, never trained on), where a setting is chosen "
+                        "with `sekbench eval --split validation`; 1 makes the whole batch one "
+                        "(default %(default)s)")
     p.add_argument("--blocked-fraction", type=float, default=1 / 6,
                    help="share of scenarios with a piece of work that cannot be done, ending in "
                         "panic (default about one in six)")
@@ -58,7 +63,8 @@ def run(args, ws) -> dict:
     held = Holdout(frozenset(holdout), frozenset(x for x in args.holdout_providers.split(",") if x),
                    frozenset(x for x in args.holdout_announcements.split(",") if x))
     for name, frac in (("--blocked-fraction", args.blocked_fraction),
-                       ("--instance-fraction", args.instance_fraction)):
+                       ("--instance-fraction", args.instance_fraction),
+                       ("--validation-fraction", args.validation_fraction)):
         if not 0 <= frac <= 1:
             raise SekbenchError(f"{name} must be between 0 and 1, got {frac}")
     if not args.teacher:
@@ -66,6 +72,10 @@ def run(args, ws) -> dict:
             held.check()
         except ValueError as e:
             raise SekbenchError(str(e)) from None
+    elif args.validation_fraction:
+        raise SekbenchError("--validation-fraction applies to procedural authoring; a teacher's "
+                            "scenarios become a validation split with --out-dir DIR, then "
+                            "`sekbench admit DIR --split validation`")
     elif held.providers or held.announcements:
         # a teacher picks its own provider and announcement: nothing would hold them out
         raise SekbenchError("--holdout-providers and --holdout-announcements apply to procedural "
@@ -88,7 +98,8 @@ def run(args, ws) -> dict:
     else:
         from pipeline.admit import admit_many
         scenarios = generate(args.count, args.seed, archetypes, blocked_fraction=args.blocked_fraction,
-                             holdout=held, instance_fraction=args.instance_fraction)
+                             holdout=held, instance_fraction=args.instance_fraction,
+                             validation_fraction=args.validation_fraction)
         where = f"{args.workers} workers ({backend.name})" if cluster is None else \
             f"{cluster.slots} cluster slots"
         print(f"sekbench: admitting {len(scenarios)} scenarios with {where}", file=sys.stderr)

@@ -19,7 +19,9 @@ def add_arguments(p) -> None:
     from pipeline.scenario import SPLITS
     p.add_argument("--split", choices=list(SPLITS), default="holdout",
                    help="holdout: unseen archetypes or styles (default); instance: fresh instances "
-                        "of trained archetypes; train")
+                        "of trained archetypes; validation: trained archetypes never trained "
+                        "on, where settings are chosen (sekbench author --validation-fraction); "
+                        "train")
     p.add_argument("--archetypes", help="comma-separated archetypes to include")
     p.add_argument("--scenario", action="append", dest="scenarios", metavar="ID",
                    help="a scenario id (repeatable; overrides --split/--archetypes)")

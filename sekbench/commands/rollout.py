@@ -10,7 +10,8 @@ HELP = "run K rollouts per admitted scenario over N parallel sandboxes, then ver
 def add_arguments(p) -> None:
     p.add_argument("--operator", required=True, help="reference | script:FILE | http:URL | hf:PATH[@ADAPTER]")
     p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--split", choices=["train", "instance", "holdout"], default="train")
+    from pipeline.scenario import SPLITS
+    p.add_argument("--split", choices=list(SPLITS), default="train")
     p.add_argument("--per-scenario", type=int, default=1, help="rollouts per scenario (K)")
     p.add_argument("--limit", type=int, help="at most this many scenarios")
     p.add_argument("--archetypes", help="comma-separated archetypes to include")

@@ -42,6 +42,24 @@ def test_same_seed_same_scenarios_across_processes():
     assert len(outs) == 1 and json.loads(outs.pop()) == generate(45, 8)
 
 
+def test_a_validation_share_changes_only_splits_and_only_of_train_scenarios():
+    from pipeline.author.procedural import Holdout
+    h = Holdout(frozenset({"search_count", "file_transform"}))
+    plain = generate(90, 5, holdout=h, instance_fraction=0.15)
+    some = generate(90, 5, holdout=h, instance_fraction=0.15, validation_fraction=0.3)
+    whole = generate(90, 5, holdout=h, instance_fraction=0.15, validation_fraction=1)
+    for a, b, c in zip(plain, some, whole):
+        assert {**a, "split": ""} == {**b, "split": ""} == {**c, "split": ""}
+        if a["split"] != "train":             # held-out and instance scenarios stay what they were
+            assert a["split"] == b["split"] == c["split"]
+        else:
+            assert b["split"] in ("train", "validation") and c["split"] == "validation"
+    n = collections.Counter(s["split"] for s in some)
+    assert 10 <= n["validation"] <= 30 and n["train"] > 20
+    # the same seed draws the same validation share every time
+    assert some == generate(90, 5, holdout=h, instance_fraction=0.15, validation_fraction=0.3)
+
+
 def test_nine_archetypes_round_robin():
     assert len(ARCHETYPES) >= 9 and len(set(ARCHETYPES)) == len(ARCHETYPES)
     assert {"search_count", "file_transform"} <= set(ARCHETYPES)

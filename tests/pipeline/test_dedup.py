@@ -297,6 +297,26 @@ def test_a_reworded_copy_of_a_held_out_scenario_never_reaches_training(tmp_path)
     assert export(store, tmp_path / "holdout.jsonl", split="holdout")["withheld"]["trajectories"] == 0
 
 
+def test_a_validation_scenario_and_a_reworded_copy_of_it_stay_out_of_training(tmp_path):
+    """A validation split is where a setting is chosen: a fit that saw its tasks would choose
+    with the answers in hand, so a training export withholds both."""
+    store = Store(tmp_path / "store.db")
+    val, copy = reworded_pair("report", 3)
+    val["split"] = "validation"
+    other = generate(4, 6)[1]
+    for s in (val, copy, other):
+        store.put_scenario(s, admitted=True, reasons=["admitted"], source="procedural")
+        _kept_rollout(store, s, 0)
+    m = export(store, tmp_path / "train.jsonl")
+    lines = [json.loads(x) for x in (tmp_path / "train.jsonl").read_text().splitlines()]
+    assert {x["scenario_id"] for x in lines} == {other["id"]}
+    why = m["withheld"]["scenarios"]
+    assert val["id"] in why[copy["id"]] and "validation" in why[copy["id"]]
+    # the validation scenario's own rollout is train-split in this store (rolled out before it was
+    # moved): still withheld, because its scenario is now split validation
+    assert "validation" in why[val["id"]]
+
+
 def test_sekbench_export_reports_what_it_withheld(ws, tmp_path):
     import subprocess
     import sys

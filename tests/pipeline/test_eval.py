@@ -234,3 +234,37 @@ def test_base_from_reuses_the_base_sessions_and_runs_only_the_tuned_side(ws, tmp
         assert done.returncode != 0 and words in done.stderr, done.stderr[-2000:]
         last = done.stderr.strip().splitlines()[-1]
         assert last.startswith("sekbench: --base-from") and "Traceback" not in done.stderr
+
+
+@pytest.mark.docker
+def test_a_setting_is_chosen_on_a_validation_split_from_the_command_line(ws, tmp_path):
+    """The user's way to choose between two settings without a hold-out: author a validation
+    split of the trained archetypes, eval each arm on it (the second reusing the first's base),
+    compare the two reports; the split never reaches a training export."""
+    from pipeline.store import Store
+    none = subprocess.run([sys.executable, "-m", "sekbench.cli", "eval", "--split", "validation",
+                           "--operator-base", "reference", "--operator-tuned", "reference"],
+                          capture_output=True, text=True, timeout=300)
+    assert none.returncode != 0 and "--validation-fraction 1" in none.stderr.strip().splitlines()[-1]
+    authored = cli("author", "--count", "3", "--seed", "12", "--archetypes", "report,cleanup,archive",
+                   "--instance-fraction", "0", "--validation-fraction", "1", "--json")
+    assert authored["admitted"] == 3 and authored["by_split"] == {"validation": 3}
+    quits = tmp_path / "quit.txt"
+    quits.write_text("exit\n")
+    good = cli("eval", "--split", "validation", "--operator-base", f"script:{quits}",
+               "--operator-tuned", "reference", "--workers", "2", "--json")
+    worse = cli("eval", "--split", "validation", "--operator-base", f"script:{quits}",
+                "--operator-tuned", f"script:{quits}", "--workers", "2",
+                "--base-from", good["report"], "--json")
+    assert good["split"] == worse["split"] == "validation"
+    assert good["tuned"]["verified"]["k"] == 3 and worse["tuned"]["verified"]["k"] == 0
+    store = Store(ws.db_path)
+    rows = store.rollouts(batch_id=good["batches"]["tuned"], limit=10)
+    assert len(rows) == 3 and all(r["split"] == "validation" for r in rows)
+    done = subprocess.run([sys.executable, "-m", "sekbench.cli", "compare", good["report"],
+                           worse["report"], "--json"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    tuned = json.loads(done.stdout)["sides"]["tuned"]
+    assert tuned["matched"] == 3 and tuned["metrics"]["verified"]["diff"] == -1.0
+    exported = cli("export", "--out", str(tmp_path / "t.jsonl"), "--json")
+    assert exported["trajectories"] == 0
