@@ -56,6 +56,8 @@ class CycleConfig:
     holdout_announcements: list[str] = field(default_factory=list, metadata={
         "help": "announcement kinds kept out of training (motd, banner, env, file)"})
     per_scenario: int = _f(1, "reference rollouts per training scenario (seeded variation)")
+    blocked_per_scenario: int | None = _f(None, "reference rollouts per blocked training scenario "
+                                                "(one that ends in panic; None: per_scenario)")
     reference: str = _f("reference", "the operator spec of the reference rollouts: `reference`, or "
                                      "`reference:p_recover=0,vary_shape=false,...` for an ablation "
                                      "(pipeline/operators/reference.py names the knobs)")
@@ -103,6 +105,9 @@ class CycleConfig:
             raise SekbenchError("eval_trials must be >= 1")
         if not 0 <= self.val_fraction < 1 or self.val_every < 0:
             raise SekbenchError("val_fraction must be in [0, 1) and val_every >= 0")
+        if self.per_scenario < 1 or (self.blocked_per_scenario is not None
+                                     and self.blocked_per_scenario < 0):
+            raise SekbenchError("per_scenario must be >= 1 and blocked_per_scenario >= 0")
         if self.rounds not in (1, 2):
             raise SekbenchError("rounds must be 1 or 2")
         if self.reference.partition(":")[0] != "reference":
@@ -190,13 +195,15 @@ def instance_ids(scenarios: list[dict], fraction: float, seed: int, what: str = 
 
 def rollout(ws, store, backend, cfg: CycleConfig, ui: CycleUI, train_ids: list[str], batch: str) -> dict:
     from pipeline.operators import make_operator
-    from pipeline.rollout import RolloutConfig, run_rollouts
+    from pipeline.rollout import RolloutConfig, rollout_jobs, run_rollouts
     from pipeline.session import Budget
     scenarios = [store.scenario(i) for i in train_ids]
-    total = len(scenarios) * cfg.per_scenario
-    ui.stage("rollout", total, f"operator {cfg.reference}, {cfg.per_scenario} per scenario")
-    rcfg = RolloutConfig(operator=cfg.reference, per_scenario=cfg.per_scenario, workers=cfg.workers,
+    rcfg = RolloutConfig(operator=cfg.reference, per_scenario=cfg.per_scenario,
+                         blocked_per_scenario=cfg.blocked_per_scenario, workers=cfg.workers,
                          seed=cfg.seed, budget=Budget(max_turns=30, max_seconds=300))
+    blocked = "" if cfg.blocked_per_scenario is None else f", {cfg.blocked_per_scenario} per blocked one"
+    ui.stage("rollout", len(rollout_jobs(scenarios, rcfg)),
+             f"operator {cfg.reference}, {cfg.per_scenario} per scenario{blocked}")
     return run_rollouts(scenarios=scenarios, backend=backend, store=store, cfg=rcfg,
                         make_operator=lambda: make_operator(cfg.reference), batch_id=batch,
                         progress=lambda p: ui.advance("rollout", p["done"], kept=p["kept"]))

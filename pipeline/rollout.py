@@ -33,6 +33,9 @@ log = logging.getLogger(__name__)
 class RolloutConfig:
     operator: str
     per_scenario: int = 1
+    # K for a blocked scenario (one that ends in panic); None: per_scenario. Blocked scenarios
+    # are about one in six, so their panic is rare in the data unless they get more rollouts.
+    blocked_per_scenario: int | None = None
     workers: int = 2
     seed: int = 0
     budget: Budget = field(default_factory=lambda: Budget(max_turns=30, max_seconds=300))
@@ -72,13 +75,22 @@ def rollout_row(res: SessionResult, scenario: dict, operator_name: str, batch_id
     }
 
 
+def rollout_jobs(scenarios: list[dict], cfg: RolloutConfig) -> list[tuple[dict, int]]:
+    """(scenario, k) for each rollout: per_scenario of each, blocked_per_scenario of a blocked one."""
+    def k_of(s: dict) -> int:
+        if cfg.blocked_per_scenario is not None and expected_terminal(s) == "panic":
+            return cfg.blocked_per_scenario
+        return cfg.per_scenario
+    return [(s, k) for s in scenarios for k in range(k_of(s))]
+
+
 def run_rollouts(*, scenarios: list[dict], backend: Backend, store: Store, cfg: RolloutConfig,
                  make_operator: Callable[[], Operator], batch_id: str | None = None,
                  progress: Callable[[dict], None] | None = None,
                  stop: threading.Event | None = None) -> dict:
     batch_id = batch_id or new_id()
     stop = stop or threading.Event()
-    jobs = [(s, k) for s in scenarios for k in range(cfg.per_scenario)]
+    jobs = rollout_jobs(scenarios, cfg)
     if cfg.resume:
         from pipeline.cluster import committed
         have = committed(store, batch_id)

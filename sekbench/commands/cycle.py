@@ -20,6 +20,9 @@ def add_arguments(p) -> None:
     p.add_argument("--holdout-announcements", default="",
                    help="announcement kinds held out of training: motd, banner, env, file")
     p.add_argument("--per-scenario", type=int, default=1, help="reference rollouts per training scenario")
+    p.add_argument("--blocked-per-scenario", type=int, default=None, metavar="K",
+                   help="reference rollouts per blocked training scenario (ends in panic; "
+                        "default: --per-scenario)")
     p.add_argument("--reference", default="reference", metavar="SPEC",
                    help="the reference rollouts' operator: reference (default), or an ablation "
                         "such as reference:p_recover=0 or reference:vary_shape=false,p_check=0")
@@ -128,6 +131,7 @@ def run(args, ws) -> dict:
                       holdout_providers=[a for a in args.holdout_providers.split(",") if a],
                       holdout_announcements=[a for a in args.holdout_announcements.split(",") if a],
                       per_scenario=args.per_scenario, workers=args.workers, model=args.model,
+                      blocked_per_scenario=args.blocked_per_scenario,
                       device=args.device, eval_limit=args.eval_limit,
                       eval_max_turns=args.eval_max_turns, eval_workers=args.eval_workers,
                       backend=args.backend, instance_fraction=args.instance_fraction,

@@ -13,6 +13,9 @@ def add_arguments(p) -> None:
     from pipeline.scenario import SPLITS
     p.add_argument("--split", choices=list(SPLITS), default="train")
     p.add_argument("--per-scenario", type=int, default=1, help="rollouts per scenario (K)")
+    p.add_argument("--blocked-per-scenario", type=int, default=None, metavar="K",
+                   help="rollouts per blocked scenario (one that ends in panic; default: "
+                        "--per-scenario)")
     p.add_argument("--limit", type=int, help="at most this many scenarios")
     p.add_argument("--archetypes", help="comma-separated archetypes to include")
     p.add_argument("--model", help="model name for http operators")
@@ -61,12 +64,17 @@ def run(args, ws) -> dict:
     backend = start_backend(args.backend, ws, store) if cluster is None else None
     if cluster is not None:
         store.mark_interrupted()
+    if args.per_scenario < 1 or (args.blocked_per_scenario is not None
+                                 and args.blocked_per_scenario < 0):
+        raise SekbenchError("--per-scenario must be >= 1 and --blocked-per-scenario >= 0")
     cfg = RolloutConfig(operator=args.operator, per_scenario=args.per_scenario,
+                        blocked_per_scenario=args.blocked_per_scenario,
                         workers=args.workers, seed=args.seed, options=options,
                         cluster=args.cluster, resume=bool(args.resume),
                         budget=Budget(max_turns=args.max_turns, max_seconds=args.max_seconds,
                                       command_timeout=args.timeout))
-    total = len(scenarios) * args.per_scenario
+    from pipeline.rollout import rollout_jobs
+    total = len(rollout_jobs(scenarios, cfg))
     with Progress(TextColumn("[bold]rollout[/]"), BarColumn(), MofNCompleteColumn(),
                   TextColumn("kept {task.fields[kept]}"), TimeElapsedColumn(),
                   console=__import__("rich.console").console.Console(stderr=True),

@@ -31,6 +31,29 @@ def authored(ws):
     return ws
 
 
+def test_blocked_scenarios_get_their_own_rollout_count(authored):
+    """`--blocked-per-scenario 3`: three seeded rollouts of each blocked scenario (each its own
+    seed, so its own probes and wording), one of each other; all of the blocked ones end in panic."""
+    store = Store(authored.db_path)
+    train = store.scenarios(split="train")
+    blocked = {s["id"] for s in train if s.get("terminal") == "panic"}
+    assert blocked and len(blocked) < len(train)
+    res = cli("rollout", "--operator", "reference", "--workers", "2", "--blocked-per-scenario", "3",
+              "--json")
+    assert res["rollouts"] == len(train) + 2 * len(blocked)
+    rows = store.rollouts(limit=1000, with_messages=True)
+    for sid in blocked:
+        mine = [r for r in rows if r["scenario_id"] == sid]
+        assert sorted(r["meta"]["k"] for r in mine) == [0, 1, 2]
+        assert {r["terminal"] for r in mine} == {"panic"} and {r["verdict"] for r in mine} == {"kept"}
+    assert all(len([r for r in rows if r["scenario_id"] == s["id"]]) == 1
+               for s in train if s["id"] not in blocked)
+    # the extra rollouts are not copies: their own seeds give some of them other commands
+    texts = {sid: {json.dumps(r["messages"]) for r in rows if r["scenario_id"] == sid}
+             for sid in blocked}
+    assert any(len(t) > 1 for t in texts.values())
+
+
 def test_reference_rollouts_are_kept_and_export_loads(authored, tmp_path):
     ws = authored
     res = cli("rollout", "--operator", "reference", "--workers", "2", "--json")
