@@ -47,15 +47,30 @@ from sekbench.commands.compare import compare_eval, load  # noqa: E402
 
 ROWS = (("retrieved", ("funnel", "retrieve")), ("worked after retrieving", ("funnel", "work")),
         ("terminate", ("metrics", "terminate")), ("right terminal", ("metrics", "right_terminal")),
+        ("right terminal, solvable (exit)", ("by_kind", "solvable", "right_terminal")),
+        ("right terminal, blocked (panic)", ("by_kind", "blocked", "right_terminal")),
         ("verified", ("metrics", "verified")))
 
 
+def entry_at(tuned: dict, path: tuple) -> dict | None:
+    for key in path:
+        tuned = (tuned or {}).get(key)
+    return tuned
+
+
 def typed_like(old, value: str):
-    """A cycle setting's new value, of the type its old one has."""
+    """A cycle setting's new value, of the type its old one has (a number where the old one is
+    None and the value reads as one: blocked_per_scenario=3)."""
     if isinstance(old, bool):
         return value.strip().lower() in ("1", "true", "yes", "on")
     if isinstance(old, (int, float)):
         return type(old)(value)
+    if old is None:
+        for kind in (int, float):
+            try:
+                return kind(value)
+            except ValueError:
+                pass
     return value
 
 
@@ -106,8 +121,8 @@ def table(results: dict) -> str:
                   "| --- | --- | --- | --- | --- |"]
         for name, cmp in arms.items():
             tuned = cmp["sides"]["tuned"]
-            for label, (group, key) in ROWS:
-                d, a, diff = cell(tuned[group].get(key))
+            for label, path in ROWS:
+                d, a, diff = cell(entry_at(tuned, path))
                 lines.append(f"| {name} | {label} | {d} | {a} | {diff} |")
     return "\n".join(lines) + "\n"
 
@@ -116,8 +131,11 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--workspace", required=True)
     ap.add_argument("--cycle", required=True, help="the cycle's result JSON (bench_cycle --out)")
-    ap.add_argument("--holdout-report", required=True)
-    ap.add_argument("--instance-report", required=True)
+    ap.add_argument("--holdout-report")
+    ap.add_argument("--instance-report")
+    ap.add_argument("--validation-report",
+                    help="the default adapter's eval on a validation split (sekbench eval --split "
+                         "validation): the arms run there first, where a setting may be chosen")
     ap.add_argument("--arm", action="append", required=True, metavar="NAME=SPEC")
     ap.add_argument("--eval-workers", type=int, default=8)
     ap.add_argument("--out", default="ablation.json")
@@ -127,14 +145,18 @@ def main() -> int:
     result = json.loads(Path(args.cycle).read_text())
     known = set(CycleConfig.__dataclass_fields__)
     base_cfg = {k: v for k, v in result["config"].items() if k in known}
-    defaults = {"holdout": load(args.holdout_report, ws),
-                "instance": load(args.instance_report, ws)}
+    defaults = {split: load(rid, ws) for split, rid in (
+        ("validation", args.validation_report), ("holdout", args.holdout_report),
+        ("instance", args.instance_report)) if rid}
+    if not defaults:
+        raise SekbenchError("give at least one of --validation-report, --holdout-report, "
+                            "--instance-report")
     train_ids = sorted(r["id"] for r in store.query(
         "select id from scenarios where split = 'train'") if f"-{base_cfg['seed']:03d}-" in r["id"])
     log = lambda msg: print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)  # noqa: E731
     out: dict = {"workspace": str(ws.root), "cycle": result.get("tag"), "train_scenarios": len(train_ids),
                  "defaults": {k: v["report"] for k, v in defaults.items()}, "arms": {},
-                 "compare": {"holdout": {}, "instance": {}}}
+                 "compare": {split: {} for split in defaults}}
     backend = None
     for arm in args.arm:
         name, _, spec = arm.partition("=")
@@ -162,14 +184,16 @@ def main() -> int:
             out["compare"][split][name] = compare_eval(default, load(body["report"], ws))
             t = out["compare"][split][name]["sides"]["tuned"]
             log(f"{name} {split}: tuned matched {t['matched']}, agree {t['agree']}; "
-                f"retrieved {cell(t['funnel'].get('retrieve'))}, verified {cell(t['metrics'].get('verified'))}")
+                f"retrieved {cell(t['funnel'].get('retrieve'))}, verified {cell(t['metrics'].get('verified'))}, "
+                f"blocked right terminal {cell(entry_at(t, ('by_kind', 'blocked', 'right_terminal')))}")
         info["seconds"] = round(time.monotonic() - t0, 1)
         out["arms"][name] = info
         Path(args.out).write_text(json.dumps(out, indent=1, default=str))
     text = table(out["compare"])
     print(text)
-    print("reproduce: python bench/bench_ablation.py --workspace WS --cycle CYCLE.json "
-          "--holdout-report RID --instance-report RID " + " ".join(f"--arm {a}" for a in args.arm))
+    given = " ".join(f"--{split}-report RID" for split in defaults)
+    print(f"reproduce: python bench/bench_ablation.py --workspace WS --cycle CYCLE.json {given} "
+          + " ".join(f"--arm {a}" for a in args.arm))
     return 0
 
 

@@ -74,6 +74,32 @@ def test_compare_pairs_matched_sessions(ws, capsys):
     assert code == 0 and "matched sessions" in out and "stage: help" in out
 
 
+def test_compare_splits_the_right_terminal_by_solvable_and_blocked(ws, capsys):
+    """Blocked scenarios are few, so panic hides inside the overall right terminal: compare
+    reports solvable and blocked apart, and the two add up to the whole."""
+    base, scenarios = rows_of("base")
+    ref, _ = rows_of("reference")
+    scenarios = [dict(s) for s in scenarios]
+    scenarios[0]["terminal"] = "panic"          # the reference's `exit` is wrong there
+    for r in base + ref:
+        if r["scenario_id"] == scenarios[0]["id"]:
+            r["meta"]["funnel"]["expected_terminal"] = "panic"
+    write_report(ws, "k1", base, base, scenarios)
+    write_report(ws, "k2", base, ref, scenarios)
+    code, out, err = run_cli(capsys, "compare", "k1", "k2", "--json")
+    assert code == 0, err
+    t = json.loads(out)["sides"]["tuned"]
+    kinds = t["by_kind"]
+    n = len(scenarios)
+    assert kinds["blocked"]["right_terminal"]["n"] == 1 and kinds["solvable"]["right_terminal"]["n"] == n - 1
+    assert kinds["blocked"]["right_terminal"]["second"]["k"] == 0
+    assert kinds["solvable"]["right_terminal"]["second"]["k"] == n - 1
+    assert (kinds["blocked"]["right_terminal"]["second"]["k"]
+            + kinds["solvable"]["right_terminal"]["second"]["k"]) == t["metrics"]["right_terminal"]["second"]["k"]
+    code, out, err = run_cli(capsys, "compare", "k1", "k2")
+    assert "blocked: right_terminal" in out and "solvable: retrieve" in out
+
+
 def test_compare_refuses_what_is_not_comparable(ws, capsys, tmp_path):
     base, scenarios = rows_of("base")
     write_report(ws, "r1", base, base, scenarios)

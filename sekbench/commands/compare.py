@@ -99,6 +99,17 @@ def compare_eval(a: dict, b: dict) -> dict:
             entry["funnel"][stage] = _compare(keys, sa, sb,
                                               lambda s, st=stage: (s.get("funnel") or {}).get(st))
         entry["agree"] = sum(1 for k in keys if all(sa[k].get(m) == sb[k].get(m) for m in EVAL_METRICS))
+        # solvable and blocked apart: a blocked scenario is right only with panic, which the
+        # overall right terminal hides when blocked ones are few
+        expected = {row["scenario_id"]: row.get("expected_terminal") or "exit"
+                    for row in a.get("per_scenario") or []}
+        entry["by_kind"] = {}
+        for kind, terminal in (("solvable", "exit"), ("blocked", "panic")):
+            ks = [k for k in keys if expected.get(k[0], "exit") == terminal]
+            if ks:
+                entry["by_kind"][kind] = {
+                    "right_terminal": _compare(ks, sa, sb, lambda s: s.get("right_terminal")),
+                    "retrieve": _compare(ks, sa, sb, lambda s: (s.get("funnel") or {}).get("retrieve"))}
         out["sides"][side] = entry
     if not any(e["matched"] for e in out["sides"].values()):
         raise SekbenchError("not comparable: no session of one report matches one of the other "
@@ -169,6 +180,11 @@ def print_tables(result: dict, console) -> None:
             for stage, p in e["funnel"].items():
                 if p:
                     t.add_row(f"stage: {stage}", _cell(p["first"]), _cell(p["second"]), _diff(p))
+            t.add_section()
+            for kind, ms in (e.get("by_kind") or {}).items():
+                for m, p in ms.items():
+                    if p:
+                        t.add_row(f"{kind}: {m}", _cell(p["first"]), _cell(p["second"]), _diff(p))
             console.print(t)
     else:
         t = Table(title=f"ladder {first} → {second}: {result['matched']} matched sessions",
