@@ -92,7 +92,10 @@ def fit_arm(ws, store, backend, cfg: CycleConfig, train_ids: list[str], name: st
 
 def eval_arm(ws, default: dict, adapter: str, workers: int) -> dict:
     c = default["config"]
+    # a default evaluated against a non-model base (a validation split's `script:` base) keeps it
+    base = (default.get("operators") or {}).get("base") or ""
     ecfg = EvalConfig(model=c["model"], adapter=adapter, scenario_ids=list(default["scenarios"]),
+                      operator_base=None if base.startswith("hf:") else base or None,
                       split=c["split"], seed=c["seed"], max_turns=c["max_turns"],
                       max_seconds=c["max_seconds"], command_timeout=c["command_timeout"],
                       max_new_tokens=c["max_new_tokens"], per_scenario=c["per_scenario"],
