@@ -17,6 +17,11 @@ thing and keeps the rest of the cycle's configuration:
   fitted with the cycle's SFT settings;
 * `NAME=cycle:KEY=VALUE;KEY=VALUE`: the same with other cycle settings (per_scenario=2 for
   two reference rollouts per scenario, max_steps, lr, ...);
+* `NAME=author:KEY=VALUE;KEY=VALUE`: a change to the scenarios themselves (cleared_fraction),
+  with any other cycle settings: the cycle's author stage runs again with them in a fresh
+  workspace beside WS (WS-arm-NAME-ID: the same seed, count and hold-outs, so the same ids),
+  its training split is rolled out and exported there, and the adapter is fitted into WS with
+  the cycle's SFT settings;
 * `NAME=adapter:PATH`: an adapter fitted elsewhere (another step budget, round 2), only
   evaluated.
 
@@ -88,6 +93,33 @@ def fit_arm(ws, store, backend, cfg: CycleConfig, train_ids: list[str], name: st
     return {"adapter": fitted["adapter"], "trajectories": manifest["trajectories"],
             "kept": rolled.get("kept"), "rollouts": rolled.get("rollouts"),
             "sha256": manifest["sha256"], "final_loss": fitted.get("final_loss")}
+
+
+def fit_authored_arm(ws, cfg: CycleConfig, name: str, log) -> dict:
+    """The cycle's scenarios authored again with `cfg` in a workspace of their own (their ids
+    are the cycle's, their bodies are not, so they must not replace the cycle's in WS)."""
+    from pipeline.cycle import author
+    tag = f"ablation-{name}-{new_id()[:6]}"
+    arm_ws = Workspace(ws.root.parent / f"{ws.root.name}-arm-{name}-{tag[-6:]}")
+    arm_ws.ensure()
+    store = Store(arm_ws.db_path)
+    backend = start_backend(cfg.backend, arm_ws, store)
+    t0 = time.monotonic()
+    authored = author(arm_ws, store, backend, cfg, _Quiet(), f"{tag}-author")
+    train = sorted(authored["train"])
+    rolled = rollout(arm_ws, store, backend, cfg, _Quiet(), train, f"{tag}-rollout")
+    manifest = export(store, arm_ws.exports / f"{tag}.jsonl", f"{tag}-rollout", set(cfg.holdout_archetypes))
+    t1 = time.monotonic()
+    log(f"{name}: authored {authored['admitted']} ({authored['rejected']} rejected) in {arm_ws.root}, "
+        f"{rolled.get('kept')}/{rolled.get('rollouts')} kept, {manifest['trajectories']} trajectories "
+        f"(sha256 {manifest['sha256'][:12]}) in {t1 - t0:.0f} s; fitting")
+    fitted = sft(ws, cfg, _Quiet(), manifest["path"], ws.adapters / tag)
+    log(f"{name}: fitted {fitted.get('steps')} steps, loss {fitted.get('first_loss')} -> "
+        f"{fitted.get('final_loss')} in {time.monotonic() - t1:.0f} s")
+    return {"adapter": fitted["adapter"], "trajectories": manifest["trajectories"],
+            "kept": rolled.get("kept"), "rollouts": rolled.get("rollouts"), "workspace": str(arm_ws.root),
+            "sha256": manifest["sha256"], "final_loss": fitted.get("final_loss"),
+            "train_scenarios": len(train)}
 
 
 def eval_arm(ws, default: dict, adapter: str, workers: int) -> dict:
@@ -166,20 +198,24 @@ def main() -> int:
         t0 = time.monotonic()
         if spec.startswith("adapter:"):
             info = {"adapter": spec[len("adapter:"):]}
-        elif spec.startswith(("reference", "cycle:")):
-            changes = {"reference": spec} if spec.startswith("reference") else dict(
-                part.split("=", 1) for part in spec[len("cycle:"):].split(";") if part)
+        elif spec.startswith(("reference", "cycle:", "author:")):
+            head = spec.split(":", 1)[0]
+            changes = {"reference": spec} if head == "reference" else dict(
+                part.split("=", 1) for part in spec[len(head) + 1:].split(";") if part)
             fields = CycleConfig.__dataclass_fields__
             unknown = set(changes) - set(fields)
             if unknown:
                 raise SekbenchError(f"arm {arm!r}: no cycle setting {', '.join(sorted(unknown))}")
             typed = {k: typed_like(base_cfg.get(k), v) for k, v in changes.items()}
             cfg = CycleConfig(**dict(base_cfg, **typed))
-            backend = backend or start_backend(cfg.backend, ws, store)
-            info = fit_arm(ws, store, backend, cfg, train_ids, name, log)
+            if head == "author":
+                info = fit_authored_arm(ws, cfg, name, log)
+            else:
+                backend = backend or start_backend(cfg.backend, ws, store)
+                info = fit_arm(ws, store, backend, cfg, train_ids, name, log)
         else:
-            raise SekbenchError(f"arm {arm!r}: NAME=reference:KNOBS, NAME=cycle:KEY=VALUE;... "
-                                "or NAME=adapter:PATH")
+            raise SekbenchError(f"arm {arm!r}: NAME=reference:KNOBS, NAME=cycle:KEY=VALUE;..., "
+                                "NAME=author:KEY=VALUE;... or NAME=adapter:PATH")
         info["spec"] = spec
         for split, default in defaults.items():
             body = eval_arm(ws, default, info["adapter"], args.eval_workers)

@@ -83,6 +83,8 @@ class CycleConfig:
     eval_trials: int = _f(1, "eval sessions per scenario and side (K); K > 1 samples")
     eval_temperature: float | None = _f(None, "eval temperature (default: 0, or 0.7 when K > 1)")
     backend: str | None = _f(None, "docker or bwrap")
+    cleared_fraction: float = _f(0.0, "share of the solvable scenarios given a cleared twin of a "
+                                      "blocked kind (the same second piece of work, doable here)")
     rounds: int = _f(1, "1: fit on the reference's trajectories; 2: then the round-1 adapter "
                         "operates the training scenarios, the reference takes over where it "
                         "strays (operator takeover), the kept corrections join the data and a "
@@ -108,6 +110,8 @@ class CycleConfig:
         if self.per_scenario < 1 or (self.blocked_per_scenario is not None
                                      and self.blocked_per_scenario < 0):
             raise SekbenchError("per_scenario must be >= 1 and blocked_per_scenario >= 0")
+        if not 0 <= self.cleared_fraction <= 1:
+            raise SekbenchError("cleared_fraction must be in [0, 1]")
         if self.rounds not in (1, 2):
             raise SekbenchError("rounds must be 1 or 2")
         if self.reference.partition(":")[0] != "reference":
@@ -141,7 +145,7 @@ def author(ws, store, backend, cfg: CycleConfig, ui: CycleUI, batch: str) -> dic
                    frozenset(cfg.holdout_announcements))
     try:
         # splits holdout (unseen along every axis asked for) and train (seen along all)
-        scenarios = generate(cfg.count, cfg.seed, holdout=held)
+        scenarios = generate(cfg.count, cfg.seed, holdout=held, cleared_fraction=cfg.cleared_fraction)
     except ValueError as e:
         raise SekbenchError(str(e)) from None
     instance = instance_ids(scenarios, cfg.instance_fraction, cfg.seed)

@@ -61,15 +61,20 @@ def scenario_id(archetype: str, seed: int, index: int) -> str:
 
 def generate_one(archetype: str, rng: random.Random, index: int, seed: int = 0, *,
                  blocked: str | None = None, discovery: list[str] | None = None,
-                 help_styles: list[str] | None = None, kinds: list[str] | None = None) -> dict:
+                 help_styles: list[str] | None = None, kinds: list[str] | None = None,
+                 cleared: str | None = None) -> dict:
     """One scenario of `archetype`, drawn entirely from `rng`; `blocked` names a blocked kind
-    (BLOCKED_KINDS) to add a piece of work that cannot be done; `discovery`, `help_styles` and
+    (BLOCKED_KINDS) to add a piece of work that cannot be done, `cleared` one whose doable
+    twin is added instead (the scenario still ends in exit); `discovery`, `help_styles` and
     `kinds` limit the provider's discovery style, its help layout and the announcement kind."""
     if archetype not in BUILDERS:
         raise ValueError(f"unknown archetype {archetype!r}; known: {', '.join(ARCHETYPES)}")
     paths = Paths(rng)
     task = BUILDERS[archetype](rng, paths)
-    blockage = make_blockage(rng, paths, blocked) if blocked else None
+    if blocked and cleared:
+        raise ValueError("a scenario is blocked or cleared, not both")
+    blockage = make_blockage(rng, paths, blocked or cleared, cleared=bool(cleared)) \
+        if blocked or cleared else None
     directives = task.directives + (" " + blockage.directive if blockage else "")
     provider, provider_setup = make_provider(
         rng, directives, notes=blockage.notes if blockage else None,
@@ -90,8 +95,12 @@ def generate_one(archetype: str, rng: random.Random, index: int, seed: int = 0, 
         "split": "train",
         "seed": seed,
     }
-    end = [*blockage.attempt, f"panic {blockage.reason}"] if blockage else ["exit"]
-    if blockage:
+    if blockage and blockage.cleared:
+        end = [*blockage.attempt, "exit"]
+        s["cleared_kind"] = blockage.kind
+    else:
+        end = [*blockage.attempt, f"panic {blockage.reason}"] if blockage else ["exit"]
+    if blockage and not blockage.cleared:
         s["terminal"] = "panic"
         s["blocked_kind"] = blockage.kind
         s["blocked_by"] = blockage.blocked_by.replace("{retrieve}", steps[-1])
@@ -164,7 +173,7 @@ def _draws(h: Holdout, held: bool, rng: random.Random) -> tuple[list[str] | None
 def generate(count: int, seed: int, archetypes: list[str] | None = None, *,
              blocked_fraction: float = BLOCKED_FRACTION, holdout: Holdout | None = None,
              instance_fraction: float = 0.0, holdout_fraction: float = HOLDOUT_FRACTION,
-             validation_fraction: float = 0.0) -> list[dict]:
+             validation_fraction: float = 0.0, cleared_fraction: float = 0.0) -> list[dict]:
     """`count` scenarios, round-robin over `archetypes` (all by default), the same every time for a seed.
 
     About `blocked_fraction` of them are blocked (kinds in turn over BLOCKED_KINDS). With a
@@ -173,7 +182,9 @@ def generate(count: int, seed: int, archetypes: list[str] | None = None, *,
     the rest never touch a held-out style or kind, and `instance_fraction` of those get split
     `instance` (fresh instances of trained archetypes, never trained on). Of the rest,
     `validation_fraction` get split `validation`: trained archetypes, never trained on, for
-    choosing a setting without looking at either hold-out."""
+    choosing a setting without looking at either hold-out. `cleared_fraction` of the solvable
+    scenarios get a cleared twin of a blocked kind: the same second piece of work, doable
+    here, so that what the look shows, not the look, decides between exit and panic."""
     names = list(archetypes) if archetypes else ARCHETYPES
     unknown = [a for a in names if a not in BUILDERS]
     if unknown:
@@ -212,12 +223,16 @@ def generate(count: int, seed: int, archetypes: list[str] | None = None, *,
         validation = not held and not instance and random.Random(
             f"sekbench/procedural/{seed}/{index}/validation").random() < validation_fraction
         blocked = blocked_at.get(index)
+        # its own stream too: a cleared share leaves every other scenario as it was
+        pick_c = random.Random(f"sekbench/procedural/{seed}/{index}/cleared")
+        cleared = BLOCKED_KINDS[pick_c.randrange(len(BLOCKED_KINDS))] \
+            if not blocked and pick_c.random() < cleared_fraction else None
         disc, helps, kinds = _draws(h, held, plan)
         for attempt in range(_MAX_REDRAWS):
             # String seeds hash with SHA-512, so this is stable across runs and Python builds.
             rng = random.Random(f"sekbench/procedural/{seed}/{index}/{attempt}")
             scenario = generate_one(archetype, rng, index, seed, blocked=blocked, discovery=disc,
-                                    help_styles=helps, kinds=kinds)
+                                    help_styles=helps, kinds=kinds, cleared=cleared)
             if scenario["checker"] not in seen:
                 break
         seen.add(scenario["checker"])

@@ -32,6 +32,11 @@ def add_arguments(p) -> None:
     p.add_argument("--blocked-fraction", type=float, default=1 / 6,
                    help="share of scenarios with a piece of work that cannot be done, ending in "
                         "panic (default about one in six)")
+    p.add_argument("--cleared-fraction", type=float, default=0.0,
+                   help="share of the solvable scenarios given a cleared twin of a blocked kind: "
+                        "the same second piece of work (an input, a record to append, an item, "
+                        "a tool) that can be done here, so the look's answer decides exit or "
+                        "panic (default %(default)s)")
     p.add_argument("--workers", type=int, default=2, help="admission sandboxes in parallel")
     p.add_argument("--backend", choices=["docker", "bwrap"])
     from pipeline.cluster import add_cluster_argument
@@ -64,7 +69,8 @@ def run(args, ws) -> dict:
                    frozenset(x for x in args.holdout_announcements.split(",") if x))
     for name, frac in (("--blocked-fraction", args.blocked_fraction),
                        ("--instance-fraction", args.instance_fraction),
-                       ("--validation-fraction", args.validation_fraction)):
+                       ("--validation-fraction", args.validation_fraction),
+                       ("--cleared-fraction", args.cleared_fraction)):
         if not 0 <= frac <= 1:
             raise SekbenchError(f"{name} must be between 0 and 1, got {frac}")
     if not args.teacher:
@@ -72,6 +78,8 @@ def run(args, ws) -> dict:
             held.check()
         except ValueError as e:
             raise SekbenchError(str(e)) from None
+    elif args.cleared_fraction:
+        raise SekbenchError("--cleared-fraction applies to procedural authoring (without --teacher)")
     elif args.validation_fraction:
         raise SekbenchError("--validation-fraction applies to procedural authoring; a teacher's "
                             "scenarios become a validation split with --out-dir DIR, then "
@@ -99,7 +107,8 @@ def run(args, ws) -> dict:
         from pipeline.admit import admit_many
         scenarios = generate(args.count, args.seed, archetypes, blocked_fraction=args.blocked_fraction,
                              holdout=held, instance_fraction=args.instance_fraction,
-                             validation_fraction=args.validation_fraction)
+                             validation_fraction=args.validation_fraction,
+                             cleared_fraction=args.cleared_fraction)
         where = f"{args.workers} workers ({backend.name})" if cluster is None else \
             f"{cluster.slots} cluster slots"
         print(f"sekbench: admitting {len(scenarios)} scenarios with {where}", file=sys.stderr)
@@ -108,6 +117,7 @@ def run(args, ws) -> dict:
                               cluster=args.cluster)
     by_arch: dict[str, dict[str, int]] = {}
     blocked: Counter = Counter()
+    cleared: Counter = Counter()
     styles: Counter = Counter()
     splits: Counter = Counter()
     for v in verdicts:
@@ -126,6 +136,8 @@ def run(args, ws) -> dict:
             row["multi_step"] += isinstance((s.get("provider") or {}).get("retrieve"), list)
             if s.get("terminal") == "panic":
                 blocked[s.get("blocked_kind") or "?"] += 1
+            if s.get("cleared_kind"):
+                cleared[s["cleared_kind"]] += 1
             styles[(s.get("provider_style") or "?").split("+")[0]] += 1
             splits[s.get("split", "train")] += 1
     if args.out_dir:
@@ -144,6 +156,7 @@ def run(args, ws) -> dict:
               "holdout_archetypes": sorted(holdout), "holdout_providers": sorted(held.providers),
               "holdout_announcements": sorted(held.announcements),
               "blocked_by_kind": dict(sorted(blocked.items())),
+              "cleared_by_kind": dict(sorted(cleared.items())),
               "by_discovery_style": dict(sorted(styles.items())),
               "by_split": dict(sorted(splits.items())), "duplicates": duplicates}
     if getattr(args, "json", False):

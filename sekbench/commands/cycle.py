@@ -20,6 +20,9 @@ def add_arguments(p) -> None:
     p.add_argument("--holdout-announcements", default="",
                    help="announcement kinds held out of training: motd, banner, env, file")
     p.add_argument("--per-scenario", type=int, default=1, help="reference rollouts per training scenario")
+    p.add_argument("--cleared-fraction", type=float, default=0.0, metavar="F",
+                   help="share of the solvable scenarios given a cleared twin of a blocked kind "
+                        "(default 0)")
     p.add_argument("--blocked-per-scenario", type=int, default=None, metavar="K",
                    help="reference rollouts per blocked training scenario (ends in panic; "
                         "default: --per-scenario)")
@@ -132,6 +135,7 @@ def run(args, ws) -> dict:
                       holdout_announcements=[a for a in args.holdout_announcements.split(",") if a],
                       per_scenario=args.per_scenario, workers=args.workers, model=args.model,
                       blocked_per_scenario=args.blocked_per_scenario,
+                      cleared_fraction=args.cleared_fraction,
                       device=args.device, eval_limit=args.eval_limit,
                       eval_max_turns=args.eval_max_turns, eval_workers=args.eval_workers,
                       backend=args.backend, instance_fraction=args.instance_fraction,
