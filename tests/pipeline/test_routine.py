@@ -389,3 +389,59 @@ def test_a_single_file_place_is_root_owned_size_limited_and_alone_in_docker(ws):
 @pytest.mark.bwrap
 def test_a_single_file_place_is_root_owned_size_limited_and_alone_in_bwrap(ws):
     _single_file_place_holds(ws, "bwrap")
+
+
+# --- cleared twins: the same second piece of work, doable -------------------------------------
+@pytest.fixture(scope="module")
+def cleared_batch() -> list[dict]:
+    return generate(90, 1, cleared_fraction=0.5)
+
+
+def test_a_cleared_share_changes_only_the_solvable_scenarios_it_picks(batch, cleared_batch):
+    picked = [s for s in cleared_batch if s.get("cleared_kind")]
+    assert {s["cleared_kind"] for s in picked} == set(BLOCKED_KINDS)
+    assert 25 <= len(picked) <= 55
+    for plain, s in zip(batch, cleared_batch):
+        if s.get("cleared_kind"):
+            # a solvable scenario with a second piece of work, ending in exit like any other
+            assert expected_terminal(plain) == expected_terminal(s) == "exit"
+            assert "terminal" not in s and "blocked_by" not in s
+            assert s["directives"].startswith(s["directives"].split(". ")[0])
+            assert len(s["directives"]) > len(s["directives"].split(". ")[0])
+            assert s["reference"][-1] == "exit" and not problems(s), (s["id"], problems(s))
+        else:
+            assert s == plain     # blocked and untouched scenarios are exactly what they were
+
+
+def test_a_cleared_twin_looks_where_its_blocked_twin_looks(cleared_batch):
+    """The look before the second piece of work is the blocked twin's, so its answer (an error,
+    a status line) is the only thing that tells the two apart."""
+    looks = {"missing_input": "ls -l ", "permission": ">> ", "on_hold": "ls ",
+             "missing_tool": "command -v "}
+    for kind, look in looks.items():
+        blocked = next(s for s in cleared_batch if s.get("blocked_kind") == kind)
+        twin = next(s for s in cleared_batch if s.get("cleared_kind") == kind)
+        assert any(look in c for c in blocked["reference"][-4:-1])
+        assert any(look in c for c in twin["reference"][-4:-1])
+        assert blocked["reference"][-1].startswith("panic ") and twin["reference"][-1] == "exit"
+
+
+@pytest.mark.docker
+def test_cleared_twins_are_admitted_and_their_second_piece_is_checked(ws, cleared_batch):
+    from pipeline.admit import admit_many
+    from pipeline.operators.script import ScriptOperator
+    from pipeline.session import Budget, run_session
+    backend = _backend(ws)
+    twins = [next(s for s in cleared_batch if s.get("cleared_kind") == k) for k in BLOCKED_KINDS]
+    verdicts = admit_many(((s, None, None) for s in twins), backend, store=None, workers=2)
+    assert [v.reasons for v in verdicts] == [["admitted"]] * len(twins), [v.messages for v in verdicts]
+    budget = Budget(max_turns=40, max_seconds=120, command_timeout=20)
+    for s in twins:
+        # the first piece done, the second looked at and left: the checker says no
+        writes = {"missing_input": " > ", "permission": " >> ", "on_hold": "rm ",
+                  "missing_tool": "gzip "}[s["cleared_kind"]]
+        last_work = next(c for c in reversed(s["reference"]) if writes in c)
+        undone = [c for c in s["reference"][:-1] if c != last_work] + ["exit"]
+        res = run_session(backend=backend, operator=ScriptOperator(undone), store=None, scenario=s,
+                          budget=budget)
+        assert res.end_reason == "exit" and res.verified is False, (s["id"], s["cleared_kind"])
