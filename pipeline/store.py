@@ -391,6 +391,7 @@ class Store:
         rows = self.query("select id, archetype, split, provider, announcement, admitted, reasons, "
                           "source, file, coalesce(json_extract(body, '$.terminal'), 'exit') terminal, "
                           "json_extract(body, '$.blocked_kind') blocked_kind, "
+                          "json_extract(body, '$.cleared_kind') cleared_kind, "
                           "case json_type(body, '$.provider.retrieve') when 'array' then "
                           "json_array_length(body, '$.provider.retrieve') else 1 end steps "
                           "from scenarios order by id limit ?", [limit])

@@ -27,10 +27,10 @@ def verdict_cell(admitted: int, reasons: list[str]) -> Text:
     return Text(reasons[0] if reasons else "rejected", style="red")
 
 
-def ends_cell(terminal: str | None, kind: str | None) -> Text:
+def ends_cell(terminal: str | None, kind: str | None, cleared: str | None = None) -> Text:
     if terminal == "panic":
         return Text(f"panic ({kind})" if kind else "panic", style="magenta")
-    return Text("exit", style="dim")
+    return Text(f"exit (cleared {cleared})" if cleared else "exit", style="dim")
 
 
 def admission_lines(admission: dict | None) -> list:
@@ -56,7 +56,9 @@ def scenario_detail(scenario: dict | None, admission: dict | None = None) -> Gro
     ends = (Text.assemble(("ends in panic", "magenta"),
                           f" · blocked ({scenario.get('blocked_kind') or 'by hand'}): "
                           f"`{scenario.get('blocked_by', '?')}` fails as the session user")
-            if blocked else Text("ends in exit", style="green"))
+            if blocked else Text.assemble(("ends in exit", "green"), (
+                f" · a cleared twin of {scenario['cleared_kind']}: its second piece can be done"
+                if scenario.get("cleared_kind") else "")))
     parts: list = [
         Text(scenario.get("id", "?"), style="bold"),
         Text(f"{scenario.get('archetype', '?')} · split {scenario.get('split', 'train')}"
@@ -126,7 +128,7 @@ class ScenariosScreen(TabScreen):
         first = not table.row_count
         table.show_rows([(r["id"], (r["id"], r["archetype"] or "?", r["split"] or "",
                                     r["provider"] or "", r["announcement"] or "",
-                                    ends_cell(r.get("terminal"), r.get("blocked_kind")),
+                                    ends_cell(r.get("terminal"), r.get("blocked_kind"), r.get("cleared_kind")),
                                     str(r.get("steps") or 1),
                                     verdict_cell(r["admitted"], r["reasons"]),
                                     ", ".join(r["reasons"])))

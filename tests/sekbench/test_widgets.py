@@ -236,3 +236,20 @@ async def test_loss_chart_plots_with_axes_overlays_and_eta():
         assert "ETA 0:12" in label          # 2 s a step, 6 steps to go
         drawn = chart.query_one(PlotextPlot).render().plain
         assert "step" in drawn and "earlier" in drawn and "this fit" in drawn
+
+
+def test_the_scenarios_table_tells_a_cleared_twin_from_a_blocked_one(tmp_path):
+    from pipeline.author.procedural import generate
+    from pipeline.store import Store
+    from sekbench.screens.scenarios import ends_cell
+    store = Store(tmp_path / "store.db")
+    batch = generate(24, 1, cleared_fraction=0.5)
+    twin = next(s for s in batch if s.get("cleared_kind"))
+    blocked = next(s for s in batch if s.get("terminal") == "panic")
+    for s in (twin, blocked):
+        store.put_scenario(s, admitted=True, reasons=["admitted"], source="procedural")
+    rows = {r["id"]: r for r in store.scenario_rows()}
+    cells = {sid: ends_cell(r["terminal"], r["blocked_kind"], r["cleared_kind"]).plain
+             for sid, r in rows.items()}
+    assert cells[twin["id"]] == f"exit (cleared {twin['cleared_kind']})"
+    assert cells[blocked["id"]] == f"panic ({blocked['blocked_kind']})"
