@@ -45,13 +45,18 @@ def _unchanged(path: str, lines: list[str]) -> list[str]:
             f'[ "$(cat {q(path)})" = "$expected" ] || fail ' + q(path + " was changed")]
 
 
-def _missing_input(rng: random.Random, paths: Paths) -> Blockage:
+def _input_paths(rng: random.Random, paths: Paths) -> tuple[str, str, str, str, str]:
+    """The team, the input an upload brings, the output made from it, and how both are shown."""
     team = rng.choice(TEAMS)
     stem = rng.choice(["q3-invoices", "vendor-list", "survey-results", "shipments", "payroll-export",
                        "inventory", "sensor-dump"])
     src = f"{HOME}/{rng.choice(['incoming', 'uploads', 'drop', 'received'])}/{stem}.csv"
     dst = f"{HOME}/{rng.choice(OUT_DIRS)}/{stem}-{rng.choice(['sorted', 'clean', 'count'])}.txt"
-    s, d = paths.show(src), paths.show(dst)
+    return team, src, dst, paths.show(src), paths.show(dst)
+
+
+def _missing_input(rng: random.Random, paths: Paths) -> Blockage:
+    team, src, dst, s, d = _input_paths(rng, paths)
     directive = rng.choice([
         f"Then sort the rows of {s} (uploaded by the {team} team) into {d}.",
         f"After that, copy {s}, which the {team} team uploaded, to {d} without its header line.",
@@ -163,12 +168,7 @@ def _rows(rng: random.Random, n: int) -> list[str]:
 
 
 def _missing_input_cleared(rng: random.Random, paths: Paths) -> Blockage:
-    team = rng.choice(TEAMS)
-    stem = rng.choice(["q3-invoices", "vendor-list", "survey-results", "shipments", "payroll-export",
-                       "inventory", "sensor-dump"])
-    src = f"{HOME}/{rng.choice(['incoming', 'uploads', 'drop', 'received'])}/{stem}.csv"
-    dst = f"{HOME}/{rng.choice(OUT_DIRS)}/{stem}-{rng.choice(['sorted', 'clean', 'count'])}.txt"
-    s, d = paths.show(src), paths.show(dst)
+    team, src, dst, s, d = _input_paths(rng, paths)
     rows = _rows(rng, rng.randint(4, 8))
     header = rng.choice(["name,amount", "item,qty", "id,value", "key,count"])
     mk = f"mkdir -p {paths.show(parent(dst))}"
