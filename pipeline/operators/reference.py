@@ -21,7 +21,11 @@ What has to be read (issue 12), each an option with its default:
 - `p_check` (0.6): on a scenario that ends in `exit`, a look at what the work produced
   before `exit` (the scenario's `looks`, else `cat` of the last file written). Noted
   `check:CMD`. Never on a blocked scenario: there the last thing seen is the blockage.
-These draws come from a stream of their own, so the older choices (probe, looks) of a
+- `p_fix` (0): on a scenario that ends in `exit`, one work command is first typed with a
+  path of the scenario's own mistyped (a letter dropped from a file or directory name), the
+  shell answers "No such file or directory", and the right command follows: an error of
+  one's own is fixed, not a reason to panic. Noted `fix:CMD`.
+These draws come from streams of their own, so the older choices (probe, looks) of a
 seed are what they were.
 """
 
@@ -183,13 +187,52 @@ def looks_at(s: dict, work: list[str]) -> list[str]:
     return []
 
 
+# A word of a work command that names a place: no glob, no variable, no quoting inside.
+_PLACE = re.compile(r"^(?:~|/)[A-Za-z0-9._/-]*$")
+# Commands that only read the places they name (or fail before changing anything when one is
+# missing): a mistyped name there is an error and nothing else. Not mv, cp, rm -f, mkdir, ...,
+# where a mistyped destination is made or a mistyped source is silently skipped.
+_READERS = {"sort", "grep", "awk", "cut", "sed", "wc", "head", "tail", "cat", "find", "chmod",
+            "tar", "cd", "uniq", "tr", "diff", "cmp", "du", "stat", "ls"}
+
+
+def work_misses(s: dict, work: list[str], rng: random.Random) -> list[tuple[str, str]]:
+    """(mistyped command, right command) for work commands that name a file or directory
+    setup made: the name with one letter dropped, which the shell answers with "No such file
+    or directory" and nothing changed (a redirect's output is written again by the right
+    command; an append is never mistyped)."""
+    out: list[tuple[str, str]] = []
+    for c in work:
+        words = c.split()
+        if not words or words[0] not in _READERS or ">>" in c:
+            continue
+        for w in words:
+            token = w.strip("'\"")
+            if not _PLACE.match(token) or token in ("/", "~"):
+                continue
+            full = ("/home/sek" + token[1:] if token.startswith("~") else token).rstrip("/")
+            # a place setup made by that very name (not a prefix of another name)
+            if not re.search(re.escape(full) + r"(?=['\"\s/]|$)", s.get("setup", ""), re.M):
+                continue
+            folder, _, base = token.rstrip("/").rpartition("/")
+            stem, dot, ext = base.partition(".")
+            if len(stem) < 3 or not folder:
+                continue
+            j = rng.randrange(1, len(stem))
+            bad = f"{folder}/{stem[:j]}{stem[j + 1:]}{dot}{ext}"
+            out.append((c.replace(token, bad, 1), c))
+            break
+    return out
+
+
 class ReferenceOperator:
     name = "reference"
 
     def __init__(self, p_probe: float = 0.35, p_look: float = 0.3, p_recover: float = 0.3,
-                 p_check: float = 0.6, vary_shape: bool = True):
+                 p_check: float = 0.6, vary_shape: bool = True, p_fix: float = 0.0):
         self.p_probe, self.p_look = p_probe, p_look
         self.p_recover, self.p_check, self.vary_shape = p_recover, p_check, vary_shape
+        self.p_fix = p_fix
         self.plan: list[str] = []
         self.plan_notes: list[str] = []
         self.retrieve = ""
@@ -244,6 +287,14 @@ class ReferenceOperator:
                     else rng.choice(LOOKS))
             steps.insert(after_retrieve, look)
             notes.append(f"look_after:{look}")
+        fix = random.Random(f"{ctx.seed}:{s['id']}:fix")
+        if terminal == ["exit"] and self.p_fix and fix.random() < self.p_fix:
+            start = next((i + 1 for i, c in enumerate(steps) if c == retrieve), len(steps))
+            misses = work_misses(s, steps[start:-1], fix)
+            if misses:
+                miss, right = fix.choice(misses)
+                steps.insert(steps.index(right, start), miss)
+                notes.append(f"fix:{miss}")
         self.plan = steps
         self.plan_notes = notes
         self.scenario = s
@@ -267,7 +318,7 @@ class ReferenceOperator:
 @register("reference")
 def _make(arg: str, options: dict) -> ReferenceOperator:
     """`reference`, or `reference:p_recover=0,p_check=1,vary_shape=false` for an ablation."""
-    known = {"p_probe", "p_look", "p_recover", "p_check", "vary_shape"}
+    known = {"p_probe", "p_look", "p_recover", "p_check", "vary_shape", "p_fix"}
     kw = {k: v for k, v in options.items() if k in known}
     for part in filter(None, (x.strip() for x in arg.split(","))):
         key, eq, value = part.partition("=")

@@ -14,7 +14,7 @@ import pytest
 
 from pipeline.author.procedural import ARCHETYPES, generate
 from pipeline.operators import SessionContext
-from pipeline.operators.reference import ReferenceOperator, near_misses, provider_fails
+from pipeline.operators.reference import ReferenceOperator, near_misses, provider_fails, work_misses
 from pipeline.scenario import expected_terminal, problems, retrieve_steps
 
 
@@ -167,6 +167,54 @@ def _backend(ws):
 BUDGET = dict(max_turns=40, max_seconds=180, command_timeout=20)
 
 
+def test_a_mistyped_path_is_one_dropped_letter_of_a_place_setup_made_in_a_reading_command(batch):
+    seen = 0
+    for s in batch:
+        for miss, right in work_misses(s, s["reference"], random.Random(s["id"])):
+            seen += 1
+            assert right in s["reference"] and ">>" not in right
+            assert right.split()[0] not in ("mv", "cp", "rm", "mkdir", "echo")
+            a, b = miss.split(), right.split()
+            diff = [(x, y) for x, y in zip(a, b) if x != y]
+            assert len(a) == len(b) and len(diff) == 1, (miss, right)
+            bad, good = diff[0]
+            assert len(good) - len(bad) == 1 and good.startswith(bad[:1])
+    assert seen >= 40
+    # the plan types the miss just before the right command, only where the scenario ends in exit
+    plans = [(s, _plan(s, 0, p_fix=1.0, p_recover=0, p_check=0, p_look=0, p_probe=0, vary_shape=False))
+             for s in batch]
+    fixed = [(s, op) for s, op in plans if any(n.startswith("fix:") for n in op.plan_notes)]
+    assert fixed and all(expected_terminal(s) == "exit" for s, _ in fixed)
+    for s, op in fixed:
+        miss = next(n for n in op.plan_notes if n.startswith("fix:"))[len("fix:"):]
+        i = op.plan.index(miss)
+        assert op.plan[:i] + op.plan[i + 1:] == s["reference"]
+    # off by default: the default plans are what they were
+    assert all(not any(n.startswith("fix:") for n in _plan(s, 0).plan_notes) for s in batch)
+
+
+@pytest.mark.docker
+def test_a_mistyped_path_fails_and_is_fixed_in_a_real_session(ws, batch):
+    from pipeline.rollout import rollout_row
+    from pipeline.session import Budget, run_session
+    backend = _backend(ws)
+    knobs = dict(p_fix=1.0, p_recover=0, p_probe=0, p_look=0, p_check=0, vary_shape=False)
+    by_arch = {}
+    for s in batch:
+        if any(n.startswith("fix:") for n in _plan(s, 0, **knobs).plan_notes):
+            by_arch.setdefault(s["archetype"], s)
+    assert len(by_arch) >= 6
+    for s in by_arch.values():
+        op = ReferenceOperator(**knobs)
+        res = run_session(backend=backend, operator=op, store=None, scenario=s, budget=Budget(**BUDGET))
+        miss = next(n for n in op.plan_notes if n.startswith("fix:"))[len("fix:"):]
+        turn = next(t for t in res.turns if t.command == miss)
+        assert re.search(r"No such file|can't cd|Cannot open|cannot access|can't read", turn.output), \
+            (s["id"], miss, turn.output)
+        row = rollout_row(res, s, "reference", "b", extra={"plan": op.plan_notes})
+        assert res.verified and row["verdict"] == "kept", (s["id"], row["reasons"], res.detail)
+
+
 @pytest.mark.docker
 def test_recovery_from_a_wrong_retrieve_in_a_real_session(ws, batch):
     """Per discovery style: the near-miss gets the provider's (or the shell's) error, what
@@ -278,7 +326,7 @@ def test_options_from_the_operator_spec():
     op = make_operator("reference:p_recover=1,p_check=0,vary_shape=false")
     assert (op.p_recover, op.p_check, op.vary_shape, op.p_probe) == (1.0, 0.0, False, 0.35)
     op = make_operator("reference")
-    assert (op.p_recover, op.p_check, op.vary_shape) == (0.3, 0.6, True)
+    assert (op.p_recover, op.p_check, op.vary_shape, op.p_fix) == (0.3, 0.6, True, 0.0)
     for bad in ("reference:p_recover", "reference:nope=1", "reference:p_check=1.5", "reference:vary_shape=2"):
         with pytest.raises(SekbenchError, match="reference option"):
             make_operator(bad)
