@@ -107,9 +107,9 @@ class CycleConfig:
             raise SekbenchError("eval_trials must be >= 1")
         if not 0 <= self.val_fraction < 1 or self.val_every < 0:
             raise SekbenchError("val_fraction must be in [0, 1) and val_every >= 0")
-        if self.per_scenario < 1 or (self.blocked_per_scenario is not None
-                                     and self.blocked_per_scenario < 0):
-            raise SekbenchError("per_scenario must be >= 1 and blocked_per_scenario >= 0")
+        from pipeline.rollout import RolloutConfig
+        RolloutConfig(operator=self.reference, per_scenario=self.per_scenario,
+                      blocked_per_scenario=self.blocked_per_scenario)   # a bad count fails here
         if not 0 <= self.cleared_fraction <= 1:
             raise SekbenchError("cleared_fraction must be in [0, 1]")
         if self.rounds not in (1, 2):

@@ -45,6 +45,13 @@ class RolloutConfig:
     cluster: str | None = None  # a Ray cluster address (or auto): sessions run there (pipeline/cluster.py)
     resume: bool = False        # run only the rollouts batch_id has not committed
 
+    def __post_init__(self):
+        from pipeline.errors import SekbenchError
+        if self.per_scenario < 1 or (self.blocked_per_scenario is not None
+                                     and self.blocked_per_scenario < 0):
+            raise SekbenchError("per_scenario (--per-scenario) must be >= 1 and "
+                                "blocked_per_scenario (--blocked-per-scenario) >= 0")
+
 
 def rollout_row(res: SessionResult, scenario: dict, operator_name: str, batch_id: str,
                 fmt: str = "ccpty", extra: dict | None = None) -> dict:

@@ -61,18 +61,16 @@ def run(args, ws) -> dict:
     announce_model(args.operator)
     if cluster is None or not args.operator.startswith("hf:"):  # a cluster's nodes load hf bases
         make_operator(args.operator, **options)  # fail fast, one line, before any sandbox starts
-    backend = start_backend(args.backend, ws, store) if cluster is None else None
-    if cluster is not None:
-        store.mark_interrupted()
-    if args.per_scenario < 1 or (args.blocked_per_scenario is not None
-                                 and args.blocked_per_scenario < 0):
-        raise SekbenchError("--per-scenario must be >= 1 and --blocked-per-scenario >= 0")
+    # before any sandbox starts: a bad count is one line
     cfg = RolloutConfig(operator=args.operator, per_scenario=args.per_scenario,
                         blocked_per_scenario=args.blocked_per_scenario,
                         workers=args.workers, seed=args.seed, options=options,
                         cluster=args.cluster, resume=bool(args.resume),
                         budget=Budget(max_turns=args.max_turns, max_seconds=args.max_seconds,
                                       command_timeout=args.timeout))
+    backend = start_backend(args.backend, ws, store) if cluster is None else None
+    if cluster is not None:
+        store.mark_interrupted()
     from pipeline.rollout import rollout_jobs
     total = len(rollout_jobs(scenarios, cfg))
     with Progress(TextColumn("[bold]rollout[/]"), BarColumn(), MofNCompleteColumn(),
