@@ -79,20 +79,24 @@ def typed_like(old, value: str):
     return value
 
 
-def fit_arm(ws, store, backend, cfg: CycleConfig, train_ids: list[str], name: str, log) -> dict:
-    tag = f"ablation-{name}-{new_id()[:6]}"
+def fit_arm(ws, store, backend, cfg: CycleConfig, train_ids: list[str], name: str, log, *,
+            fit_ws=None, tag: str | None = None) -> dict:
+    """Roll out and export `train_ids` in `ws`; fit the adapter into `fit_ws` (default `ws`)."""
+    fit_ws = fit_ws or ws
+    tag = tag or f"ablation-{name}-{new_id()[:6]}"
     t0 = time.monotonic()
     rolled = rollout(ws, store, backend, cfg, _Quiet(), train_ids, f"{tag}-rollout")
     manifest = export(store, ws.exports / f"{tag}.jsonl", f"{tag}-rollout", set(cfg.holdout_archetypes))
     t1 = time.monotonic()
     log(f"{name}: {rolled.get('kept')}/{rolled.get('rollouts')} kept, {manifest['trajectories']} "
         f"trajectories (sha256 {manifest['sha256'][:12]}) in {t1 - t0:.0f} s; fitting")
-    fitted = sft(ws, cfg, _Quiet(), manifest["path"], ws.adapters / tag)
+    fitted = sft(fit_ws, cfg, _Quiet(), manifest["path"], fit_ws.adapters / tag)
     log(f"{name}: fitted {fitted.get('steps')} steps, loss {fitted.get('first_loss')} -> "
         f"{fitted.get('final_loss')} in {time.monotonic() - t1:.0f} s")
     return {"adapter": fitted["adapter"], "trajectories": manifest["trajectories"],
             "kept": rolled.get("kept"), "rollouts": rolled.get("rollouts"),
-            "sha256": manifest["sha256"], "final_loss": fitted.get("final_loss")}
+            "sha256": manifest["sha256"], "final_loss": fitted.get("final_loss"),
+            "train_scenarios": len(train_ids)}
 
 
 def fit_authored_arm(ws, cfg: CycleConfig, name: str, log) -> dict:
@@ -104,22 +108,11 @@ def fit_authored_arm(ws, cfg: CycleConfig, name: str, log) -> dict:
     arm_ws.ensure()
     store = Store(arm_ws.db_path)
     backend = start_backend(cfg.backend, arm_ws, store)
-    t0 = time.monotonic()
     authored = author(arm_ws, store, backend, cfg, _Quiet(), f"{tag}-author")
-    train = sorted(authored["train"])
-    rolled = rollout(arm_ws, store, backend, cfg, _Quiet(), train, f"{tag}-rollout")
-    manifest = export(store, arm_ws.exports / f"{tag}.jsonl", f"{tag}-rollout", set(cfg.holdout_archetypes))
-    t1 = time.monotonic()
-    log(f"{name}: authored {authored['admitted']} ({authored['rejected']} rejected) in {arm_ws.root}, "
-        f"{rolled.get('kept')}/{rolled.get('rollouts')} kept, {manifest['trajectories']} trajectories "
-        f"(sha256 {manifest['sha256'][:12]}) in {t1 - t0:.0f} s; fitting")
-    fitted = sft(ws, cfg, _Quiet(), manifest["path"], ws.adapters / tag)
-    log(f"{name}: fitted {fitted.get('steps')} steps, loss {fitted.get('first_loss')} -> "
-        f"{fitted.get('final_loss')} in {time.monotonic() - t1:.0f} s")
-    return {"adapter": fitted["adapter"], "trajectories": manifest["trajectories"],
-            "kept": rolled.get("kept"), "rollouts": rolled.get("rollouts"), "workspace": str(arm_ws.root),
-            "sha256": manifest["sha256"], "final_loss": fitted.get("final_loss"),
-            "train_scenarios": len(train)}
+    log(f"{name}: authored {authored['admitted']} ({authored['rejected']} rejected) in {arm_ws.root}")
+    # rolled out and exported there; fitted into WS, where the cycle's model resolves
+    info = fit_arm(arm_ws, store, backend, cfg, sorted(authored["train"]), name, log, fit_ws=ws, tag=tag)
+    return dict(info, workspace=str(arm_ws.root))
 
 
 def eval_arm(ws, default: dict, adapter: str, workers: int) -> dict:

@@ -95,12 +95,13 @@ def generate_one(archetype: str, rng: random.Random, index: int, seed: int = 0, 
         "split": "train",
         "seed": seed,
     }
-    if blockage and blockage.cleared:
+    if blockage is None:
+        end = ["exit"]
+    elif blockage.cleared:
         end = [*blockage.attempt, "exit"]
         s["cleared_kind"] = blockage.kind
     else:
-        end = [*blockage.attempt, f"panic {blockage.reason}"] if blockage else ["exit"]
-    if blockage and not blockage.cleared:
+        end = [*blockage.attempt, f"panic {blockage.reason}"]
         s["terminal"] = "panic"
         s["blocked_kind"] = blockage.kind
         s["blocked_by"] = blockage.blocked_by.replace("{retrieve}", steps[-1])
