@@ -396,7 +396,11 @@ def install(sandbox: Sandbox, s: dict) -> ExecResult:
     setup = s.get("setup", "")
     # The install step keeps its own umask in its subshell; the setup inherits the exec's,
     # as when it ran as a script of its own.
-    lines = [f"ins=$( ( {install_script(s).strip()} ) 2>&1 ); ist=$?",
+    # One stream: the engine carries stdout and stderr as two pipes with no order between
+    # them, so a setup's error on stderr could arrive after the status line and be cut off
+    # as if it came behind it (an admission then said "setup exit status 2: " and no why).
+    lines = ["exec 2>&1",
+             f"ins=$( ( {install_script(s).strip()} ) 2>&1 ); ist=$?",
              f"if [ $ist -ne 0 ]; then printf '%s\\n' \"$ins\"; printf '\\n{nonce} %d\\n' $ist; "
              "exit $ist; fi"]
     if setup.strip():
