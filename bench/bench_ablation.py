@@ -99,9 +99,23 @@ def fit_arm(ws, store, backend, cfg: CycleConfig, train_ids: list[str], name: st
             "train_scenarios": len(train_ids)}
 
 
-def fit_authored_arm(ws, cfg: CycleConfig, name: str, log) -> dict:
+def foreign_tasks(ws_store: Store, trained: set[str], arm_store: Store, ids: list[str]) -> dict[str, str]:
+    """The arm's training scenarios that are, up to wording, a task WS holds outside the
+    cycle's training set (a hold-out, an instance, a validation split): the arm's own
+    workspace cannot see them, so its export's leak guard would let them through."""
+    theirs = {}
+    for sid, k in sorted(ws_store.scenario_keys().items()):
+        if sid not in trained and k["fingerprint"]:
+            theirs.setdefault(k["fingerprint"], f"{k['split']} scenario {sid} of WS")
+    mine = arm_store.scenario_keys()
+    return {sid: theirs[mine[sid]["fingerprint"]] for sid in ids
+            if sid in mine and mine[sid]["fingerprint"] in theirs}
+
+
+def fit_authored_arm(ws, cfg: CycleConfig, name: str, log, trained: set[str]) -> dict:
     """The cycle's scenarios authored again with `cfg` in a workspace of their own (their ids
-    are the cycle's, their bodies are not, so they must not replace the cycle's in WS)."""
+    are the cycle's, their bodies are not, so they must not replace the cycle's in WS).
+    `trained`: the cycle's own training ids in WS; the arm trains on none of WS's others."""
     from pipeline.cycle import author
     tag = f"ablation-{name}-{new_id()[:6]}"
     arm_ws = Workspace(ws.root.parent / f"{ws.root.name}-arm-{name}-{tag[-6:]}")
@@ -110,9 +124,15 @@ def fit_authored_arm(ws, cfg: CycleConfig, name: str, log) -> dict:
     backend = start_backend(cfg.backend, arm_ws, store)
     authored = author(arm_ws, store, backend, cfg, _Quiet(), f"{tag}-author")
     log(f"{name}: authored {authored['admitted']} ({authored['rejected']} rejected) in {arm_ws.root}")
+    ids = sorted(authored["train"])
+    dropped = foreign_tasks(Store(ws.db_path), trained, store, ids)
+    if dropped:
+        log(f"{name}: {len(dropped)} training scenarios left out, the same task as one WS holds "
+            f"apart: " + ", ".join(f"{k} ({v})" for k, v in sorted(dropped.items())[:5]))
+    ids = [i for i in ids if i not in dropped]
     # rolled out and exported there; fitted into WS, where the cycle's model resolves
-    info = fit_arm(arm_ws, store, backend, cfg, sorted(authored["train"]), name, log, fit_ws=ws, tag=tag)
-    return dict(info, workspace=str(arm_ws.root))
+    info = fit_arm(arm_ws, store, backend, cfg, ids, name, log, fit_ws=ws, tag=tag)
+    return dict(info, workspace=str(arm_ws.root), left_out=dropped)
 
 
 def eval_arm(ws, default: dict, adapter: str, workers: int) -> dict:
@@ -202,7 +222,7 @@ def main() -> int:
             typed = {k: typed_like(base_cfg.get(k), v) for k, v in changes.items()}
             cfg = CycleConfig(**dict(base_cfg, **typed))
             if head == "author":
-                info = fit_authored_arm(ws, cfg, name, log)
+                info = fit_authored_arm(ws, cfg, name, log, set(train_ids))
             else:
                 backend = backend or start_backend(cfg.backend, ws, store)
                 info = fit_arm(ws, store, backend, cfg, train_ids, name, log)
