@@ -11,8 +11,12 @@ the one store, in order, so the workbench's Live screen shows a remote session l
 A finished job returns its result with its last events; the driver commits it. Remote code never
 opens the store.
 
+A rollout batch reserves each node's next sessions and the node prepares their sandboxes on its
+warm pool (pipeline/sandbox/pool.py) while its current sessions run, as a local batch does.
+
 A node lost mid-batch: its running sessions end `sandbox_died` (void, never counted against a
-model), each is re-queued once on another node, and nothing committed is lost. A stop (Ctrl-C,
+model), each is re-queued once on another node, its reserved (not started) sessions go back to
+the queue, and nothing committed is lost. A stop (Ctrl-C,
 a set stop event) tells every runner to stop: sessions end `interrupted` and the runners remove
 their sandboxes. A stop asked for one session (the workbench's `c`) reaches its runner on the
 next tick.
@@ -88,7 +92,7 @@ class RelayStore:
 class NodeRunner:
     """One per node (a Ray actor): the node's backend, its sessions' relay, its stop flags."""
 
-    def __init__(self, ws_root: str, backend_name: str | None):
+    def __init__(self, ws_root: str, backend_name: str | None, slots: int = 1):
         # A node that names its own workspace (SEKBENCH_HOME in its environment) keeps it;
         # otherwise the driver's path (the same machine, or a shared one).
         os.environ.setdefault("SEKBENCH_HOME", ws_root)
@@ -96,6 +100,8 @@ class NodeRunner:
         from pipeline.workspace import Workspace
         self.ws = Workspace.from_env()
         self.backend = start_backend(backend_name, self.ws)  # reaps what a dead runner left here
+        self.slots = max(1, int(slots))
+        self.pool = None   # this batch's warm pool (rollouts), from begin(ahead=True) to finish()
         self.lock = threading.Lock()
         self.ops: list[tuple[str, str, tuple, dict]] = []
         self.stop_ids: set[str] = set()
@@ -129,10 +135,43 @@ class NodeRunner:
     def info(self) -> dict:
         return {**self.where, "image": getattr(self.backend, "image", "")}
 
-    def begin(self) -> None:
-        """A new batch: an earlier batch's stop no longer applies."""
+    def begin(self, ahead: bool = False) -> None:
+        """A new batch: an earlier batch's stop no longer applies. With `ahead`, the batch's
+        sessions are prepared on this node's warm pool (pipeline/sandbox/pool.py) in the
+        order the driver reserves them here (`prepare`), as a local batch's are."""
         self.stopping.clear()
         self.stop_ids.clear()
+        self.finish()
+        from pipeline.sandbox.pool import POOL_DEPTH, SandboxPool, pool_enabled
+        if ahead and pool_enabled() and hasattr(self.backend, "create"):
+            from pipeline.session import prepare_sandbox
+            backend = self.backend
+            self.pool = SandboxPool(backend, lambda key, spec: prepare_sandbox(backend, key, spec),
+                                    size=self.slots * POOL_DEPTH)
+
+    def prepare(self, jobs: list[dict]) -> int:
+        """Start preparing the sandboxes of sessions the driver reserved for this node (each
+        job: its `session_id` and `scenario`); how many were started."""
+        pool = self.pool
+        if pool is None:
+            return 0
+        from pipeline.sandbox import Limits
+        return sum(bool(pool.ahead(j["session_id"], {"scenario": j.get("scenario"), "limits": Limits()}))
+                   for j in jobs)
+
+    def unreserve(self, session_ids: list[str]) -> None:
+        """The driver gave these reserved sessions to another node: their members go."""
+        if self.pool is not None:
+            for sid in session_ids:
+                self.pool.drop(sid)
+
+    def finish(self) -> dict:
+        """The batch is over: members nobody took are removed, and the pool's counts returned."""
+        pool, self.pool = self.pool, None
+        if pool is None:
+            return {}
+        pool.close()
+        return dict(pool.stats)
 
     def drain(self, stop_ids: list[str]) -> list:
         self.stop_ids.update(stop_ids)
@@ -142,7 +181,7 @@ class NodeRunner:
         sid = job.get("session_id")
         try:
             result = fn(backend=self.backend, store=RelayStore(self), should_stop=self.stopping.is_set,
-                        job=job, where=self.where)
+                        job=job, where=self.where, pool=self.pool)
             error = None
         except Exception as e:  # a job that broke the harness must not take the runner with it
             log.exception("a cluster job failed on %s", self.where["host"])
@@ -155,6 +194,10 @@ class NodeRunner:
     def stop(self) -> int:
         """Stop every session here (they end `interrupted`) and remove this runner's sandboxes."""
         self.stopping.set()
+        try:   # first the pool: a member still being prepared would outlive the removal
+            self.finish()
+        except Exception as e:  # noqa: BLE001 -- remove_own below covers its sandboxes
+            log.warning("could not close the warm pool on %s: %s", self.where["host"], e)
         try:
             return self.backend.remove_own()
         except Exception as e:
@@ -221,7 +264,7 @@ class Cluster:
                 num_cpus=0, resources={RESOURCE: slots}, max_concurrency=slots + 4,
                 max_restarts=0, max_task_retries=0,
                 scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False),
-            ).remote(self.ws_root, self.backend)
+            ).remote(self.ws_root, self.backend, slots)
             started.append(Node(n["NodeID"], slots, actor))
         refs = [nd.actor.info.remote() for nd in started]
         for nd, ref in zip(started, refs):
@@ -310,13 +353,18 @@ class Cluster:
     def run_jobs(self, payloads: list[dict], fn: Callable, *, store=None,
                  on_result: Callable[[int, dict, dict], None] | None = None,
                  on_lost: Callable[[int, dict, str], dict | None] | None = None,
-                 stop: threading.Event | None = None) -> dict:
-        """Run fn(backend=, store=, should_stop=, job=, where=) for every payload on the nodes.
+                 stop: threading.Event | None = None, ahead: bool = False) -> dict:
+        """Run fn(backend=, store=, should_stop=, job=, where=, pool=) for every payload on the
+        nodes.
 
         on_result(index, payload, out) is called on the driver, in this thread, once the job's
         events are in the store. A payload with a `session_id` is a recorded session: if its
         node is lost, the session ends void and on_lost(index, payload, why) gives the payload
-        to run again (a fresh session id), once; None drops it. Returns counts."""
+        to run again (a fresh session id), once; None drops it. With `ahead` (payloads with a
+        `session_id` and a `scenario`), each node's next sessions are reserved for it and
+        prepared on its warm pool while its current ones run; a reserved session has not
+        started, so a lost node's reservations simply go back to the queue. Returns counts
+        (`pool`: the nodes' warm/cold/... counts)."""
         ray = self.ray
         stop = stop or threading.Event()
         queue: deque[Job] = deque(Job(i, p) for i, p in enumerate(payloads))
@@ -324,6 +372,9 @@ class Cluster:
         counts: Counter = Counter()
         last_stop_poll = 0.0
         stopping = False
+        from pipeline.sandbox.pool import POOL_DEPTH, pool_enabled
+        ahead = ahead and pool_enabled()
+        reserved: dict[str, deque[Job]] = {n.node_id: deque() for n in self.nodes}
 
         def apply(ops: list) -> None:
             if store is None:
@@ -347,6 +398,9 @@ class Cluster:
                 node.actor.stop.remote()
             except Exception:
                 pass
+            # what was reserved there never started: back to the front of the queue
+            mine = reserved.pop(node.node_id, deque())
+            queue.extendleft(reversed(mine))
             for ref, (job, nd) in list(running.items()):
                 if nd is not node:
                     continue
@@ -365,16 +419,54 @@ class Cluster:
                 else:
                     counts["lost"] += 1
 
+        def next_for(node: Node) -> Job | None:
+            """Its own reserved job first, then the queue, then (at the batch's tail) one
+            reserved for the node with the most waiting, which drops its member."""
+            mine = reserved.setdefault(node.node_id, deque())
+            if mine:
+                return mine.popleft()
+            if queue:
+                return queue.popleft()
+            others = [n for n in self.nodes if n is not node and n.alive and reserved.get(n.node_id)]
+            if not others:
+                return None
+            victim = max(others, key=lambda n: len(reserved[n.node_id]))
+            job = reserved[victim.node_id].pop()
+            victim.actor.unreserve.remote([job.payload["session_id"]])
+            return job
+
+        def reserve() -> None:
+            """Top every node's reservations up to POOL_DEPTH per slot and have it prepare them."""
+            for n in self.nodes:
+                if not (n.alive and n.usable):
+                    continue
+                mine = reserved.setdefault(n.node_id, deque())
+                new = []
+                while queue and len(mine) < n.slots * POOL_DEPTH:
+                    job = queue.popleft()
+                    mine.append(job)
+                    new.append(job.payload)
+                if new:
+                    n.actor.prepare.remote([{"session_id": p["session_id"], "scenario": p.get("scenario")}
+                                            for p in new])
+
         def dispatch() -> None:
-            while queue and not stop.is_set():
+            while (queue or any(reserved.values())) and not stop.is_set():
                 free = [n for n in self.nodes if n.alive and n.usable and n.running < n.slots]
                 if not free:
-                    return
+                    break
                 node = min(free, key=lambda n: n.running / n.slots)
-                job = queue.popleft()
+                job = next_for(node)
+                if job is None:
+                    break
                 ref = node.actor.run.remote(fn, job.payload)
                 running[ref] = (job, node)
                 node.running += 1
+            if ahead and not stop.is_set():
+                reserve()
+
+        def pending() -> bool:
+            return bool(queue) or any(reserved.values())
 
         def drain_all() -> set:
             """Pull every node's held events; the nodes whose drains are all applied."""
@@ -404,16 +496,17 @@ class Cluster:
         def stop_nodes() -> None:
             counts["removed"] += self.stop_all()
 
-        for ref in [n.actor.begin.remote() for n in self.nodes if n.alive]:
+        for ref in [n.actor.begin.remote(ahead) for n in self.nodes if n.alive]:
             try:
                 ray.get(ref, timeout=60)
             except Exception:
                 pass  # a lost node shows itself in the loop
         try:
-            while queue or running:
+            while pending() or running:
                 if stop.is_set() and not stopping:
                     stopping = True
                     queue.clear()
+                    reserved.clear()
                     stop_nodes()
                 if not stopping:
                     if not any(n.alive and n.usable for n in self.nodes):
@@ -423,6 +516,8 @@ class Cluster:
                         except SekbenchError:
                             pass
                         if not any(n.alive and n.usable for n in self.nodes) and not running:
+                            for n in self.nodes:   # an unusable node's reservations
+                                queue.extend(reserved.pop(n.node_id, ()))
                             counts["lost"] += len(queue)
                             log.warning("no cluster node left to run %d jobs", len(queue))
                             queue.clear()
@@ -459,6 +554,7 @@ class Cluster:
                     apply(out["ops"])
                     if out.get("engine_gone") and node.usable:
                         node.usable = False
+                        queue.extendleft(reversed(reserved.pop(node.node_id, deque())))
                         log.warning("the sandbox engine of node %s went away; nothing more is "
                                     "sent there", node.info.get("host"))
                         counts["engines_gone"] += 1
@@ -475,7 +571,22 @@ class Cluster:
             stop_nodes()
             self._settle(running, apply)
             raise
+        finally:
+            self._finish_pools(counts)
         return dict(counts)
+
+    def _finish_pools(self, counts: Counter) -> None:
+        """End every node's batch pool (members nobody took are removed) and add up its counts."""
+        total: Counter = Counter()
+        for n in self.nodes:
+            if not n.alive:
+                continue
+            try:
+                total.update(self.ray.get(n.actor.finish.remote(), timeout=60) or {})
+            except Exception:  # noqa: BLE001 -- a lost node's sandboxes are its engine's to reap
+                pass
+        if total:
+            counts["pool"] = dict(total)
 
     def _settle(self, running: dict, apply, timeout: float = 60) -> None:
         """After a stop: wait for the stopped jobs to end, writing their last events."""
@@ -600,8 +711,9 @@ def warm_operator(spec: str, options: dict) -> None:
             _BUILT.add(key)
 
 
-def rollout_job(*, backend, store, should_stop, job: dict, where: dict) -> dict:
-    """One rollout on a node: the session (relayed), its gate verdict and its row."""
+def rollout_job(*, backend, store, should_stop, job: dict, where: dict, pool=None) -> dict:
+    """One rollout on a node: the session (relayed), its gate verdict and its row. With the
+    node's warm pool, its sandbox is the one prepared for it while earlier sessions ran."""
     from pipeline.operators import make_operator
     from pipeline.rollout import rollout_row
     from pipeline.sandbox import Limits
@@ -612,7 +724,7 @@ def rollout_job(*, backend, store, should_stop, job: dict, where: dict) -> dict:
     res = run_session(backend=backend, operator=op, store=store, scenario=s, budget=cfg.budget,
                       limits=Limits(), seed=cfg.seed * 1000 + k,
                       options={"format": cfg.format, **cfg.options}, batch_id=job["batch_id"],
-                      session_id=job["session_id"], should_stop=should_stop)
+                      session_id=job["session_id"], should_stop=should_stop, pool=pool)
     extra = {"plan": getattr(op, "plan_notes", None), "k": k, "seed": cfg.seed * 1000 + k,
              "node": where.get("host"), "node_id": where.get("node_id")}
     if job.get("requeued_from"):
@@ -651,18 +763,20 @@ def cluster_rollouts(*, scenarios: list[dict], store, cfg, batch_id: str,
         return {**payload, "session_id": new_id(), "requeued_from": payload["session_id"]}
 
     counts = cluster.run_jobs(payloads, rollout_job, store=store, on_result=on_result,
-                              on_lost=on_lost, stop=stop)
+                              on_lost=on_lost, stop=stop, ahead=True)
     out = {"rollouts": tally["done"], "kept": tally["kept"], "by_reason": dict(reasons),
            "by_verdict": dict(verdicts), "batch_id": batch_id,
            "cluster": {"nodes": len(cluster.nodes), "slots": sum(n.slots for n in cluster.nodes),
                        **{k: counts.get(k, 0) for k in ("nodes_lost", "voided", "requeued", "lost")}}}
+    if counts.get("pool"):
+        out["pool"] = counts["pool"]   # as a local batch reports it
     if counts.get("engines_gone"):
         out["stopped"] = f"the sandbox engine went away on {counts['engines_gone']} node(s)"
     return out
 
 
 # ----------------------------------------------------------------- admission
-def admit_job(*, backend, store, should_stop, job: dict, where: dict):
+def admit_job(*, backend, store, should_stop, job: dict, where: dict, pool=None):
     from pipeline.admit import admit_one
     s, file, err = job["item"]
     return admit_one(s, backend, file=file, load_error=err, checker_timeout=job["checker_timeout"])
@@ -708,7 +822,7 @@ def from_args(args, ws) -> Cluster | None:
 
 
 # ----------------------------------------------------------------- the ladder
-def ladder_job(*, backend, store, should_stop, job: dict, where: dict) -> dict:
+def ladder_job(*, backend, store, should_stop, job: dict, where: dict, pool=None) -> dict:
     from pipeline.ladder import ladder_session
     warm_operator(job["args"]["spec"], job["args"]["base_opts"])
     row = ladder_session(backend=backend, store=store, should_stop=should_stop, **job["args"],

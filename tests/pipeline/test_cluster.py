@@ -192,6 +192,9 @@ def test_admission_and_rollouts_on_two_nodes(cluster, engine2, ws):
     n_train = len(store.scenarios(split="train"))
     assert res["rollouts"] == 2 * n_train and res["kept"] == res["rollouts"], res
     assert res["cluster"]["nodes"] == 2 and res["cluster"]["slots"] == 2 * SLOTS
+    # each node prepared the sessions reserved for it on its own warm pool while it ran others
+    pool = res["pool"]
+    assert pool["warm"] >= 1 and pool["warm"] + pool["cold"] == res["rollouts"], pool
     sessions = _sessions(store, res["batch_id"])
     assert len(sessions) == res["rollouts"]
     # both engines ran sessions
@@ -353,10 +356,12 @@ def test_a_node_lost_mid_batch(cluster, engine2, ws, tmp_path):
         deadline = time.monotonic() + 180
         while True:  # some work committed, and a session mid-way on the second node
             committed = {r["id"] for r in store.rollouts(limit=1000)}
-            # inside its `sleep 6`: its first command typed, nothing after it yet
+            # inside its `sleep 6` with 3 s of it left: its first command typed, nothing after
+            # it yet (the store lags the node by a tick, so one near its end may be done there)
             mid = [s for s in _sessions_live(store)
                    if s["meta"].get("node", {}).get("docker_host") == engine2
-                   and [e["kind"] for e in store.events(s["id"])][-1:] == ["command"]
+                   and [(e["kind"], e["ts"] > time.time() - 3) for e in store.events(s["id"])][-1:]
+                   == [("command", True)]
                    and not store.turns(s["id"])]
             if committed and mid:
                 break
