@@ -102,6 +102,7 @@ class NodeRunner:
         self.backend = start_backend(backend_name, self.ws)  # reaps what a dead runner left here
         self.slots = max(1, int(slots))
         self.pool = None   # this batch's warm pool (rollouts), from begin(ahead=True) to finish()
+        self.started: set[str] = set()   # this batch's sessions that began here
         self.lock = threading.Lock()
         self.ops: list[tuple[str, str, tuple, dict]] = []
         self.stop_ids: set[str] = set()
@@ -142,6 +143,8 @@ class NodeRunner:
         self.stopping.clear()
         self.stop_ids.clear()
         self.finish()
+        with self.lock:
+            self.started.clear()
         from pipeline.sandbox.pool import POOL_DEPTH, SandboxPool, pool_enabled
         if ahead and pool_enabled() and hasattr(self.backend, "create"):
             from pipeline.session import prepare_sandbox
@@ -156,6 +159,8 @@ class NodeRunner:
         if pool is None:
             return 0
         from pipeline.sandbox import Limits
+        with self.lock:   # one that already started (its run overtook this call) is not prepared
+            jobs = [j for j in jobs if j["session_id"] not in self.started]
         return sum(bool(pool.ahead(j["session_id"], {"scenario": j.get("scenario"), "limits": Limits()}))
                    for j in jobs)
 
@@ -179,6 +184,9 @@ class NodeRunner:
 
     def run(self, fn: Callable, job: dict) -> dict:
         sid = job.get("session_id")
+        if sid:
+            with self.lock:
+                self.started.add(sid)
         try:
             result = fn(backend=self.backend, store=RelayStore(self), should_stop=self.stopping.is_set,
                         job=job, where=self.where, pool=self.pool)
@@ -372,8 +380,7 @@ class Cluster:
         counts: Counter = Counter()
         last_stop_poll = 0.0
         stopping = False
-        from pipeline.sandbox.pool import POOL_DEPTH, pool_enabled
-        ahead = ahead and pool_enabled()
+        from pipeline.sandbox.pool import POOL_DEPTH
         reserved: dict[str, deque[Job]] = {n.node_id: deque() for n in self.nodes}
 
         def apply(ops: list) -> None:
@@ -737,6 +744,7 @@ def cluster_rollouts(*, scenarios: list[dict], store, cfg, batch_id: str,
                      progress: Callable[[dict], None] | None = None,
                      stop: threading.Event | None = None) -> dict:
     """run_rollouts on the cluster: the same rows, verdicts and summary as the local path."""
+    from pipeline.sandbox.pool import pool_enabled
     from pipeline.store import new_id
     stop = stop or threading.Event()
     cluster = connect(cfg.cluster)
@@ -763,7 +771,7 @@ def cluster_rollouts(*, scenarios: list[dict], store, cfg, batch_id: str,
         return {**payload, "session_id": new_id(), "requeued_from": payload["session_id"]}
 
     counts = cluster.run_jobs(payloads, rollout_job, store=store, on_result=on_result,
-                              on_lost=on_lost, stop=stop, ahead=True)
+                              on_lost=on_lost, stop=stop, ahead=pool_enabled(cfg.pool))
     out = {"rollouts": tally["done"], "kept": tally["kept"], "by_reason": dict(reasons),
            "by_verdict": dict(verdicts), "batch_id": batch_id,
            "cluster": {"nodes": len(cluster.nodes), "slots": sum(n.slots for n in cluster.nodes),
