@@ -34,7 +34,9 @@ from pipeline.operators.reference import ReferenceOperator  # noqa: E402
 from pipeline.rollout import RolloutConfig, run_rollouts  # noqa: E402
 from pipeline.sandbox import get_backend  # noqa: E402
 from pipeline.store import Store  # noqa: E402
-from pipeline.workspace import Workspace  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_lifecycle import scratch_workspace  # noqa: E402
 
 
 def free_port() -> int:
@@ -72,16 +74,11 @@ def main() -> None:
     ap.add_argument("--slots", type=int, default=2, help="the node's sandboxes at once")
     ap.add_argument("--reps", type=int, default=2, help="batches per side")
     args = ap.parse_args()
-    real = Workspace.from_env()
     tmp = tempfile.mkdtemp(prefix="sekbench-bench-cluster-")
     temp = tempfile.mkdtemp(prefix="sekray", dir="/tmp")
     head = None
     try:
-        root = Path(tmp) / "ws"
-        root.mkdir()
-        (root / "images").symlink_to(real.images, target_is_directory=True)
-        os.environ["SEKBENCH_HOME"] = str(root)
-        ws = Workspace.from_env(root)
+        ws = scratch_workspace(Path(tmp))
         backend = get_backend("docker", ws)
         store = Store(ws.db_path)
         scenarios = generate(args.count, 3)

@@ -1,6 +1,6 @@
 """The headline benchmark: `sekbench cycle` on its defaults, in a fresh workspace.
 
-    python bench/bench_cycle.py                 # the real thing: 90 scenarios, target < 30 min
+    python bench/bench_cycle.py                 # the real thing: 180 scenarios, target < 30 min
     python bench/bench_cycle.py --count 18 --max-steps 3 --eval-limit 2   # a quick look
 
 The workspace is a new temporary folder that borrows the built sandbox image and the

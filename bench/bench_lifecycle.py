@@ -169,6 +169,17 @@ def phases_text(rollouts: int) -> str:
     return "\n".join(out)
 
 
+def scratch_workspace(tmp: Path) -> Workspace:
+    """A fresh workspace under `tmp` that borrows this machine's built image (no rebuild), made
+    the process's SEKBENCH_HOME so every sandbox and session of the run is its own."""
+    real = Workspace.from_env()
+    root = tmp / "ws"
+    root.mkdir()
+    (root / "images").symlink_to(real.images, target_is_directory=True)
+    os.environ["SEKBENCH_HOME"] = str(root)
+    return Workspace.from_env(root)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--count", type=int, default=12, help="scenarios per rollout run")
@@ -178,13 +189,8 @@ def main() -> None:
     ap.add_argument("--skip-admission", action="store_true")
     args = ap.parse_args()
     workers = [int(x) for x in args.workers.split(",")]
-    real = Workspace.from_env()
     with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp) / "ws"
-        root.mkdir()
-        (root / "images").symlink_to(real.images, target_is_directory=True)
-        os.environ["SEKBENCH_HOME"] = str(root)
-        ws = Workspace.from_env(root)
+        ws = scratch_workspace(Path(tmp))
         backend = get_backend("docker", ws)
         store = Store(ws.db_path)
         scenarios = generate(args.count, 3)

@@ -46,7 +46,9 @@ def _f(default, help: str, **kw):
 
 @dataclass
 class CycleConfig:
-    count: int = _f(90, "scenarios to author (round-robin over the nine archetypes)")
+    count: int = _f(180, "scenarios to author (round-robin over the nine archetypes): 180 chosen on "
+                            "validation splits of the training archetypes with max_steps 72 "
+                            "(bench/RESULTS.md, arm more)")
     seed: int = _f(0, "authoring seed; also the rollout and eval seed")
     holdout_archetypes: list[str] = field(default_factory=lambda: list(_default_holdout()),
                                           metadata={"help": "archetypes kept out of training"})
@@ -63,14 +65,17 @@ class CycleConfig:
                                      "(pipeline/operators/reference.py names the knobs)")
     workers: int = _f(2, "sandboxes at once while authoring and rolling out")
     model: str = _f("default", "base model (default: the prepared SmolLM2-135M-Instruct)")
-    max_steps: int = _f(48, "SFT optimizer steps: chosen on a validation split of the training "
-                            "archetypes (its loss reached its plateau by step 48 of 72; bench/RESULTS.md), "
+    max_steps: int = _f(72, "SFT optimizer steps: chosen with count 180 on validation splits of the "
+                            "training archetypes (about two passes over the data; bench/RESULTS.md), "
                             "and within the cycle's 30 minutes on 2 cores")
     lr: float = _f(1e-3, "SFT peak learning rate")
     batch_tokens: int = _f(2048, "SFT token budget per batch (about five trajectories)")
     max_len: int = _f(2048, "SFT longest trajectory in tokens")
     device: str = _f("auto", "SFT and eval device: auto, cpu, cuda")
-    eval_limit: int | None = _f(None, "at most this many held-out scenarios in the eval")
+    eval_limit: int | None = _f(20, "at most this many held-out-archetype scenarios in the eval "
+                                     "(None: all; 20 keeps the cycle within 30 minutes on 2 cores)")
+    eval_instance_limit: int | None = _f(6, "at most this many fresh-instance scenarios in the eval "
+                                            "(None: all the instance split has)")
     eval_max_turns: int = _f(15, "eval turn budget")
     eval_workers: int = _f(8, "eval sessions at once; the hf operator decodes them as one batch")
     instance_fraction: float = _f(0.08, "share of the trained archetypes' scenarios set apart "
@@ -348,11 +353,12 @@ def sft(ws, cfg: CycleConfig, ui: CycleUI, data: str, out: Path, val_data: str =
 def evaluate(ws, cfg: CycleConfig, ui: CycleUI, adapter: str, ids: list[str], backend,
              split: str = "holdout") -> dict:
     from pipeline.eval import EvalConfig, run_job
+    limit = cfg.eval_limit if split == "holdout" else cfg.eval_instance_limit
     ecfg = EvalConfig(model=cfg.model, adapter=adapter, scenario_ids=ids, split=split,
-                      limit=cfg.eval_limit, seed=cfg.seed, max_turns=cfg.eval_max_turns,
+                      limit=limit, seed=cfg.seed, max_turns=cfg.eval_max_turns,
                       workers=cfg.eval_workers, backend=cfg.backend, device=cfg.device,
                       per_scenario=cfg.eval_trials, temperature=cfg.eval_temperature)
-    n = min(len(ids), cfg.eval_limit or len(ids))
+    n = min(len(ids), limit or len(ids))
     what = "held-out" if split == "holdout" else "fresh-instance"
     ui.stage("eval", n * 2 * cfg.eval_trials,
              f"base vs tuned on {n} {what} scenarios, {cfg.eval_trials} trial(s) each")

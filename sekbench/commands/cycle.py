@@ -10,7 +10,7 @@ HELP = "the whole loop on local defaults: author, reference rollouts, export, Lo
 
 def add_arguments(p) -> None:
     import argparse
-    p.add_argument("--count", type=int, default=90, help="scenarios to author (default 90)")
+    p.add_argument("--count", type=int, default=180, help="scenarios to author (default 180)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--holdout-archetypes", default="search_count,file_transform",
                    help="archetypes held out of training and evaluated on")
@@ -31,11 +31,14 @@ def add_arguments(p) -> None:
                         "such as reference:p_recover=0 or reference:vary_shape=false,p_check=0")
     p.add_argument("--workers", type=int, default=2, help="sandboxes at once (author, rollout)")
     p.add_argument("--model", default="default", help="base model (default: the prepared SmolLM2)")
-    p.add_argument("--max-steps", type=int, default=None, help="SFT steps (default 48, chosen on a "
+    p.add_argument("--max-steps", type=int, default=None, help="SFT steps (default 72, chosen on a "
                    "validation split of the training archetypes)")
     p.add_argument("--lr", type=float, default=None, help="SFT peak learning rate (default 1e-3)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda")
-    p.add_argument("--eval-limit", type=int, help="at most this many held-out scenarios")
+    p.add_argument("--eval-limit", type=int, default=20,
+                   help="at most this many held-out-archetype scenarios (default 20; 0: all)")
+    p.add_argument("--eval-instance-limit", type=int, default=6,
+                   help="at most this many fresh-instance scenarios (default 6; 0: all)")
     p.add_argument("--eval-max-turns", type=int, default=15)
     p.add_argument("--eval-workers", type=int, default=8, help="eval sessions at once (default 8)")
     p.add_argument("--instance-fraction", type=float, default=0.08,
@@ -136,7 +139,8 @@ def run(args, ws) -> dict:
                       per_scenario=args.per_scenario, workers=args.workers, model=args.model,
                       blocked_per_scenario=args.blocked_per_scenario,
                       cleared_fraction=args.cleared_fraction,
-                      device=args.device, eval_limit=args.eval_limit,
+                      device=args.device, eval_limit=args.eval_limit or None,
+                      eval_instance_limit=args.eval_instance_limit or None,
                       eval_max_turns=args.eval_max_turns, eval_workers=args.eval_workers,
                       backend=args.backend, instance_fraction=args.instance_fraction,
                       eval_trials=args.trials, eval_temperature=args.temperature,
