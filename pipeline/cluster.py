@@ -457,8 +457,11 @@ class Cluster:
                     n.actor.prepare.remote([{"session_id": p["session_id"], "scenario": p.get("scenario")}
                                             for p in new])
 
+        def pending() -> bool:
+            return bool(queue) or any(reserved.values())
+
         def dispatch() -> None:
-            while (queue or any(reserved.values())) and not stop.is_set():
+            while pending() and not stop.is_set():
                 free = [n for n in self.nodes if n.alive and n.usable and n.running < n.slots]
                 if not free:
                     break
@@ -471,9 +474,6 @@ class Cluster:
                 node.running += 1
             if ahead and not stop.is_set():
                 reserve()
-
-        def pending() -> bool:
-            return bool(queue) or any(reserved.values())
 
         def drain_all() -> set:
             """Pull every node's held events; the nodes whose drains are all applied."""
