@@ -10,7 +10,12 @@ HELP = "the whole loop on local defaults: author, reference rollouts, export, Lo
 
 def add_arguments(p) -> None:
     import argparse
-    p.add_argument("--count", type=int, default=180, help="scenarios to author (default 180)")
+    from dataclasses import fields
+
+    from pipeline.cycle import CycleConfig
+    # the defaults live in CycleConfig; an option left out keeps them
+    d = {f.name: f.default for f in fields(CycleConfig)}
+    p.add_argument("--count", type=int, default=None, help=f"scenarios to author (default {d['count']})")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--holdout-archetypes", default="search_count,file_transform",
                    help="archetypes held out of training and evaluated on")
@@ -31,14 +36,15 @@ def add_arguments(p) -> None:
                         "such as reference:p_recover=0 or reference:vary_shape=false,p_check=0")
     p.add_argument("--workers", type=int, default=2, help="sandboxes at once (author, rollout)")
     p.add_argument("--model", default="default", help="base model (default: the prepared SmolLM2)")
-    p.add_argument("--max-steps", type=int, default=None, help="SFT steps (default 72, chosen on a "
-                   "validation split of the training archetypes)")
-    p.add_argument("--lr", type=float, default=None, help="SFT peak learning rate (default 1e-3)")
+    p.add_argument("--max-steps", type=int, default=None, help=f"SFT steps (default {d['max_steps']}, "
+                   "chosen on validation splits of the training archetypes)")
+    p.add_argument("--lr", type=float, default=None, help=f"SFT peak learning rate (default {d['lr']:g})")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda")
-    p.add_argument("--eval-limit", type=int, default=20,
-                   help="at most this many held-out-archetype scenarios (default 20; 0: all)")
-    p.add_argument("--eval-instance-limit", type=int, default=6,
-                   help="at most this many fresh-instance scenarios (default 6; 0: all)")
+    p.add_argument("--eval-limit", type=int, default=None,
+                   help=f"at most this many held-out-archetype scenarios (default {d['eval_limit']}; 0: all)")
+    p.add_argument("--eval-instance-limit", type=int, default=None,
+                   help=f"at most this many fresh-instance scenarios (default {d['eval_instance_limit']}; "
+                        "0: all)")
     p.add_argument("--eval-max-turns", type=int, default=15)
     p.add_argument("--eval-workers", type=int, default=8, help="eval sessions at once (default 8)")
     p.add_argument("--instance-fraction", type=float, default=0.08,
@@ -131,16 +137,19 @@ def run(args, ws) -> dict:
     from pipeline.cycle import CycleConfig, run_cycle
     from sekbench.commands.eval import print_table
 
-    overrides = {k: getattr(args, k) for k in ("max_steps", "lr") if getattr(args, k) is not None}
-    cfg = CycleConfig(count=args.count, seed=args.seed,
+    overrides = {k: getattr(args, k) for k in ("count", "max_steps", "lr", "eval_limit",
+                                                "eval_instance_limit") if getattr(args, k) is not None}
+    for k in ("eval_limit", "eval_instance_limit"):   # 0: every scenario of that hold-out
+        if overrides.get(k) == 0:
+            overrides[k] = None
+    cfg = CycleConfig(seed=args.seed,
                       holdout_archetypes=[a for a in args.holdout_archetypes.split(",") if a],
                       holdout_providers=[a for a in args.holdout_providers.split(",") if a],
                       holdout_announcements=[a for a in args.holdout_announcements.split(",") if a],
                       per_scenario=args.per_scenario, workers=args.workers, model=args.model,
                       blocked_per_scenario=args.blocked_per_scenario,
                       cleared_fraction=args.cleared_fraction,
-                      device=args.device, eval_limit=args.eval_limit or None,
-                      eval_instance_limit=args.eval_instance_limit or None,
+                      device=args.device,
                       eval_max_turns=args.eval_max_turns, eval_workers=args.eval_workers,
                       backend=args.backend, instance_fraction=args.instance_fraction,
                       eval_trials=args.trials, eval_temperature=args.temperature,
