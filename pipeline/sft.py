@@ -68,6 +68,9 @@ class SFTConfig:
     seed: int = _f(0, "seed for LoRA init, dropout and batch order")
     load_in_4bit: bool = _f(False, "QLoRA: a 4-bit NF4 base through bitsandbytes (CUDA only)")
     device: str = _f("auto", "auto, cpu, cuda or cuda:N")
+    precision: str = _f("auto", "fp32; bf16 (on the CPU: float32 weights, bfloat16 matrix products "
+                        "under autocast; on CUDA: bfloat16 weights); auto: bf16 on CUDA, fp32 on "
+                        "the CPU")
     trainer: str = _f("hf", "hf: transformers' Trainer with sekbench's labels, loss, batches, "
                       "checkpoints, stop and validation as its extensions (runs under torchrun / "
                       "accelerate launch); loop: sekbench's own one-process loop, kept as the "
@@ -104,6 +107,7 @@ class SFTConfig:
         need(self.log_every >= 1, "log_every must be >= 1")
         need(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"),
              "device must be auto, cpu, cuda or cuda:N")
+        need(self.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}")
         need(self.trainer in ("loop", "hf"), "trainer must be loop or hf")
         need(self.gradient_accumulation_steps >= 1 and
              (self.trainer == "hf" or self.gradient_accumulation_steps == 1),
@@ -120,6 +124,40 @@ class SFTConfig:
 
 
 # ---------------------------------------------------------------------------- helpers
+PRECISIONS = ("fp32", "bf16", "auto")
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU multiplies bfloat16 natively (Linux's flags); without it autocast to
+    bfloat16 is emulated and slower than float32."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return any(f in flags.split() for f in ("avx512_bf16", "amx_bf16"))
+
+
+def resolved_precision(spec: str, device: str) -> str:
+    """fp32 or bf16: what `precision` means on this device."""
+    if spec == "auto":
+        return "bf16" if device.startswith("cuda") else "fp32"
+    if spec == "bf16" and not device.startswith("cuda") and not cpu_has_bf16():
+        log("precision bf16 on a CPU without native bfloat16 instructions: emulated, "
+            "likely slower than fp32")
+    return spec
+
+
+def autocast(precision: str, device: str):
+    """The context a forward pass runs in: bfloat16 autocast for bf16 on the CPU (weights
+    stay float32, so the adapters' updates keep full precision), nothing otherwise (on CUDA
+    bf16 is the weights' own dtype)."""
+    import contextlib
+    import torch
+    if precision == "bf16" and not device.startswith("cuda"):
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
 def log(msg: str) -> None:
     print(f"[sft] {msg}", file=sys.stderr, flush=True)
 
@@ -168,7 +206,8 @@ def peft_quiet():
 
 
 def load_lora_model(cfg: SFTConfig, device: str):
-    """The base model (4-bit when asked, full precision on the CPU) with fresh LoRA adapters."""
+    """The base model (4-bit when asked; float32 on the CPU, bfloat16 on CUDA unless precision
+    is fp32) with fresh LoRA adapters."""
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
@@ -188,7 +227,8 @@ def load_lora_model(cfg: SFTConfig, device: str):
             bnb_4bit_compute_dtype=torch.bfloat16)
         kw["device_map"] = {"": device}
     else:
-        kw["dtype"] = torch.bfloat16 if device.startswith("cuda") else torch.float32
+        cuda_bf16 = device.startswith("cuda") and resolved_precision(cfg.precision, device) == "bf16"
+        kw["dtype"] = torch.bfloat16 if cuda_bf16 else torch.float32
     try:
         model = AutoModelForCausalLM.from_pretrained(cfg.model, **kw)
     except (OSError, ValueError) as e:
@@ -495,7 +535,8 @@ def write_adapter(out: Path, model, tokenizer, run: dict, data, metrics: dict, s
     os.replace(tmp, out / ADAPTER_FILE)
 
 
-def validation_loss(model, examples, tokenizer, batch_tokens: int, device: str) -> float:
+def validation_loss(model, examples, tokenizer, batch_tokens: int, device: str,
+                    precision: str = "fp32") -> float:
     """Mean loss per labelled token over the validation trajectories (no dropout, no grad)."""
     import torch
     was_training = model.training
@@ -507,7 +548,8 @@ def validation_loss(model, examples, tokenizer, batch_tokens: int, device: str) 
                 batch = [examples[i] for i in idx]
                 ids, labels, _ = collate(batch, tokenizer.pad_token_id)
                 n = int((labels[:, 1:] != IGNORE).sum())
-                loss = selective_loss(model, ids.to(device), labels.to(device), None)
+                with autocast(precision, device):
+                    loss = selective_loss(model, ids.to(device), labels.to(device), None)
                 total += float(loss) * n
                 labelled += n
     finally:
@@ -569,6 +611,7 @@ def train(cfg: SFTConfig, *, resume: bool = False, recorder: Recorder | None = N
     out.mkdir(parents=True, exist_ok=True)
     recorder = recorder or Recorder(tb_dir=out / "tb")
     device = resolve_device(cfg.device)
+    precision = resolved_precision(cfg.precision, device)
     torch.manual_seed(cfg.seed)
     tokenizer = load_tokenizer(cfg.model)
     data: Dataset = load_dataset(cfg.data, tokenizer, cfg.max_len)
@@ -578,7 +621,7 @@ def train(cfg: SFTConfig, *, resume: bool = False, recorder: Recorder | None = N
         log(f"dropped trajectory {e}: no assistant turn, nothing to learn")
     run = {"config": asdict(cfg), "base_model": base_model_id(cfg.model),
            "base_model_path": str(cfg.model), "dataset_sha256": data.sha256,
-           "provenance": provenance(cfg.model)}
+           "provenance": provenance(cfg.model), "precision": precision}
     run_file = out / RUN_FILE
     if resume and run_file.is_file():
         before = json.loads(run_file.read_text())
@@ -619,7 +662,7 @@ def train(cfg: SFTConfig, *, resume: bool = False, recorder: Recorder | None = N
     best: dict = {}
 
     def validate() -> None:
-        v = validation_loss(model, val.examples, tokenizer, cfg.batch_tokens, device)
+        v = validation_loss(model, val.examples, tokenizer, cfg.batch_tokens, device, precision)
         val_curve.append((step, v))
         recorder.metrics(step, {"val_loss": v})
         log(f"step {step}/{total} validation loss {v:.4f} over {len(val.examples)} trajectories")
@@ -648,7 +691,8 @@ def train(cfg: SFTConfig, *, resume: bool = False, recorder: Recorder | None = N
             # Padding is on the right and attention is causal, so no real token can see a pad:
             # the mask changes nothing we score, and leaving it out keeps attention on its fused
             # causal kernel instead of materialising (rows, heads, len, len) scores.
-            loss = selective_loss(model, ids, labels, None)
+            with autocast(precision, device):
+                loss = selective_loss(model, ids, labels, None)
             loss.backward()
             grad_norm = (torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
                          if cfg.max_grad_norm > 0 else

@@ -39,9 +39,10 @@ from dataclasses import asdict
 from pathlib import Path
 
 from pipeline.errors import SekbenchError
-from pipeline.sft import (RUN_FILE, Recorder, SFTConfig, StopRequest, base_model_id,
+from pipeline.sft import (RUN_FILE, Recorder, SFTConfig, StopRequest, autocast, base_model_id,
                           complete_checkpoints, load_checkpoint, load_lora_model, load_tokenizer,
                           load_validation, log, lr_at, model_card, provenance, resolve_device,
+                          resolved_precision,
                           save_checkpoint,
                           selective_loss, validation_loss, validation_record, write_adapter,
                           _lora_state)
@@ -123,6 +124,7 @@ def train_with_trainer(cfg: SFTConfig, *, resume: bool = False,
         out.mkdir(parents=True, exist_ok=True)
     recorder = recorder or Recorder()
     device = resolve_device(cfg.device)
+    precision = resolved_precision(cfg.precision, device)
     if world > 1 and device == "cuda":
         device = f"cuda:{local_rank}"     # one GPU per process
     torch.manual_seed(cfg.seed)
@@ -134,7 +136,7 @@ def train_with_trainer(cfg: SFTConfig, *, resume: bool = False,
         say(f"dropped trajectory {e}: no assistant turn, nothing to learn")
     run = {"config": asdict(cfg), "base_model": base_model_id(cfg.model),
            "base_model_path": str(cfg.model), "dataset_sha256": data.sha256,
-           "provenance": provenance(cfg.model), "trainer": "transformers.Trainer",
+           "provenance": provenance(cfg.model), "precision": precision, "trainer": "transformers.Trainer",
            "processes": world}
     run_file = out / RUN_FILE
     if resume and run_file.is_file():
@@ -188,7 +190,8 @@ def train_with_trainer(cfg: SFTConfig, *, resume: bool = False,
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             # No padding mask, as in the hand loop: right padding under causal attention is
             # never seen by a real token, and the fused causal kernel stays on.
-            loss = forward_loss(model, inputs["input_ids"], inputs["labels"])
+            with autocast(precision, device):
+                loss = forward_loss(model, inputs["input_ids"], inputs["labels"])
             self.parts.append((loss.detach(), int(inputs["input_ids"].numel()),
                                int((inputs["labels"][:, 1:] != IGNORE).sum())))
             return (loss, None) if return_outputs else loss
@@ -223,7 +226,7 @@ def train_with_trainer(cfg: SFTConfig, *, resume: bool = False,
         the next step's gradient all-reduce); keep_best keeps that step's LoRA weights."""
         if not lead:
             return
-        v = validation_loss(model, val.examples, tokenizer, cfg.batch_tokens, device)
+        v = validation_loss(model, val.examples, tokenizer, cfg.batch_tokens, device, precision)
         val_curve.append((step, v))
         recorder.metrics(step, {"val_loss": v})
         log(f"step {step}/{total} validation loss {v:.4f} over {len(val.examples)} trajectories")

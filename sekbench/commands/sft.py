@@ -18,7 +18,7 @@ HELP = "fit a LoRA adapter on exported trajectories, as a job (foreground or --b
 FLAGS = ("lr", "epochs", "max_steps", "lora_r", "lora_alpha", "lora_dropout", "max_len",
          "batch_tokens", "checkpoint_every", "seed", "warmup_ratio", "schedule", "device",
          "trainer", "gradient_accumulation_steps", "gradient_checkpointing", "val_data",
-         "val_every", "keep_best")
+         "val_every", "keep_best", "precision")
 
 
 def add_arguments(p) -> None:
