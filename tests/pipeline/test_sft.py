@@ -177,6 +177,27 @@ def test_config_is_validated():
         SFTConfig(schedule="step")
 
 
+def test_precision_is_validated_and_resolved_per_device(monkeypatch):
+    from pipeline import sft
+    with pytest.raises(SekbenchError, match="precision"):
+        sft.SFTConfig(precision="fp16")
+    assert sft.resolved_precision("auto", "cuda") == "bf16"
+    assert sft.resolved_precision("fp32", "cuda") == "fp32"
+    assert sft.resolved_precision("auto", "cpu") == "fp32"
+    assert sft.resolved_precision("bf16", "cpu") == "bf16"
+
+
+def test_bf16_autocasts_only_on_the_cpu():
+    import contextlib
+    import torch
+    from pipeline.sft import autocast
+    assert isinstance(autocast("fp32", "cpu"), contextlib.nullcontext)
+    assert isinstance(autocast("bf16", "cuda"), contextlib.nullcontext)   # the weights are bf16
+    with autocast("bf16", "cpu"):
+        y = torch.ones(4, 4) @ torch.ones(4, 4)
+    assert y.dtype == torch.bfloat16
+
+
 def test_lr_warms_up_then_decays_to_the_floor():
     from pipeline.sft import SFTConfig, lr_at
     cfg = SFTConfig(lr=1e-3, warmup_ratio=0.1, min_lr_ratio=0.1)
@@ -273,6 +294,24 @@ def test_tiny_fit_lowers_the_loss_and_writes_a_self_describing_adapter(model_dir
         return
     tags = EventAccumulator(str(out / "tb")).Reload().Tags()["scalars"]
     assert "train/learning_rate" in tags and "train/lr" not in tags   # Trainer's names
+
+
+@pytest.mark.model
+@pytest.mark.slow
+@pytest.mark.parametrize("trainer", ["loop", "hf"])
+def test_a_bf16_fit_on_the_cpu_learns_and_records_its_precision(model_dir, tmp_path, ws, trainer):
+    """bfloat16 autocast: the loss still falls, the adapters stay float32 (AdamW updates at
+    full precision), and the run file says what the fit ran in."""
+    from safetensors.torch import load_file
+    from pipeline.sft import run_job
+    out = tmp_path / "adapter"
+    result = run_job(ws, tiny_config(model_dir, tiny_data(tmp_path / "d.jsonl"), out,
+                                     max_steps=5, precision="bf16", device="cpu", trainer=trainer))
+    assert result["final_loss"] < result["first_loss"]
+    run = json.loads((out / "sekbench_run.json").read_text())
+    assert run["precision"] == "bf16" and run["config"]["precision"] == "bf16"
+    weights = load_file(str(out / "adapter_model.safetensors"))
+    assert weights and all(str(t.dtype) == "torch.float32" for t in weights.values())
 
 
 @pytest.mark.model
