@@ -72,6 +72,9 @@ class CycleConfig:
     batch_tokens: int = _f(2048, "SFT token budget per batch (about five trajectories)")
     max_len: int = _f(2048, "SFT longest trajectory in tokens")
     device: str = _f("auto", "SFT and eval device: auto, cpu, cuda")
+    precision: str | None = _f(None, "SFT precision: fp32, bf16 or auto (None: the SFT default, "
+                                     "pipeline/sft.py's SFTConfig.precision)")
+    lora_dropout: float | None = _f(None, "SFT LoRA dropout (None: the SFT default)")
     eval_limit: int | None = _f(20, "at most this many held-out-archetype scenarios in the eval "
                                      "(None: all; 20 keeps the cycle within 30 minutes on 2 cores)")
     eval_instance_limit: int | None = _f(6, "at most this many fresh-instance scenarios in the eval "
@@ -310,16 +313,23 @@ def split_validation(path: Path, manifest: dict, val_ids: set[str]) -> dict:
     return manifest
 
 
-def sft(ws, cfg: CycleConfig, ui: CycleUI, data: str, out: Path, val_data: str = "") -> dict:
+def sft_config(ws, cfg: CycleConfig, data: str, out: Path, val_data: str = ""):
+    """The fit the cycle runs: its own SFT settings, the rest SFTConfig's defaults."""
     from pipeline import sft as sft_mod
     from pipeline.models import resolve_model
-    ui.stage("sft", cfg.max_steps, f"LoRA on {cfg.model}, {cfg.max_steps} steps"
-             + (", best step on the validation split" if val_data else ""))
-    scfg = sft_mod.SFTConfig(data=data, out=str(out), model=str(resolve_model(cfg.model, ws)),
+    optional = {k: getattr(cfg, k) for k in ("precision", "lora_dropout") if getattr(cfg, k) is not None}
+    return sft_mod.SFTConfig(data=data, out=str(out), model=str(resolve_model(cfg.model, ws)),
                              max_steps=cfg.max_steps, lr=cfg.lr, batch_tokens=cfg.batch_tokens,
-                             max_len=cfg.max_len, device=cfg.device, seed=cfg.seed,
+                             max_len=cfg.max_len, device=cfg.device, seed=cfg.seed, **optional,
                              checkpoint_every=0, val_data=val_data, keep_best=bool(val_data),
                              val_every=(cfg.val_every or max(1, cfg.max_steps // 4)) if val_data else 0)
+
+
+def sft(ws, cfg: CycleConfig, ui: CycleUI, data: str, out: Path, val_data: str = "") -> dict:
+    from pipeline import sft as sft_mod
+    ui.stage("sft", cfg.max_steps, f"LoRA on {cfg.model}, {cfg.max_steps} steps"
+             + (", best step on the validation split" if val_data else ""))
+    scfg = sft_config(ws, cfg, data, out, val_data)
     # The fit registers its metrics in the store step by step; a watcher turns them into progress.
     from pipeline.store import Store
     store = Store(ws.db_path)

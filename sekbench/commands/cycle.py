@@ -13,8 +13,11 @@ def add_arguments(p) -> None:
     from dataclasses import fields
 
     from pipeline.cycle import CycleConfig
-    # the defaults live in CycleConfig; an option left out keeps them
+    from pipeline.sft import SFTConfig
+    # the defaults live in CycleConfig (and SFTConfig); an option left out keeps them
     d = {f.name: f.default for f in fields(CycleConfig)}
+    sft_d = {f.name: f.default for f in fields(SFTConfig)}
+    sft_help = {f.name: f.metadata.get("help", "") for f in fields(SFTConfig)}
     p.add_argument("--count", type=int, default=None, help=f"scenarios to author (default {d['count']})")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--holdout-archetypes", default="search_count,file_transform",
@@ -40,6 +43,10 @@ def add_arguments(p) -> None:
                    "chosen on validation splits of the training archetypes)")
     p.add_argument("--lr", type=float, default=None, help=f"SFT peak learning rate (default {d['lr']:g})")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda")
+    p.add_argument("--precision", choices=["fp32", "bf16", "auto"], default=None,
+                   help=f"SFT precision (default {sft_d['precision']}: {sft_help['precision']})")
+    p.add_argument("--lora-dropout", type=float, default=None,
+                   help=f"SFT LoRA dropout (default {sft_d['lora_dropout']:g})")
     p.add_argument("--eval-limit", type=int, default=None,
                    help=f"at most this many held-out-archetype scenarios (default {d['eval_limit']}; 0: all)")
     p.add_argument("--eval-instance-limit", type=int, default=None,
@@ -138,7 +145,8 @@ def run(args, ws) -> dict:
     from sekbench.commands.eval import print_table
 
     overrides = {k: getattr(args, k) for k in ("count", "max_steps", "lr", "eval_limit",
-                                                "eval_instance_limit") if getattr(args, k) is not None}
+                                                "eval_instance_limit", "precision", "lora_dropout")
+                 if getattr(args, k) is not None}
     for k in ("eval_limit", "eval_instance_limit"):   # 0: every scenario of that hold-out
         if overrides.get(k) == 0:
             overrides[k] = None

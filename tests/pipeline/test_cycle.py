@@ -110,6 +110,20 @@ def test_instance_scenarios_are_a_seeded_share_of_trained_archetypes():
     assert len(instance_ids(_split(generate(9, 0)), 0.08, 0)) == 1      # at least one
 
 
+def test_the_cycles_fit_takes_its_sft_settings_and_leaves_the_rest_to_sftconfig(tmp_path):
+    from pipeline.cycle import CycleConfig, sft_config
+    from pipeline.sft import SFTConfig
+    defaults = SFTConfig()
+    plain = sft_config(None, CycleConfig(model="some/model"), "d.jsonl", tmp_path / "a")
+    assert (plain.precision, plain.lora_dropout) == (defaults.precision, defaults.lora_dropout)
+    assert (plain.max_steps, plain.lr, plain.model) == (CycleConfig().max_steps, 1e-3, "some/model")
+    set_ = sft_config(None, CycleConfig(model="m", precision="fp32", lora_dropout=0.1,
+                                        max_steps=5), "d.jsonl", tmp_path / "a")
+    assert (set_.precision, set_.lora_dropout, set_.max_steps) == ("fp32", 0.1, 5)
+    with pytest.raises(SekbenchError, match="precision"):
+        sft_config(None, CycleConfig(model="m", precision="fp16"), "d.jsonl", tmp_path / "a")
+
+
 def test_holdouts_side_by_side_carries_each_splits_paired_numbers():
     from pipeline.cycle import holdouts_side_by_side
     cell = {"rate": 0.5, "k": 1, "n": 2, "lo": 0.1, "hi": 0.9}
