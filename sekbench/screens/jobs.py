@@ -86,6 +86,9 @@ class JobsScreen(TabScreen):
                 tooltip="Export the curated trajectories, then fit a LoRA adapter on them"),
         Binding("e", "eval", "Eval", id="jobs.eval",
                 tooltip="Eval the selected (or newest) adapter against base on the holdout split"),
+        Binding("y", "cycle", "Cycle", id="jobs.cycle",
+                tooltip="The whole loop as one job: author, reference rollouts, fit and eval on "
+                        "both hold-outs, with its count, step budget, eval sizes and precision"),
         Binding("c", "cancel", "Cancel job", id="jobs.cancel",
                 tooltip="Stop the selected job (asks first; a fit checkpoints and can resume)"),
         Binding("r", "resume", "Resume fit", id="jobs.resume",
@@ -305,6 +308,56 @@ class JobsScreen(TabScreen):
              ("split", "Split: holdout, instance or train", "holdout"),
              ("trials", "Trials per scenario (1: greedy; 5: sampled)", "1")],
             hint="Enter starts `sekbench eval`; its lift table appears here when it ends."),
+            submitted)
+
+    def action_cycle(self) -> None:
+        from dataclasses import fields
+
+        from pipeline.cycle import CycleConfig
+        from pipeline.sft import SFTConfig
+        d = {f.name: f.default for f in fields(CycleConfig)}
+        # (field, label, default shown, flag, kind); an emptied field keeps the cycle's default
+        spec = [("count", "Scenarios to author", str(d["count"]), "--count", int),
+                ("max_steps", "SFT steps", str(d["max_steps"]), "--max-steps", int),
+                ("precision", "SFT precision: fp32, bf16 or auto", SFTConfig().precision,
+                 "--precision", str),
+                ("eval_limit", "Held-out scenarios in the eval (0: all)", str(d["eval_limit"]),
+                 "--eval-limit", int),
+                ("eval_instance_limit", "Fresh-instance scenarios in the eval (0: all)",
+                 str(d["eval_instance_limit"]), "--eval-instance-limit", int),
+                ("cleared_fraction", "Share of solvable scenarios with a cleared twin",
+                 f"{d['cleared_fraction']:g}", "--cleared-fraction", float),
+                ("blocked_per_scenario", "Rollouts per blocked scenario (empty: as any other)", "",
+                 "--blocked-per-scenario", int),
+                ("rounds", "Rounds (2: on-policy corrections)", str(d["rounds"]), "--rounds", int)]
+
+        def submitted(form: dict | None) -> None:
+            if not form:
+                return
+            if form["precision"] and form["precision"] not in ("fp32", "bf16", "auto"):
+                self.notify("precision must be fp32, bf16 or auto", severity="error")
+                return
+            args = ["cycle"]
+            for name, label, shown, flag, kind in spec:
+                text = form[name]
+                if not text or text == shown:
+                    continue
+                try:
+                    value = kind(text)
+                except ValueError:
+                    self.notify(f"{label}: {text!r} is not a {kind.__name__}", severity="error")
+                    return
+                if kind is not str and value < 0:
+                    self.notify(f"{label} must not be negative", severity="error")
+                    return
+                args += [flag, text]
+            self.start("cycle", *args, "--json")
+
+        self.app.push_screen(FormScreen(
+            "Run the whole cycle: author, roll out, fit, eval both hold-outs",
+            [(name, label, shown) for name, label, shown, _, _ in spec],
+            hint="Enter starts `sekbench cycle` (about 30 minutes on 2 cores with these "
+                 "defaults); it shows here as a job, its eval tables in its log."),
             submitted)
 
     def action_cancel(self) -> None:

@@ -554,6 +554,35 @@ async def test_jobs_fit_and_eval_forms_shape_the_commands(make_app, workspace, m
         assert ev[ev.index("--adapter") + 1] == adapter and ev[ev.index("--split") + 1] == "holdout"
 
 
+@pytest.mark.asyncio
+async def test_jobs_cycle_form_passes_only_what_was_changed(make_app, monkeypatch, tmp_path):
+    from pipeline.cycle import CycleConfig
+    launched = fake_cli(tmp_path, monkeypatch, "print('{}')\n")
+    app = make_app("jobs")
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("y")
+        form = app.screen
+        assert isinstance(form, FormScreen)
+        assert form.query_one("#field-count", Input).value == str(CycleConfig().count)
+        form.query_one("#field-precision", Input).value = "fp16"
+        await pilot.press("enter")
+        assert await wait_for(pilot, lambda: any("precision must be" in n for n in notes(app)), 5)
+        assert launched() == []                      # refused in the form, nothing started
+        await pilot.press("y")
+        form = app.screen
+        form.query_one("#field-count", Input).value = "27"
+        form.query_one("#field-precision", Input).value = "fp32"
+        form.query_one("#field-blocked_per_scenario", Input).value = "3"
+        await pilot.press("enter")
+        assert await wait_for(pilot, lambda: len(launched()) == 1, 10)
+        cmd = launched()[0]
+        assert cmd[0] == "cycle" and cmd[cmd.index("--count") + 1] == "27"
+        assert cmd[cmd.index("--precision") + 1] == "fp32"
+        assert cmd[cmd.index("--blocked-per-scenario") + 1] == "3"
+        assert "--max-steps" not in cmd and "--eval-limit" not in cmd   # left at the defaults
+
+
 # ---------------------------------------------------------------------- replay
 @pytest.mark.asyncio
 async def test_replay_step_seek_play_and_export(make_app, workspace, ids):
