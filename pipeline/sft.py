@@ -55,7 +55,9 @@ class SFTConfig:
     max_steps: int = _f(0, "optimizer steps; 0 derives them from epochs")
     lora_r: int = _f(16, "LoRA rank")
     lora_alpha: int = _f(32, "LoRA alpha (scale = alpha / r)")
-    lora_dropout: float = _f(0.05, "dropout on the LoRA input")
+    lora_dropout: float = _f(0.0, "dropout on the LoRA input (0 since 2026-12-07: its masks were "
+                             "15-22% of a CPU step and it bought nothing measurable on a "
+                             "validation split; bench/RESULTS.md)")
     target_modules: list[str] = field(
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj",
                                  "gate_proj", "up_proj", "down_proj"],
@@ -69,8 +71,8 @@ class SFTConfig:
     load_in_4bit: bool = _f(False, "QLoRA: a 4-bit NF4 base through bitsandbytes (CUDA only)")
     device: str = _f("auto", "auto, cpu, cuda or cuda:N")
     precision: str = _f("auto", "fp32; bf16 (on the CPU: float32 weights, bfloat16 matrix products "
-                        "under autocast; on CUDA: bfloat16 weights); auto: bf16 on CUDA, fp32 on "
-                        "the CPU")
+                        "under autocast; on CUDA: bfloat16 weights); auto: bf16 on CUDA and on a "
+                        "CPU with native bfloat16 instructions (avx512_bf16, amx_bf16), else fp32")
     trainer: str = _f("hf", "hf: transformers' Trainer with sekbench's labels, loss, batches, "
                       "checkpoints, stop and validation as its extensions (runs under torchrun / "
                       "accelerate launch); loop: sekbench's own one-process loop, kept as the "
@@ -140,7 +142,7 @@ def cpu_has_bf16() -> bool:
 def resolved_precision(spec: str, device: str) -> str:
     """fp32 or bf16: what `precision` means on this device."""
     if spec == "auto":
-        return "bf16" if device.startswith("cuda") else "fp32"
+        return "bf16" if device.startswith("cuda") or cpu_has_bf16() else "fp32"
     if spec == "bf16" and not device.startswith("cuda") and not cpu_has_bf16():
         log("precision bf16 on a CPU without native bfloat16 instructions: emulated, "
             "likely slower than fp32")

@@ -183,7 +183,10 @@ def test_precision_is_validated_and_resolved_per_device(monkeypatch):
         sft.SFTConfig(precision="fp16")
     assert sft.resolved_precision("auto", "cuda") == "bf16"
     assert sft.resolved_precision("fp32", "cuda") == "fp32"
-    assert sft.resolved_precision("auto", "cpu") == "fp32"
+    monkeypatch.setattr(sft, "cpu_has_bf16", lambda: False)
+    assert sft.resolved_precision("auto", "cpu") == "fp32"      # emulated bf16 would be slower
+    monkeypatch.setattr(sft, "cpu_has_bf16", lambda: True)
+    assert sft.resolved_precision("auto", "cpu") == "bf16"
     assert sft.resolved_precision("bf16", "cpu") == "bf16"
 
 
