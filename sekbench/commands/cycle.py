@@ -53,7 +53,8 @@ def add_arguments(p) -> None:
                    help=f"at most this many fresh-instance scenarios (default {d['eval_instance_limit']}; "
                         "0: all)")
     p.add_argument("--eval-max-turns", type=int, default=15)
-    p.add_argument("--eval-workers", type=int, default=8, help="eval sessions at once (default 8)")
+    p.add_argument("--eval-workers", type=int, default=None,
+                   help=f"eval sessions at once (default {d['eval_workers']})")
     p.add_argument("--instance-fraction", type=float, default=0.08,
                    help="share of the trained archetypes' scenarios set apart (split instance) "
                         "and evaluated beside the held-out archetypes (default 0.08; 0: none)")
@@ -145,7 +146,8 @@ def run(args, ws) -> dict:
     from sekbench.commands.eval import print_table
 
     overrides = {k: getattr(args, k) for k in ("count", "max_steps", "lr", "eval_limit",
-                                                "eval_instance_limit", "precision", "lora_dropout")
+                                                "eval_instance_limit", "precision", "lora_dropout",
+                                                "eval_workers")
                  if getattr(args, k) is not None}
     for k in ("eval_limit", "eval_instance_limit"):   # 0: every scenario of that hold-out
         if overrides.get(k) == 0:
@@ -158,7 +160,7 @@ def run(args, ws) -> dict:
                       blocked_per_scenario=args.blocked_per_scenario,
                       cleared_fraction=args.cleared_fraction,
                       device=args.device,
-                      eval_max_turns=args.eval_max_turns, eval_workers=args.eval_workers,
+                      eval_max_turns=args.eval_max_turns,
                       backend=args.backend, instance_fraction=args.instance_fraction,
                       eval_trials=args.trials, eval_temperature=args.temperature,
                       val_fraction=args.val_fraction, val_every=args.val_every,
