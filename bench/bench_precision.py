@@ -27,6 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.bench_ablation import typed_like  # noqa: E402
 from bench.bench_sft import synthetic_trajectories  # noqa: E402
 from pipeline.sft import SFTConfig, cpu_has_bf16, train  # noqa: E402
 
@@ -39,7 +40,7 @@ def parse_variant(spec: str) -> dict:
         key, _, value = item.partition("=")
         if key not in known:
             raise SystemExit(f"variant {spec!r}: {key} is not an SFT setting")
-        kw[key] = type(known[key])(value) if known[key] is not None else value
+        kw[key] = typed_like(known[key], value)
     return kw
 
 

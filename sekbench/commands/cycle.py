@@ -13,7 +13,7 @@ def add_arguments(p) -> None:
     from dataclasses import fields
 
     from pipeline.cycle import CycleConfig
-    from pipeline.sft import SFTConfig
+    from pipeline.sft import PRECISIONS, SFTConfig
     # the defaults live in CycleConfig (and SFTConfig); an option left out keeps them
     d = {f.name: f.default for f in fields(CycleConfig)}
     sft_d = {f.name: f.default for f in fields(SFTConfig)}
@@ -43,7 +43,7 @@ def add_arguments(p) -> None:
                    "chosen on validation splits of the training archetypes)")
     p.add_argument("--lr", type=float, default=None, help=f"SFT peak learning rate (default {d['lr']:g})")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda")
-    p.add_argument("--precision", choices=["fp32", "bf16", "auto"], default=None,
+    p.add_argument("--precision", choices=PRECISIONS, default=None,
                    help=f"SFT precision (default {sft_d['precision']}: {sft_help['precision']})")
     p.add_argument("--lora-dropout", type=float, default=None,
                    help=f"SFT LoRA dropout (default {sft_d['lora_dropout']:g})")

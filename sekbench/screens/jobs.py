@@ -314,7 +314,7 @@ class JobsScreen(TabScreen):
         from dataclasses import fields
 
         from pipeline.cycle import CycleConfig
-        from pipeline.sft import SFTConfig
+        from pipeline.sft import PRECISIONS, SFTConfig
         d = {f.name: f.default for f in fields(CycleConfig)}
         # (field, label, default shown, flag, kind); an emptied field keeps the cycle's default
         spec = [("count", "Scenarios to author", str(d["count"]), "--count", int),
@@ -334,8 +334,8 @@ class JobsScreen(TabScreen):
         def submitted(form: dict | None) -> None:
             if not form:
                 return
-            if form["precision"] and form["precision"] not in ("fp32", "bf16", "auto"):
-                self.notify("precision must be fp32, bf16 or auto", severity="error")
+            if form["precision"] and form["precision"] not in PRECISIONS:
+                self.notify(f"precision must be one of {', '.join(PRECISIONS)}", severity="error")
                 return
             args = ["cycle"]
             for name, label, shown, flag, kind in spec:
