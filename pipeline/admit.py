@@ -412,6 +412,8 @@ def admit_many(items: Iterable[tuple[dict | None, str | None, str | None]], back
             if cluster:
                 from pipeline.cluster import connect
                 connect(cluster).stop_all()
+            elif warm is not None:
+                warm.abort(backend.remove_own)   # also the members being prepared ahead
             elif backend is not None:
                 backend.remove_own()
         except Exception as e:  # noqa: BLE001 -- the stop goes on; reaping covers what is left

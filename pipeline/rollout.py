@@ -173,7 +173,9 @@ def run_rollouts(*, scenarios: list[dict], backend: Backend, store: Store, cfg: 
         stop.set()
         log.warning("stopping: sessions end as interrupted and their sandboxes are removed")
         try:
-            backend.remove_own()  # running commands end now, not at their timeout
+            # running commands end now, not at their timeout; so do the setups of the
+            # members the warm pool is preparing ahead
+            warm.abort(backend.remove_own)
         except Exception:
             pass
         pool.shutdown(wait=True, cancel_futures=True)

@@ -103,6 +103,9 @@ class SandboxPool:
         self._removing: list[Future] = []
         self._lock = threading.Lock()
         self._closed = False
+        self._stopping = False
+        self._preparing = 0              # preparations running now (ahead or on the spot)
+        self._idle = threading.Condition(self._lock)
         # warm: handed out as prepared; cold: made on the spot; aged/dead: discarded, not used;
         # failed: preparing it failed (made again on the spot, which reports it); unused: never taken
         self.stats = {"warm": 0, "cold": 0, "aged": 0, "dead": 0, "failed": 0, "unused": 0}
@@ -129,6 +132,10 @@ class SandboxPool:
             return len(self._pending)
 
     def _safe_prepare(self, key: str, spec: dict) -> Warm:
+        with self._lock:
+            if self._stopping:
+                return Warm(key, error=SekbenchError("the run is stopping"))
+            self._preparing += 1
         try:
             return self._prepare(key, spec)
         except Exception as e:  # noqa: BLE001 -- the job reports it, as a cold start would
@@ -136,6 +143,10 @@ class SandboxPool:
                 return Warm(key, error=e)
             log.warning("preparing a sandbox for %s failed: %s", key, e)
             return Warm(key, error=SekbenchError(f"could not prepare a sandbox: {e}"))
+        finally:
+            with self._lock:
+                self._preparing -= 1
+                self._idle.notify_all()
 
     # ------------------------------------------------------------------- take
     def take(self, key: str, spec: dict) -> Warm:
@@ -205,6 +216,25 @@ class SandboxPool:
             if member.sandbox is not None:
                 _remove(member.sandbox)
         self._removals.shutdown(wait=True)
+
+    def abort(self, remove_own: Callable[[], object], timeout_s: float = 30.0) -> None:
+        """Stop now (Ctrl-C): no preparation starts any more, and `remove_own` (which removes
+        every sandbox of this process) is called until none is running -- a preparation sits
+        in its scenario's setup, which may take long, and one whose sandbox was being created
+        while the first removal listed the engine is caught by the next. Then `close`."""
+        with self._lock:
+            self._stopping = True
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                remove_own()
+            except Exception as e:  # noqa: BLE001 -- the stop goes on; reaping covers the rest
+                log.warning("could not remove this run's sandboxes: %s", e)
+            with self._lock:
+                if self._preparing == 0 or time.monotonic() > deadline:
+                    break
+                self._idle.wait(0.5)
+        self.close()
 
     def __enter__(self):
         return self
@@ -283,6 +313,14 @@ class Ahead:
         if self.pool is not None:
             self.pool.close()
 
+    def abort(self, remove_own: Callable[[], object]) -> None:
+        """Stop now: `remove_own` until no preparation runs, then close (SandboxPool.abort);
+        without a pool, `remove_own` once."""
+        if self.pool is not None:
+            self.pool.abort(remove_own)
+        else:
+            remove_own()
+
 
 def start_pool(backend, jobs: list, workers: int, choice: bool | None = None, *,
                login: bool = True) -> Ahead:
@@ -330,6 +368,9 @@ class AdmitAhead:
 
     def close(self) -> None:
         self.ahead.close()
+
+    def abort(self, remove_own) -> None:
+        self.ahead.abort(remove_own)
 
 
 class AdmitJob:

@@ -241,3 +241,48 @@ def test_bwrap_rollouts_from_the_pool_are_kept_and_leave_nothing(ws):
     assert out["rollouts"] == 3 and out["kept"] == 3, out
     assert out["pool"]["warm"] == 3
     assert not [d for d in backend._sandboxes_dir().iterdir() if d.is_dir()]
+
+
+def test_abort_ends_preparations_whose_sandbox_a_first_removal_missed():
+    """Ctrl-C while members sit in a long setup: `abort` removes this run's sandboxes until no
+    preparation runs -- also one whose sandbox was created just after the first removal listed
+    the engine (CI's Ctrl-C admission waited out such a member's 50 s setup)."""
+    import threading
+
+    class Box:
+        def __init__(self):
+            self.removed = threading.Event()
+
+    engine: list[Box] = []             # what remove_own can see
+    created_late = threading.Event()
+    calls = []
+
+    def remove_own():
+        calls.append(len(engine))
+        for box in list(engine):
+            box.removed.set()
+        engine.clear()
+
+    def prepare(key, spec):
+        from pipeline.sandbox.pool import Warm
+        if spec["late"]:
+            while not calls:           # created only once the first removal has listed
+                time.sleep(0.01)
+            created_late.set()
+        box = Box()
+        engine.append(box)
+        if not box.removed.wait(30):   # the setup: ends only when its sandbox is removed
+            raise AssertionError("the setup ran out its time")
+        return Warm(key, error=SekbenchError("sandbox removed"))
+
+    pool = SandboxPool(object(), prepare, size=2)
+    assert pool.ahead("early", {"late": False}) and pool.ahead("late", {"late": True})
+    while not engine:
+        time.sleep(0.01)
+    t0 = time.monotonic()
+    pool.abort(remove_own, timeout_s=20)
+    assert time.monotonic() - t0 < 5
+    assert created_late.is_set() and len(calls) >= 2 and not engine
+    # a stopping pool prepares nothing more, ahead or on the spot
+    assert not pool.ahead("next", {"late": False})
+    assert "stopping" in str(pool.take("other", {"late": False}).error)

@@ -222,10 +222,17 @@ async def test_live_switching_sessions_fast_while_they_stream(make_app, workspac
     try:
         async with app.run_test(size=SIZE) as pilot:
             await settle(pilot)
+            # Switched the way a user does, through the table: moving the cursor pins the
+            # session, so the periodic refresh (which follows the newest while nothing is
+            # pinned) cannot switch it back under the test.
+            table = app.screen.query_one("#session-table", DataGrid)
+
+            def select(sid: str) -> None:
+                table.move_cursor(row=table.keys().index(sid))
             for k in range(120):
-                app.screen.stream(running[k % 2])
+                select(running[k % 2])
                 await pilot.pause(0.001 * (k % 4))
-            app.screen.stream(running[0])
+            select(running[0])
             view = app.screen.query_one("#stream", Scrollback)
             assert await wait_for(pilot, lambda: "line 50" in view.plain(), 10)
             assert app.screen.streaming == running[0]
