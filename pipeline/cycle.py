@@ -70,7 +70,8 @@ class CycleConfig:
                              "dropout halved a CPU step; within the cycle's 30 minutes on 2 cores "
                              "(bench/RESULTS.md)")
     lr: float = _f(1e-3, "SFT peak learning rate")
-    batch_tokens: int = _f(2048, "SFT token budget per batch (about five trajectories)")
+    batch_tokens: int = _f(2048, "SFT token budget per batch (about three of the default export's "
+                                 "trajectories: 44 batches a pass over its 129)")
     max_len: int = _f(2048, "SFT longest trajectory in tokens")
     device: str = _f("auto", "SFT and eval device: auto, cpu, cuda")
     precision: str | None = _f(None, "SFT precision: fp32, bf16 or auto (None: the SFT default, "

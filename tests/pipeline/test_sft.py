@@ -156,6 +156,10 @@ def test_length_grouped_batches_cover_everything_once_within_budget():
     assert padded / real < 1.05   # grouping by length leaves almost no padding
     assert batches == length_grouped_batches(exs, 1024, seed=3, epoch=0)   # resume rebuilds it
     assert batches != length_grouped_batches(exs, 1024, seed=3, epoch=1)
+    # a trajectory longer than the budget gets a batch of its own, and is never left out
+    exs.append(Example("long", [1] * 1500, [1] * 5))
+    batches = length_grouped_batches(exs, 1024, seed=3, epoch=0)
+    assert [200] in batches and sorted(i for b in batches for i in b) == list(range(201))
 
 
 def test_collate_pads_right_and_drops_the_mask_when_nothing_is_padded():
@@ -172,7 +176,8 @@ def test_config_is_validated():
     with pytest.raises(SekbenchError, match="lr"):
         SFTConfig(lr=0)
     with pytest.raises(SekbenchError, match="batch_tokens"):
-        SFTConfig(max_len=4096, batch_tokens=1024)
+        SFTConfig(batch_tokens=0)
+    SFTConfig(max_len=4096, batch_tokens=1024)   # a longer trajectory is a batch of its own
     with pytest.raises(SekbenchError, match="schedule"):
         SFTConfig(schedule="step")
 
